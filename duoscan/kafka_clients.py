@@ -1,0 +1,96 @@
+"""kafka-python clients and topic bootstrap configured from :class:`Settings`.
+
+Frames are large (an 800×800 frame is ~9.6 MB raw), so the topics' ``max.message.bytes``
+and every client limit derive from ``Settings.max_frame_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+# Room for the record batch header and key around one frame.
+_OVERHEAD = 64 * 1024
+
+
+def producer(settings: Settings, **extra: Any) -> KafkaProducer:
+    cfg: dict[str, Any] = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        max_request_size=settings.max_frame_bytes + _OVERHEAD,
+        batch_size=min(settings.max_frame_bytes + _OVERHEAD, 16 * 1024 * 1024),
+        retries=5,
+        request_timeout_ms=30_000,
+    )
+    cfg.update(extra)
+    return KafkaProducer(**cfg)
+
+
+def consumer(settings: Settings, *topics: str, **extra: Any) -> KafkaConsumer:
+    cfg: dict[str, Any] = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_s * 1000),
+        max_partition_fetch_bytes=settings.max_frame_bytes + _OVERHEAD,
+        fetch_max_bytes=2 * (settings.max_frame_bytes + _OVERHEAD),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    cfg.update(extra)
+    return KafkaConsumer(*topics, **cfg)
+
+
+def admin(settings: Settings, timeout_s: float = 20.0) -> KafkaAdminClient:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000)
+        except NoBrokersAvailable:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no Kafka broker reachable at {settings.bootstrap_servers}") from None
+            time.sleep(0.2)
+
+
+def topic_configs(settings: Settings) -> dict[str, str]:
+    return {"max.message.bytes": str(settings.max_frame_bytes + _OVERHEAD)}
+
+
+def ensure_topics(settings: Settings, lines: Iterable[str] = ()) -> list[str]:
+    """Create the frame topics of ``lines`` plus the DLQ and alerts topics if missing."""
+    wanted = {settings.frames_topic(line): settings.partitions for line in lines}
+    wanted[settings.dlq_topic] = 1
+    wanted[settings.alerts_topic] = 1
+    client = admin(settings)
+    try:
+        existing = set(client.list_topics())
+        new = [NewTopic(name, n, 1, topic_configs=topic_configs(settings)) for name, n in wanted.items() if name not in existing]
+        if new:
+            try:
+                client.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", ", ".join(t.name for t in new))
+        return sorted(wanted)
+    finally:
+        client.close()
+
+
+def frame_topics(settings: Settings) -> list[str]:
+    """Every existing ``frames.<line>`` topic (the DLQ excluded)."""
+    client = admin(settings)
+    try:
+        return sorted(t for t in client.list_topics() if settings.is_frames_topic(t))
+    except KafkaError as exc:
+        raise RuntimeError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        client.close()

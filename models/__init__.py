@@ -1,0 +1,6 @@
+"""The science: features, methods, training and metrics. Imports nothing from Kafka or Redis."""
+
+from . import baseline as _baseline  # noqa: F401  (registers the method)
+from .base import REGISTRY, AnomalyModel, AnomalyOutput, FrameLike, ModelFileError, create, load_model, resolve_device
+
+__all__ = ["REGISTRY", "AnomalyModel", "AnomalyOutput", "FrameLike", "ModelFileError", "create", "load_model", "resolve_device"]

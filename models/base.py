@@ -1,0 +1,128 @@
+"""The one interface every method implements, and the registry that finds them.
+
+``fit`` on defect-free frames, ``score`` a batch into image scores and pixel maps,
+``save``/``load`` through ``torch.save`` of plain tensors and JSON (loaded with
+``weights_only=True``, so a model file can never execute code).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+class FrameLike(Protocol):
+    """Anything with an aligned image and organized cloud: schemas.Frame, dataset samples."""
+
+    rgb: np.ndarray  # H×W×3 uint8
+    xyz: np.ndarray  # H×W×3 float32, zeros = no point
+
+@dataclass
+class AnomalyOutput:
+    """What ``score`` returns: one score per frame and one map per frame at input resolution."""
+
+    image_scores: np.ndarray  # (B,) float32
+    pixel_maps: list[np.ndarray]  # B arrays H_i×W_i float32 (frames in a batch may differ in size)
+    modalities: list[list[str]] = field(default_factory=list)  # per frame, which inputs contributed
+
+class ModelFileError(RuntimeError):
+    """A model file that is missing, tampered with, or of another method/format."""
+
+class AnomalyModel(ABC):
+    name: ClassVar[str]
+    version: str = "0"
+    threshold: float = float("inf")
+
+    @abstractmethod
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "AnomalyModel": ...
+
+    @abstractmethod
+    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput: ...
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments."""
+
+    @abstractmethod
+    def state(self) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def to(self, device: str) -> "AnomalyModel":
+        return self
+
+    def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
+        """Set the decision threshold so about ``target_fpr`` of good frames would alert."""
+        scores = np.concatenate([self.score(list(chunk)).image_scores for chunk in _chunks(good, 8)])
+        self.threshold = float(np.quantile(scores, 1 - target_fpr))
+        return self.threshold
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            "format": FORMAT_VERSION,
+            "method": self.name,
+            "version": self.version,
+            "threshold": float(self.threshold),
+            "config": json.dumps(self.config()),
+            "state": {k: v.detach().cpu().contiguous() for k, v in self.state().items()},
+        }
+        torch.save(blob, path)
+        return path
+
+REGISTRY: dict[str, type[AnomalyModel]] = {}
+
+def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+def create(method: str, **config: Any) -> AnomalyModel:
+    if method not in REGISTRY:
+        raise KeyError(f"unknown method {method!r} (known: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[method](**config)
+
+def load_model(path: str | Path, device: str = "cpu") -> AnomalyModel:
+    """Load a model file safely (``weights_only=True``); raise :class:`ModelFileError` if it is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"{path} is not a valid duoscan model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION or "method" not in blob:
+        raise ModelFileError(f"{path} is not a duoscan model file of format {FORMAT_VERSION}")
+    try:
+        model = create(blob["method"], **json.loads(blob["config"]))
+        model.version = str(blob["version"])
+        model.threshold = float(blob["threshold"])
+        model.load_state(blob["state"])
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot restore {blob.get('method')!r} model ({exc})") from None
+    return model.to(device)
+
+def _chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    return device

@@ -1,0 +1,104 @@
+"""Parts every method shares: geometry preprocessing, nearest-neighbour scoring, map smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+
+def valid_mask(xyz: np.ndarray) -> np.ndarray:
+    """Pixels with a measured point (MVTec 3D-AD marks missing points with all zeros)."""
+    return np.any(xyz != 0, axis=2)
+
+
+def fit_border_plane(xyz: np.ndarray, valid: np.ndarray, border: int = 4) -> np.ndarray | None:
+    """Least-squares plane z = a·x + b·y + c through the valid points of the image border.
+
+    The part sits in the middle of the view, so the border sees the background
+    plane. Returns (a, b, c), or None when the border has too few points.
+    """
+    ring = np.zeros_like(valid)
+    ring[:border], ring[-border:], ring[:, :border], ring[:, -border:] = True, True, True, True
+    pts = xyz[ring & valid]
+    if len(pts) < 10:
+        return None
+    design = np.c_[pts[:, 0], pts[:, 1], np.ones(len(pts))]
+    coef, *_ = np.linalg.lstsq(design, pts[:, 2], rcond=None)
+    # One refit without the worst 20% residuals makes the fit robust to stray foreground.
+    resid = np.abs(design @ coef - pts[:, 2])
+    keep = resid <= np.quantile(resid, 0.8)
+    coef, *_ = np.linalg.lstsq(design[keep], pts[keep, 2], rcond=None)
+    return coef
+
+
+def height_above_plane(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Height (mm, towards the camera) of every valid point above the background plane.
+
+    Returns ``(height, valid)``; invalid pixels are filled from their nearest valid
+    neighbour so filters do not ring at holes.
+    """
+    valid = valid_mask(xyz)
+    coef = fit_border_plane(xyz, valid)
+    if coef is None:
+        return np.zeros(xyz.shape[:2], np.float32), valid
+    plane = coef[0] * xyz[..., 0] + coef[1] * xyz[..., 1] + coef[2]
+    height = ((plane - xyz[..., 2]) * 1000.0).astype(np.float32)
+    return fill_invalid(height, valid), valid
+
+
+def fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    if valid.all() or not valid.any():
+        return np.where(valid, values, 0).astype(values.dtype)
+    idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    return values[tuple(idx)]
+
+
+def knn_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Distance from each query row to its nearest bank row.
+
+    Low-dimensional features on the CPU go through a KD-tree (about 20x faster than
+    brute force here); everything else through chunked ``cdist``, which suits GPUs.
+    """
+    if queries.device.type == "cpu" and bank.shape[1] <= 16:
+        tree = cKDTree(bank.numpy())
+        dist, _ = tree.query(queries.numpy(), k=1, workers=-1)
+        return torch.from_numpy(dist.astype(np.float32))
+    out = torch.empty(len(queries), device=queries.device, dtype=queries.dtype)
+    for i in range(0, len(queries), chunk):
+        out[i : i + chunk] = torch.cdist(queries[i : i + chunk], bank).min(dim=1).values
+    return out
+
+
+def random_subsample(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    if len(x) <= n:
+        return x
+    g = torch.Generator().manual_seed(seed)
+    return x[torch.randperm(len(x), generator=g)[:n]]
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of B×H×W maps (the usual anomaly-map post-processing)."""
+    if sigma <= 0:
+        return maps
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    m = maps[:, None]
+    m = F.conv2d(F.pad(m, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    m = F.conv2d(F.pad(m, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+    return m[:, 0]
+
+
+def largest_region(pixel_map: np.ndarray, threshold: float) -> tuple[int, tuple[int, int, int, int]] | None:
+    """Area and bounding box (x0, y0, x1, y1) of the largest connected region above ``threshold``."""
+    labels, n = ndimage.label(pixel_map > threshold)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    best = int(np.argmax(sizes)) + 1
+    ys, xs = np.nonzero(labels == best)
+    return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))

@@ -1,0 +1,1 @@
+"""Where frames come from: the sensor SDK, dataset replay and synthetic parts."""

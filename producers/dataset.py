@@ -1,0 +1,94 @@
+"""MVTec 3D-AD on-disk layout: write synthetic parts into it, read samples back.
+
+Layout: ``<cat>/{train,validation}/good/{rgb/*.png, xyz/*.tiff}`` and
+``<cat>/test/<defect|good>/{rgb,xyz,gt}/NNN.*``; xyz is an H×W×3 float32 TIFF with
+zeros for missing points. A missing gt file means "no defect" (all zeros).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tifffile
+from PIL import Image
+from rich.progress import Progress
+
+from .synthetic import CATEGORIES, DEFECTS, render_part
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Sample:
+    rgb: np.ndarray
+    xyz: np.ndarray
+    mask: np.ndarray  # H×W bool
+    category: str
+    split: str
+    defect: str  # "good" or the defect folder's name
+    name: str  # file stem, e.g. "003"
+
+    @property
+    def label(self) -> int:
+        return int(self.defect != "good")
+
+
+def write_sample(root: Path, category: str, split: str, defect: str, index: int, rgb: np.ndarray, xyz: np.ndarray, mask: np.ndarray | None) -> None:
+    base = root / category / split / defect
+    name = f"{index:03d}"
+    for sub in ("rgb", "xyz") + (("gt",) if mask is not None else ()):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(base / "rgb" / f"{name}.png")
+    tifffile.imwrite(base / "xyz" / f"{name}.tiff", xyz.astype(np.float32))
+    if mask is not None:
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(base / "gt" / f"{name}.png")
+
+
+def write_synthetic_dataset(
+    out: Path,
+    categories: tuple[str, ...] = CATEGORIES,
+    size: int = 128,
+    n_train: int = 40,
+    n_validation: int = 10,
+    n_test_good: int = 10,
+    n_test_per_defect: int = 6,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Render a synthetic dataset in MVTec 3D-AD's layout; returns ``out``."""
+    plan: list[tuple[str, str, str, int]] = []
+    for cat in categories:
+        plan += [(cat, "train", "good", i) for i in range(n_train)]
+        plan += [(cat, "validation", "good", i) for i in range(n_validation)]
+        plan += [(cat, "test", "good", i) for i in range(n_test_good)]
+        plan += [(cat, "test", d, i) for d in DEFECTS for i in range(n_test_per_defect)]
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("rendering synthetic parts", total=len(plan))
+        for cat, split, defect, i in plan:
+            key = [seed, CATEGORIES.index(cat) if cat in CATEGORIES else 99, SPLITS.index(split), (DEFECTS + ("good",)).index(defect), i]
+            part = render_part(cat, np.random.default_rng(key), defect, size)
+            write_sample(out, cat, split, defect, i, part.rgb, part.xyz, part.mask if split == "test" else None)
+            bar.advance(task)
+    return out
+
+
+def categories_in(root: Path) -> list[str]:
+    return sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir() or (p / "test").is_dir())
+
+
+def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
+    """Yield every sample of one split of one category, defects sorted by name."""
+    split_dir = Path(root) / category / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir} does not exist (expected MVTec 3D-AD layout)")
+    for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        for rgb_path in sorted((defect_dir / "rgb").glob("*.png")):
+            xyz_path = defect_dir / "xyz" / f"{rgb_path.stem}.tiff"
+            rgb = np.asarray(Image.open(rgb_path).convert("RGB"))
+            xyz = np.asarray(tifffile.imread(xyz_path), dtype=np.float32)
+            gt_path = defect_dir / "gt" / f"{rgb_path.stem}.png"
+            mask = np.asarray(Image.open(gt_path).convert("L")) > 0 if gt_path.exists() else np.zeros(rgb.shape[:2], bool)
+            yield Sample(rgb, xyz, mask, category, split, defect_dir.name, rgb_path.stem)

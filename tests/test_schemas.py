@@ -1,0 +1,154 @@
+"""The wire contract: round trips and every kind of malformed input -> SchemaError."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings
+
+
+def make_frame(h: int = 6, w: int = 5, **kw) -> Frame:
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-0.1, 0.4, (h, w, 3)).astype(np.float32)
+    xyz[0, 0] = 0.0
+    defaults = dict(line="l1", station="s1", category="ring", rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), xyz=xyz)
+    defaults.update(kw)
+    return Frame(**defaults)
+
+
+def mutate(payload: bytes, fn) -> bytes:
+    obj = msgpack.unpackb(payload, raw=False)
+    fn(obj)
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
+def test_frame_round_trip_is_exact(codec):
+    f = make_frame(meta={"lot": "A7"})
+    g = Frame.decode(f.encode(codec=codec))
+    assert (g.frame_id, g.line, g.station, g.category, g.meta) == (f.frame_id, f.line, f.station, f.category, f.meta)
+    assert np.array_equal(g.rgb, f.rgb) and np.array_equal(g.xyz, f.xyz)
+    assert g.xyz.dtype == np.float32
+
+
+def test_float16_xyz_costs_bounded_precision():
+    f = make_frame()
+    g = Frame.decode(f.encode(xyz_float16=True))
+    assert g.xyz.dtype == np.float32
+    # float16 has 10 mantissa bits: relative error <= 2^-11.
+    assert np.all(np.abs(g.xyz - f.xyz) <= np.abs(f.xyz) * 2.0**-11 + 1e-7)
+    assert len(f.encode(codec="none", xyz_float16=True)) < len(f.encode(codec="none"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 24),
+    w=st.integers(1, 24),
+    codec=st.sampled_from(["none", "zstd", "lz4"]),
+    meta=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_frame_round_trip_property(h, w, codec, meta, seed):
+    rng = np.random.default_rng(seed)
+    xyz = rng.standard_normal((h, w, 3)).astype(np.float32)
+    f = make_frame(h, w, xyz=xyz, rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), meta=meta)
+    g = Frame.decode(f.encode(codec=codec))
+    assert np.array_equal(g.rgb, f.rgb) and np.array_equal(g.xyz, f.xyz) and g.meta == meta
+
+
+def _set(path, value):
+    def fn(obj):
+        target = obj
+        for p in path[:-1]:
+            target = target[p]
+        target[path[-1]] = value
+
+    return fn
+
+
+MALFORMED = {
+    "wrong version": _set(["v"], 99),
+    "wrong kind": _set(["kind"], "result"),
+    "missing rgb": lambda o: o.pop("rgb"),
+    "string for int": _set(["captured_ns"], "yesterday"),
+    "bool for int": _set(["captured_ns"], True),
+    "bad dtype": _set(["rgb", "dtype"], "object"),
+    "float64 dtype": _set(["xyz", "dtype"], "float64"),
+    "unknown codec": _set(["rgb", "codec"], "gzip"),
+    "shape lie": _set(["rgb", "shape"], [6, 5, 4]),
+    "absurd dims": _set(["rgb", "shape"], [10**6, 10**6, 3]),
+    "negative dim": _set(["rgb", "shape"], [-6, -5, 3]),
+    "2d rgb": _set(["rgb", "shape"], [30, 3]),
+    "mismatched sizes": lambda o: o["xyz"].update(shape=[5, 6, 3]),
+    "byte count lie": lambda o: o["xyz"].update(data=o["xyz"]["data"][:-4]),
+    "rgb as float": lambda o: o["rgb"].update(dtype="float32", shape=[6, 5, 1]),
+    "data not bytes": _set(["rgb", "data"], "abc"),
+    "meta not strings": _set(["meta"], {"a": 1}),
+    "bad line name": _set(["line"], "line one; DROP"),
+    "bad frame id": _set(["frame_id"], ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_frames_raise_schema_error(name):
+    payload = mutate(make_frame().encode(codec="none"), MALFORMED[name])
+    with pytest.raises(SchemaError) as err:
+        Frame.decode(payload)
+    assert err.value.reason  # a human-readable reason travels to the DLQ
+
+
+def test_nan_xyz_and_corrupt_compression_are_rejected():
+    xyz = make_frame().xyz.copy()
+    xyz[1, 1, 2] = np.nan
+    with pytest.raises(SchemaError, match="NaN"):
+        Frame.decode(mutate(make_frame().encode(codec="none"), lambda o: o["xyz"].update(data=xyz.tobytes())))
+    with pytest.raises(SchemaError, match="zstd"):
+        Frame.decode(mutate(make_frame().encode(codec="zstd"), lambda o: o["rgb"].update(data=b"\x28\xb5\x2f\xfd" + b"junk")))
+    with pytest.raises(SchemaError, match="lz4"):
+        Frame.decode(mutate(make_frame().encode(codec="lz4"), lambda o: o["rgb"].update(data=b"\xff" * 7)))
+
+
+def test_decompression_bomb_is_refused_before_allocation():
+    big = Frame(line="l", station="s", category="c", rgb=np.zeros((2000, 2000, 3), np.uint8), xyz=np.zeros((2000, 2000, 3), np.float32))
+    payload = big.encode(codec="zstd")
+    assert len(payload) < 100_000  # zeros compress to almost nothing...
+    with pytest.raises(SchemaError, match="budget"):  # ...but the claimed size is checked first
+        Frame.decode(payload, DecodeLimits(max_frame_bytes=1_000_000))
+
+
+def test_garbage_and_ext_types_are_rejected():
+    for junk in (b"", b"\xc1", b"\x92\x01\x02", b"random bytes \x00\xff" * 3, msgpack.packb(msgpack.ExtType(1, b"x"))):
+        with pytest.raises(SchemaError):
+            Frame.decode(junk)
+
+
+def test_oversized_message_is_rejected_by_limit():
+    payload = make_frame(64, 64).encode(codec="none")
+    with pytest.raises(SchemaError, match="exceeds"):
+        Frame.decode(payload, DecodeLimits(max_frame_bytes=len(payload) - 1))
+
+
+def test_encode_refuses_invalid_frames():
+    with pytest.raises(SchemaError, match="aligned"):
+        make_frame(xyz=np.zeros((3, 3, 3), np.float32)).encode()
+    with pytest.raises(SchemaError, match="uint8"):
+        make_frame(rgb=np.zeros((6, 5, 3), np.float32)).encode()
+
+
+def test_result_alert_dead_letter_round_trip():
+    r = Result(
+        frame_id="f1", line="l1", station="s1", category="ring", model="baseline", model_version="1",
+        score=2.5, threshold=1.0, verdict="anomalous", heatmap_key="duoscan:heatmap:f1", modalities=["rgb", "xyz"],
+        region=Region(12, (1, 2, 5, 6)), timings=Timings(1, 2, 3, 4, 5),
+    )
+    assert Result.decode(r.encode()) == r
+    a = Alert.from_result(r)
+    assert Alert.decode(a.encode()) == a and a.region == r.region
+    d = DeadLetter(reason="bad", source_topic="frames.l1", source_partition=2, source_offset=9, frame_id="", payload=b"\x00\x01")
+    assert DeadLetter.decode(d.encode()) == d
+    with pytest.raises(SchemaError):
+        Result.decode(a.encode())  # an alert is not a result
