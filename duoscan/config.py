@@ -29,6 +29,9 @@ class Settings:
     group_id: str = "duoscan-workers"
     session_timeout_s: float = 6.0  # Tansu holds a join ~half of this; 6 s / 0.5 s measured to work
     heartbeat_s: float = 0.5
+    # Tansu holds every fetch for the full max wait even when data is there, so this
+    # bounds consumer latency; real Kafka answers as soon as data arrives.
+    fetch_max_wait_ms: int = 50
     max_frame_bytes: int = 64 * 1024 * 1024  # topic max.message.bytes and client limits follow this
     codec: str = "zstd"  # none | zstd | lz4
     xyz_float16: bool = False

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .config import Settings
 
@@ -41,6 +41,7 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> KafkaConsumer:
         bootstrap_servers=settings.bootstrap_servers,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_s * 1000),
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         max_partition_fetch_bytes=settings.max_frame_bytes + _OVERHEAD,
         fetch_max_bytes=2 * (settings.max_frame_bytes + _OVERHEAD),
         auto_offset_reset="earliest",
@@ -55,7 +56,7 @@ def admin(settings: Settings, timeout_s: float = 20.0) -> KafkaAdminClient:
     while True:
         try:
             return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000)
-        except NoBrokersAvailable:
+        except KafkaError:  # NoBrokersAvailable (2.x) / KafkaConnectionError (3.x)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no Kafka broker reachable at {settings.bootstrap_servers}") from None
             time.sleep(0.2)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+from statistics import NormalDist
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,19 @@ class AnomalyModel(ABC):
         return self
 
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
-        """Set the decision threshold so about ``target_fpr`` of good frames would alert."""
+        """Set the decision threshold so about ``target_fpr`` of good frames would alert.
+
+        An empirical quantile at 1% needs hundreds of good frames; validation sets are
+        usually far smaller and their maximum underestimates the tail. So the threshold
+        is the larger of the empirical quantile and a Gaussian tail estimate
+        (mean + z·std) of the good scores.
+        """
         scores = np.concatenate([self.score(list(chunk)).image_scores for chunk in _chunks(good, 8)])
-        self.threshold = float(np.quantile(scores, 1 - target_fpr))
+        if len(scores) < 2:
+            raise ValueError("calibration needs at least 2 good frames")
+        z = float(NormalDist().inv_cdf(1 - target_fpr))
+        gaussian = float(scores.mean() + z * scores.std(ddof=1))
+        self.threshold = max(float(np.quantile(scores, 1 - target_fpr)), gaussian)
         return self.threshold
 
     def save(self, path: str | Path) -> Path:

@@ -22,7 +22,7 @@ from rich.progress import track
 from scipy import ndimage
 
 from .base import AnomalyModel, AnomalyOutput, FrameLike, register
-from .components import gaussian_blur, height_above_plane, knn_distance, random_subsample
+from .components import NearestNeighbours, gaussian_blur, height_above_plane, knn_distance, random_subsample
 
 
 def _resize(arr: np.ndarray, size: int, resample: int) -> np.ndarray:
@@ -52,11 +52,12 @@ def geometry_features(xyz: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
 class BaselineModel(AnomalyModel):
     name = "baseline"
 
-    def __init__(self, work_size: int = 96, stride: int = 2, bank_size: int = 20000, sigma: float = 1.0, min_valid: float = 0.2, seed: int = 0) -> None:
+    def __init__(self, work_size: int = 96, stride: int = 2, bank_size: int = 100_000, sigma: float = 1.0, min_valid: float = 0.2, seed: int = 0) -> None:
         self.work_size, self.stride, self.bank_size = work_size, stride, bank_size
         self.sigma, self.min_valid, self.seed = sigma, min_valid, seed
         self.device = "cpu"
         self.tensors: dict[str, torch.Tensor] = {}
+        self.nn: dict[str, NearestNeighbours] = {}
         self.version = "1"
 
     def config(self) -> dict[str, Any]:
@@ -75,6 +76,7 @@ class BaselineModel(AnomalyModel):
     def to(self, device: str) -> "BaselineModel":
         self.device = device
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        self.nn = {m: NearestNeighbours(self.tensors[f"{m}_bank"]) for m in ("rgb", "geo") if f"{m}_bank" in self.tensors}
         return self
 
     def _features(self, frame: FrameLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,8 +122,8 @@ class BaselineModel(AnomalyModel):
         geo = torch.from_numpy(np.stack([f[1] for f in feats])).to(self.device)
         valid = torch.from_numpy(np.stack([f[2] for f in feats])).to(self.device)
         b, g = rgb.shape[:2]
-        d_rgb = knn_distance(((rgb - t["rgb_mean"]) / t["rgb_std"]).flatten(0, 2), t["rgb_bank"]).view(b, g, g)
-        d_geo = knn_distance(((geo - t["geo_mean"]) / t["geo_std"]).flatten(0, 2), t["geo_bank"]).view(b, g, g)
+        d_rgb = self.nn["rgb"](((rgb - t["rgb_mean"]) / t["rgb_std"]).flatten(0, 2)).view(b, g, g)
+        d_geo = self.nn["geo"](((geo - t["geo_mean"]) / t["geo_std"]).flatten(0, 2)).view(b, g, g)
         use_geo = valid.flatten(1).float().mean(1) >= self.min_valid
         geo_map = d_geo / t["scales"][1] * valid * use_geo[:, None, None]
         grid_map = torch.maximum(d_rgb / t["scales"][0], geo_map)

@@ -56,20 +56,29 @@ def fill_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return values[tuple(idx)]
 
 
-def knn_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Distance from each query row to its nearest bank row.
+class NearestNeighbours:
+    """Distance from query rows to their nearest row of a fixed bank.
 
-    Low-dimensional features on the CPU go through a KD-tree (about 20x faster than
-    brute force here); everything else through chunked ``cdist``, which suits GPUs.
+    Low-dimensional banks on the CPU get a KD-tree (built once, ~20x faster than brute
+    force here); anything else uses chunked ``cdist``, which suits GPUs.
     """
-    if queries.device.type == "cpu" and bank.shape[1] <= 16:
-        tree = cKDTree(bank.numpy())
-        dist, _ = tree.query(queries.numpy(), k=1, workers=-1)
-        return torch.from_numpy(dist.astype(np.float32))
-    out = torch.empty(len(queries), device=queries.device, dtype=queries.dtype)
-    for i in range(0, len(queries), chunk):
-        out[i : i + chunk] = torch.cdist(queries[i : i + chunk], bank).min(dim=1).values
-    return out
+
+    def __init__(self, bank: torch.Tensor, chunk: int = 2048) -> None:
+        self.bank, self.chunk = bank, chunk
+        self.tree = cKDTree(bank.numpy()) if bank.device.type == "cpu" and bank.shape[1] <= 16 else None
+
+    def __call__(self, queries: torch.Tensor) -> torch.Tensor:
+        if self.tree is not None:
+            dist, _ = self.tree.query(queries.cpu().numpy(), k=1, workers=-1)
+            return torch.from_numpy(dist.astype(np.float32)).to(queries.device)
+        out = torch.empty(len(queries), device=queries.device, dtype=queries.dtype)
+        for i in range(0, len(queries), self.chunk):
+            out[i : i + self.chunk] = torch.cdist(queries[i : i + self.chunk], self.bank).min(dim=1).values
+        return out
+
+
+def knn_distance(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    return NearestNeighbours(bank)(queries)
 
 
 def random_subsample(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""The stream-processing runtime: consume, micro-batch, score, write Redis, alert."""

@@ -1,0 +1,159 @@
+"""The faust app: one stateless agent that turns micro-batches of frames into results.
+
+One agent instance (concurrency 1) per process: faust can commit past an in-flight
+message when an agent runs concurrently (faust-streaming issue #606), so we scale
+by adding processes to the consumer group. No tables: the embedded broker misreports
+end offsets, which breaks table recovery; all state lives in Redis.
+
+faust acks a ``take_events`` batch when the loop body returns, and commits acked
+offsets in the background, so an offset is only committed after ``process``
+returned, i.e. after the results are in Redis and alerts are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import faust
+
+from duoscan.config import Settings
+from duoscan.kafka_clients import frame_topics
+
+from .processor import BatchProcessor, Incoming
+
+log = logging.getLogger(__name__)
+
+
+def _limit_fetch_wait(ms: int) -> None:
+    """faust hardcodes ``fetch_max_wait_ms=1500`` for its group consumer.
+
+    Tansu holds each fetch for the whole max wait, so that alone would add ~0.75 s of
+    latency per frame; we lower it for the consumers faust creates in this process.
+    """
+    import aiokafka
+
+    base = aiokafka.AIOKafkaConsumer
+    if getattr(base, "duoscan_fetch_wait", None) == ms:
+        return
+    root = getattr(base, "duoscan_base", base)
+
+    class Consumer(root):  # type: ignore[misc, valid-type]
+        duoscan_fetch_wait = ms
+        duoscan_base = root
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["fetch_max_wait_ms"] = ms
+            super().__init__(*args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer = Consumer  # faust looks it up on the module at consumer creation
+
+
+def create_app(settings: Settings, topics: list[str], processor: BatchProcessor, on_new_topics: Callable[[list[str]], None]) -> faust.App:
+    _limit_fetch_wait(settings.fetch_max_wait_ms)
+    app = faust.App(
+        settings.group_id,
+        broker=f"kafka://{settings.bootstrap_servers.split(',')[0]}",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_commit_interval=0.5,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=settings.max_frame_bytes * 2,
+        producer_max_request_size=settings.max_frame_bytes + 65536,
+        stream_buffer_maxsize=max(64, settings.max_batch * 4),
+    )
+    source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+    stopping = False
+    processor.should_stop = lambda: stopping
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:  # noqa: ARG001
+        parts = ",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        log.info("assigned partitions: %s", parts or "(none)")
+        await asyncio.get_running_loop().run_in_executor(executor, processor.store.record_worker, processor.worker_id, "partitions", parts)
+
+    @app.agent(source, concurrency=1)
+    async def score_frames(stream: faust.Stream) -> None:
+        nonlocal stopping
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
+            batch = [Incoming(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
+            fut = loop.run_in_executor(executor, processor.process, batch)
+            try:
+                report = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                # Shutting down mid-batch: finish writing before faust acks these events.
+                stopping = True
+                await asyncio.wait([fut])
+                raise
+            except Exception:
+                # Results may not be durable: die without committing so the group redelivers.
+                log.critical("batch of %d frames failed; exiting without commit", len(batch), exc_info=True)
+                os._exit(70)
+            log.info("batch %d: %d results, %d alerts, %d dead, score %.0f ms", len(batch), report.results, report.alerts, report.dead, report.score_s * 1000)
+
+    @app.timer(settings.new_topic_poll_s)
+    async def watch_new_lines() -> None:
+        current = await asyncio.get_running_loop().run_in_executor(None, frame_topics, settings)
+        new = sorted(set(current) - set(topics))
+        if new:
+            log.warning("new line topics %s: restarting to subscribe", ", ".join(new))
+            on_new_topics(new)
+
+    return app
+
+
+def wait_for_topics(settings: Settings, timeout_s: float = 120.0) -> list[str]:
+    """The ``frames.<line>`` topics to subscribe to; waits for the first line to appear.
+
+    faust-streaming cannot subscribe by pattern (its aiokafka driver rejects it), so
+    the worker resolves the pattern itself and restarts when a new line shows up.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = frame_topics(settings)
+        if topics:
+            return topics
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {settings.topic_prefix}* topics on {settings.bootstrap_servers} after {timeout_s:.0f} s")
+        log.info("waiting for %s* topics", settings.topic_prefix)
+        time.sleep(1.0)
+
+
+def run_worker(settings: Settings, models_dir: str, device: str = "auto", loglevel: str = "info") -> None:
+    """Run one worker process until SIGTERM/SIGINT; re-exec itself to pick up new lines."""
+    from duoscan import kafka_clients
+
+    from .routing import ModelRouter
+    from .store import ResultStore
+
+    router = ModelRouter(models_dir, device)
+    processor = BatchProcessor(settings, router, ResultStore(settings), kafka_clients.producer(settings))
+    topics = wait_for_topics(settings)
+    log.info("worker %s subscribing to %s", processor.worker_id, ", ".join(topics))
+    resubscribe: list[str] = []
+
+    def on_new_topics(new: list[str]) -> None:
+        resubscribe.extend(new)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    app = create_app(settings, topics, processor, on_new_topics)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    finally:
+        processor.producer.flush()
+    if resubscribe:
+        os.execv(sys.executable, [sys.executable, "-m", "duoscan", *sys.argv[1:]])

@@ -1,0 +1,160 @@
+"""One micro-batch, start to finish: decode -> score -> write Redis -> alert -> (caller commits).
+
+Transport-agnostic and synchronous, so the faust agent runs it in an executor
+(heartbeats keep flowing) and tests can drive it directly. Nothing here returns
+before the batch's results are durable in Redis and its alerts and dead letters
+are acknowledged by the broker; the caller acks offsets only after it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence, TypeVar
+
+import redis
+from kafka import KafkaProducer
+
+from duoscan.config import Settings
+from models.components import largest_region
+from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
+
+from .routing import ModelRouter
+from .store import ResultStore, encode_heatmap
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Incoming:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    consumed_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass
+class BatchReport:
+    results: int = 0
+    alerts: int = 0
+    dead: int = 0
+    duplicates: int = 0
+    score_s: float = 0.0
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class BatchProcessor:
+    def __init__(self, settings: Settings, router: ModelRouter, store: ResultStore, producer: KafkaProducer, should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.settings = settings
+        self.router = router
+        self.store = store
+        self.producer = producer
+        self.limits = DecodeLimits(max_frame_bytes=settings.max_frame_bytes)
+        self.should_stop = should_stop
+        self.worker_id = worker_id()
+
+    def process(self, batch: Sequence[Incoming]) -> BatchReport:
+        report = BatchReport()
+        dead: list[tuple[Incoming, str]] = []
+        by_category: dict[str, list[tuple[Incoming, Frame]]] = defaultdict(list)
+        for msg in batch:
+            try:
+                frame = Frame.decode(msg.value, self.limits)
+            except SchemaError as exc:
+                dead.append((msg, exc.reason))
+                continue
+            if self.router.get(frame.category) is None:
+                dead.append((msg, f"no model for category {frame.category!r}"))
+                continue
+            by_category[frame.category].append((msg, frame))
+
+        results: list[Result] = []
+        heatmaps: list[bytes] = []
+        t0 = time.perf_counter()
+        for category, items in by_category.items():
+            model = self.router.get(category)
+            assert model is not None
+            frames = [f for _, f in items]
+            try:
+                out = model.score(frames)
+            except Exception as exc:  # a frame the model cannot handle must not stall the line
+                log.exception("scoring %d %s frames failed", len(frames), category)
+                dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
+                continue
+            scored_ns = time.time_ns()
+            for (msg, frame), score, pixel_map, mods in zip(items, out.image_scores, out.pixel_maps, out.modalities):
+                score = float(score)
+                anomalous = score > model.threshold
+                region = largest_region(pixel_map, model.threshold) if anomalous else None
+                results.append(
+                    Result(
+                        frame_id=frame.frame_id, line=frame.line, station=frame.station, category=category,
+                        model=model.name, model_version=model.version, score=score, threshold=float(model.threshold),
+                        verdict="anomalous" if anomalous else "ok", heatmap_key=self.store.heatmap_key(frame.frame_id),
+                        modalities=list(mods), region=Region(*region) if region else None,
+                        timings=Timings(frame.captured_ns, frame.published_ns, msg.consumed_ns, scored_ns, 0),
+                    )
+                )
+                heatmaps.append(encode_heatmap(pixel_map))
+        report.score_s = time.perf_counter() - t0
+
+        if results:
+            written_ns = time.time_ns()
+            results = [_with_written(r, written_ns) for r in results]
+            fresh = self._retry("write results to Redis", lambda: self.store.write(results, heatmaps))
+            report.results = len(results)
+            report.duplicates = fresh.count(False)
+            report.alerts = self._alert([r for r in results if r.anomalous])
+        if dead:
+            self._dead_letters(dead)
+            report.dead = len(dead)
+        self._retry("count processed frames", lambda: self.store.count_processed(self.worker_id, len(batch)))
+        return report
+
+    def _alert(self, anomalous: list[Result]) -> int:
+        if not anomalous:
+            return 0
+        done = self._retry("check alert marks", lambda: self.store.already_alerted([r.frame_id for r in anomalous]))
+        todo = [r for r, d in zip(anomalous, done) if not d]
+        futures = [self.producer.send(self.settings.alerts_topic, key=r.frame_id.encode(), value=Alert.from_result(r).encode()) for r in todo]
+        for fut in futures:
+            fut.get(timeout=30)  # raises: the batch is then not acked and will be redelivered
+        if todo:
+            self._retry("mark alerts", lambda: self.store.mark_alerted([r.frame_id for r in todo]))
+        return len(todo)
+
+    def _dead_letters(self, dead: list[tuple[Incoming, str]]) -> None:
+        futures = []
+        for msg, reason in dead:
+            log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+            letter = DeadLetter(reason=reason, source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset, frame_id=peek_frame_id(msg.value) or "", payload=msg.value)
+            futures.append(self.producer.send(self.settings.dlq_topic, value=letter.encode()))
+        for fut in futures:
+            fut.get(timeout=30)
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Retry Redis work with capped exponential backoff until it succeeds or we are stopped."""
+        delay = 0.2
+        while True:
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                if self.should_stop():
+                    raise
+                log.error("Redis unavailable while trying to %s (%s); retrying in %.1f s, not committing", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _with_written(r: Result, written_ns: int) -> Result:
+    """Stamp the moment the Redis write was issued (the batch's results become visible together)."""
+    return replace(r, timings=replace(r.timings, written_ns=written_ns))

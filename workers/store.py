@@ -1,0 +1,131 @@
+"""Results in Redis: one hash per frame, its heatmap, a per-line stream, alert dedupe marks.
+
+Every write is keyed by frame id, so a redelivered frame overwrites its earlier
+result instead of duplicating it (the per-line stream gets one entry per frame).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+import redis
+
+from duoscan.config import Settings
+from schemas import Region, Result, Timings, decode_array, encode_array
+
+_LUA = (Path(__file__).parent / "write_result.lua").read_text()
+
+
+def connect(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url,
+        password=settings.redis_password or None,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=10,
+    )
+
+
+def encode_heatmap(pixel_map: np.ndarray) -> bytes:
+    """float16 + zstd: ~4x smaller than float32 and plenty for a display/threshold map."""
+    return msgpack.packb(encode_array(pixel_map.astype(np.float16), "zstd"), use_bin_type=True)
+
+
+def decode_heatmap(blob: bytes) -> np.ndarray:
+    obj = msgpack.unpackb(blob, raw=False, strict_map_key=True)
+    return decode_array(obj, "heatmap", max_bytes=256 * 1024 * 1024, ndim=2).astype(np.float32)
+
+
+def _result_fields(r: Result) -> list[str]:
+    d = r.to_dict()
+    flat: list[str] = []
+    for key, value in d.items():
+        flat += [key, value if isinstance(value, str) else json.dumps(value)]
+    return flat
+
+
+def _parse_result(h: dict[bytes, bytes]) -> Result:
+    d = {k.decode(): v.decode() for k, v in h.items()}
+    region = json.loads(d["region"])
+    return Result(
+        frame_id=d["frame_id"], line=d["line"], station=d["station"], category=d["category"],
+        model=d["model"], model_version=d["model_version"], score=float(d["score"]), threshold=float(d["threshold"]),
+        verdict=d["verdict"], heatmap_key=d["heatmap_key"], modalities=json.loads(d["modalities"]),
+        region=Region(region["area_px"], tuple(region["bbox"])) if region else None,  # type: ignore[arg-type]
+        timings=Timings(**json.loads(d["timings"])),
+    )
+
+
+class ResultStore:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.client = client or connect(settings)
+        self._write = self.client.register_script(_LUA)
+        self.p = settings.key_prefix
+
+    # keys
+    def result_key(self, frame_id: str) -> str:
+        return f"{self.p}:result:{frame_id}"
+
+    def heatmap_key(self, frame_id: str) -> str:
+        return f"{self.p}:heatmap:{frame_id}"
+
+    def stream_key(self, line: str) -> str:
+        return f"{self.p}:results:{line}"
+
+    def alerted_key(self, frame_id: str) -> str:
+        return f"{self.p}:alerted:{frame_id}"
+
+    def write(self, results: Sequence[Result], heatmaps: Sequence[bytes]) -> list[bool]:
+        """Write a batch in one round trip; returns, per frame, whether it was new."""
+        pipe = self.client.pipeline(transaction=False)
+        s = self.settings
+        for r, blob in zip(results, heatmaps):
+            keys = [self.result_key(r.frame_id), r.heatmap_key, self.stream_key(r.line), f"{self.p}:lines"]
+            args: list[Any] = [s.result_ttl_s, s.stream_maxlen, blob, r.frame_id, r.line, r.verdict, repr(r.score)]
+            self._write(keys=keys, args=args + _result_fields(r), client=pipe)
+        return [bool(x) for x in pipe.execute()]
+
+    def already_alerted(self, frame_ids: Sequence[str]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for fid in frame_ids:
+            pipe.exists(self.alerted_key(fid))
+        return [bool(x) for x in pipe.execute()]
+
+    def mark_alerted(self, frame_ids: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for fid in frame_ids:
+            pipe.set(self.alerted_key(fid), 1, ex=self.settings.result_ttl_s)
+        pipe.execute()
+
+    def record_worker(self, worker_id: str, field: str, value: str) -> None:
+        self.client.hset(f"{self.p}:worker:{worker_id}", field, value)
+        self.client.expire(f"{self.p}:worker:{worker_id}", 3600)
+
+    def count_processed(self, worker_id: str, n: int) -> None:
+        self.client.hincrby(f"{self.p}:worker:{worker_id}", "processed", n)
+
+    # reading (demo, tests, later the operator view)
+    def read_result(self, frame_id: str) -> Result | None:
+        h = self.client.hgetall(self.result_key(frame_id))
+        return _parse_result(h) if h else None
+
+    def read_results(self, frame_ids: Sequence[str]) -> dict[str, Result]:
+        pipe = self.client.pipeline(transaction=False)
+        for fid in frame_ids:
+            pipe.hgetall(self.result_key(fid))
+        return {fid: _parse_result(h) for fid, h in zip(frame_ids, pipe.execute()) if h}
+
+    def read_heatmap(self, key: str) -> np.ndarray | None:
+        blob = self.client.get(key)
+        return decode_heatmap(blob) if blob else None
+
+    def workers(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for key in self.client.scan_iter(f"{self.p}:worker:*"):
+            out[key.decode().rsplit(":", 1)[1]] = {k.decode(): v.decode() for k, v in self.client.hgetall(key).items()}
+        return out
