@@ -71,6 +71,15 @@ class Settings:
     def is_frames_topic(self, topic: str) -> bool:
         return topic.startswith(self.topic_prefix) and topic != self.dlq_topic and not topic.startswith("__")
 
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``DUOSCAN_*`` variables, for child processes and containers."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra":
+                out[f"DUOSCAN_{f.name.upper()}"] = str(int(value)) if isinstance(value, bool) else str(value)
+        return out
+
     def masked(self) -> dict[str, Any]:
         """The effective settings with secrets replaced by ``***`` (safe to print or log)."""
         d = dataclasses.asdict(self)

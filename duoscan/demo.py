@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from kafka import TopicPartition
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -35,17 +34,6 @@ def _interleave(*iterators):
     while True:
         for it in iterators:
             yield next(it)
-
-
-def count_topic(settings: Settings, topic: str, timeout_s: float = 3.0) -> list[bytes]:
-    """Every message value on a topic, read with assign() from the start (no group)."""
-    c = kafka_clients.consumer(settings, consumer_timeout_ms=int(timeout_s * 1000))
-    parts = c.partitions_for_topic(topic) or set()
-    c.assign([TopicPartition(topic, p) for p in parts])
-    c.seek_to_beginning()
-    values = [m.value for m in c]
-    c.close()
-    return values
 
 
 def _wait_for_workers(store: ResultStore, n: int, total_partitions: int, timeout_s: float = 90.0) -> dict[str, list[str]]:
@@ -116,8 +104,8 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 20.0, out: Path
                 while len(results) < len(ids) and time.monotonic() < deadline:
                     results.update(store.read_results([i for i in ids if i not in results]))
                     time.sleep(0.25)
-            alerts = count_topic(settings, settings.alerts_topic)
-            dlq = count_topic(settings, settings.dlq_topic)
+            alerts = kafka_clients.read_topic(settings, settings.alerts_topic)
+            dlq = kafka_clients.read_topic(settings, settings.dlq_topic)
         finally:
             for p in procs:
                 p.send_signal(signal.SIGTERM)

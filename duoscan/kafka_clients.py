@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any, Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -95,3 +95,19 @@ def frame_topics(settings: Settings) -> list[str]:
         raise RuntimeError(f"cannot list topics on {settings.bootstrap_servers}: {exc}") from exc
     finally:
         client.close()
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 3.0) -> list[bytes]:
+    """Every message value on ``topic``, read from the start with assign() (no group).
+
+    Stops after ``timeout_s`` without new messages; Tansu misreports end offsets, so
+    "caught up" cannot be computed from ``end_offsets``.
+    """
+    c = consumer(settings, consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        c.assign([TopicPartition(topic, p) for p in parts])
+        c.seek_to_beginning()
+        return [m.value for m in c]
+    finally:
+        c.close()

@@ -42,7 +42,7 @@ def write_sample(root: Path, category: str, split: str, defect: str, index: int,
     for sub in ("rgb", "xyz") + (("gt",) if mask is not None else ()):
         (base / sub).mkdir(parents=True, exist_ok=True)
     Image.fromarray(rgb).save(base / "rgb" / f"{name}.png")
-    tifffile.imwrite(base / "xyz" / f"{name}.tiff", xyz.astype(np.float32))
+    tifffile.imwrite(base / "xyz" / f"{name}.tiff", xyz.astype(np.float32), photometric="rgb")
     if mask is not None:
         Image.fromarray((mask > 0).astype(np.uint8) * 255).save(base / "gt" / f"{name}.png")
 

@@ -188,7 +188,7 @@ def render_part(category: str, rng: np.random.Generator, defect: str = "good", s
     missing = (slope > 2.5) & (rng.random((s, s)) < 0.5)
     for _ in range(rng.integers(0, 4)):
         by, bx = rng.integers(0, s, 2)
-        missing |= np.hypot(yy - by, xx - bx) < rng.uniform(1, 0.03 * s)
+        missing |= np.hypot(yy - by, xx - bx) < rng.uniform(1, max(1.5, 0.03 * s))
     xyz[missing] = 0.0
     return Part(rgb=rgb8, xyz=xyz, mask=mask, category=category, defect=defect)
 

@@ -1,0 +1,112 @@
+"""Real infrastructure for tests: a Tansu broker and a valkey server on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from duoscan.config import Settings
+from duoscan.embedded import EmbeddedBroker, EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=tmp_path_factory.mktemp("logs") / "broker.log") as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(log_path=tmp_path_factory.mktemp("logs") / "redis.log") as r:
+        yield r
+
+
+@pytest.fixture
+def settings(broker, redis_server) -> Settings:
+    """Settings isolated per test: own topics, consumer group and Redis key prefix."""
+    tag = "t" + uuid.uuid4().hex[:8]
+    return Settings.load(
+        bootstrap_servers=broker.bootstrap,
+        redis_url=redis_server.url,
+        topic_prefix=f"{tag}.frames.",
+        dlq_topic=f"{tag}.frames.dlq",
+        alerts_topic=f"{tag}.alerts",
+        group_id=f"{tag}-workers",
+        key_prefix=tag,
+        partitions=2,
+        new_topic_poll_s=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    from producers.dataset import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), size=64, n_train=12, n_validation=8, n_test_good=4, n_test_per_defect=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def models_dir(dataset, tmp_path_factory) -> Path:
+    from models import create
+    from producers.dataset import iter_samples
+
+    out = tmp_path_factory.mktemp("models")
+    for cat in ("ring", "puck", "hexnut"):
+        model = create("baseline").fit(list(iter_samples(dataset, cat, "train")), progress=False)
+        model.calibrate(iter_samples(dataset, cat, "validation"))
+        model.save(out / f"{cat}.pt")
+    return out
+
+
+@pytest.fixture
+def start_worker(tmp_path, models_dir) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start `duoscan work` processes; all are stopped (SIGTERM, then SIGKILL) at teardown."""
+    procs: list[subprocess.Popen] = []
+
+    def start(settings: Settings, name: str = "w0") -> subprocess.Popen:
+        env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        log = open(tmp_path / f"{name}.log", "wb")
+        p = subprocess.Popen([sys.executable, "-m", "duoscan", "work", "--models", str(models_dir)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        p.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_items(fetch: Callable[[], list | dict], n: int, timeout: float, what: str) -> list | dict:
+    """Poll ``fetch`` until it returns at least ``n`` items; return them."""
+    box: dict = {}
+
+    def enough() -> bool:
+        box["v"] = fetch()
+        return len(box["v"]) >= n
+
+    wait_until(enough, timeout, what)
+    return box["v"]
