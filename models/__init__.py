@@ -1,6 +1,7 @@
 """The science: features, methods, training and metrics. Imports nothing from Kafka or Redis."""
 
 from . import baseline as _baseline  # noqa: F401  (registers the method)
+from . import btf as _btf  # noqa: F401
 from .base import REGISTRY, AnomalyModel, AnomalyOutput, FrameLike, ModelFileError, create, load_model, resolve_device
 
 __all__ = ["REGISTRY", "AnomalyModel", "AnomalyOutput", "FrameLike", "ModelFileError", "create", "load_model", "resolve_device"]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from statistics import NormalDist
 from abc import ABC, abstractmethod
@@ -40,6 +41,7 @@ class AnomalyModel(ABC):
     name: ClassVar[str]
     version: str = "0"
     threshold: float = float("inf")
+    category: str = ""  # the product category this model was fitted on (routes frames in workers)
 
     @abstractmethod
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "AnomalyModel": ...
@@ -84,6 +86,7 @@ class AnomalyModel(ABC):
             "method": self.name,
             "version": self.version,
             "threshold": float(self.threshold),
+            "category": self.category,
             "config": json.dumps(self.config()),
             "state": {k: v.detach().cpu().contiguous() for k, v in self.state().items()},
         }
@@ -97,9 +100,12 @@ def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
     return cls
 
 def create(method: str, **config: Any) -> AnomalyModel:
+    """Instantiate a registered method; options it does not take are ignored (e.g. modality for baseline)."""
     if method not in REGISTRY:
         raise KeyError(f"unknown method {method!r} (known: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[method](**config)
+    cls = REGISTRY[method]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in config.items() if k in accepted})
 
 def load_model(path: str | Path, device: str = "cpu") -> AnomalyModel:
     """Load a model file safely (``weights_only=True``); raise :class:`ModelFileError` if it is bad."""
@@ -116,6 +122,7 @@ def load_model(path: str | Path, device: str = "cpu") -> AnomalyModel:
         model = create(blob["method"], **json.loads(blob["config"]))
         model.version = str(blob["version"])
         model.threshold = float(blob["threshold"])
+        model.category = str(blob.get("category", ""))
         model.load_state(blob["state"])
     except Exception as exc:
         raise ModelFileError(f"{path}: cannot restore {blob.get('method')!r} model ({exc})") from None

@@ -111,3 +111,27 @@ def largest_region(pixel_map: np.ndarray, threshold: float) -> tuple[int, tuple[
     best = int(np.argmax(sizes)) + 1
     ys, xs = np.nonzero(labels == best)
     return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def greedy_coreset(x: torch.Tensor, n: int, proj_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Indices of ``n`` rows chosen by greedy k-center selection (PatchCore's coreset).
+
+    Distances are computed on a random projection to ``proj_dim`` dimensions
+    (Johnson-Lindenstrauss), and only one N-vector of distances is kept, so memory
+    stays O(N) whatever ``n`` is.
+    """
+    if n >= len(x):
+        return torch.arange(len(x))
+    g = torch.Generator().manual_seed(seed)
+    z = x.float()
+    if z.shape[1] > proj_dim:
+        z = z @ (torch.randn(z.shape[1], proj_dim, generator=g) / proj_dim**0.5).to(z.device)
+    chosen = torch.empty(n, dtype=torch.long)
+    first = int(torch.randint(len(z), (1,), generator=g))
+    chosen[0] = first
+    dist = ((z - z[first]) ** 2).sum(1)
+    for i in range(1, n):
+        nxt = int(torch.argmax(dist))
+        chosen[i] = nxt
+        dist = torch.minimum(dist, ((z - z[nxt]) ** 2).sum(1))
+    return chosen

@@ -7,7 +7,7 @@ zeros for missing points. A missing gt file means "no defect" (all zeros).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -16,24 +16,34 @@ import tifffile
 from PIL import Image
 from rich.progress import Progress
 
+from schemas import Frame
+
 from .synthetic import CATEGORIES, DEFECTS, render_part
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
-class Sample:
-    rgb: np.ndarray
-    xyz: np.ndarray
-    mask: np.ndarray  # H×W bool
-    category: str
-    split: str
-    defect: str  # "good" or the defect folder's name
-    name: str  # file stem, e.g. "003"
+class Sample(Frame):
+    """A dataset frame with its ground truth: the same type producers publish, plus labels."""
+
+    mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # H×W bool
+    split: str = ""
+    defect: str = "good"  # "good" or the defect folder's name
+    name: str = ""  # file stem, e.g. "003"
 
     @property
     def label(self) -> int:
         return int(self.defect != "good")
+
+
+def make_sample(rgb: np.ndarray, xyz: np.ndarray, mask: np.ndarray, category: str, split: str, defect: str, name: str, source: str) -> Sample:
+    return Sample(
+        line="dataset", station=split, category=category, rgb=rgb, xyz=xyz,
+        frame_id=f"{category}.{split}.{defect}.{name}",
+        meta={"defect": defect, "split": split, "name": name, "source": source},
+        mask=mask, split=split, defect=defect, name=name,
+    )
 
 
 def write_sample(root: Path, category: str, split: str, defect: str, index: int, rgb: np.ndarray, xyz: np.ndarray, mask: np.ndarray | None) -> None:
@@ -76,7 +86,7 @@ def write_synthetic_dataset(
 
 
 def categories_in(root: Path) -> list[str]:
-    return sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir() or (p / "test").is_dir())
+    return sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir() or (p / "test").is_dir() or (p / "test_public").is_dir())
 
 
 def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
@@ -91,4 +101,23 @@ def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
             xyz = np.asarray(tifffile.imread(xyz_path), dtype=np.float32)
             gt_path = defect_dir / "gt" / f"{rgb_path.stem}.png"
             mask = np.asarray(Image.open(gt_path).convert("L")) > 0 if gt_path.exists() else np.zeros(rgb.shape[:2], bool)
-            yield Sample(rgb, xyz, mask, category, split, defect_dir.name, rgb_path.stem)
+            yield make_sample(rgb, xyz, mask, category, split, defect_dir.name, rgb_path.stem, str(root))
+
+
+def detect_layout(root: Path, category: str) -> str:
+    """'mvtec' (``<cat>/train/good/rgb``) or 'eyecandies' (``<Cat>/train/data``)."""
+    base = Path(root) / category
+    if (base / "train" / "data").is_dir():
+        return "eyecandies"
+    if (base / "train" / "good").is_dir() or (base / "test").is_dir():
+        return "mvtec"
+    raise FileNotFoundError(f"{base} is neither MVTec 3D-AD nor Eyecandies layout")
+
+
+def iter_dataset(root: Path, category: str, split: str) -> Iterator[Sample]:
+    """Samples of either supported layout; ``split`` is train, validation or test."""
+    if detect_layout(root, category) == "eyecandies":
+        from .eyecandies import iter_eyecandies
+
+        return iter_eyecandies(root, category, split)
+    return iter_samples(root, category, split)

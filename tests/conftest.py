@@ -72,10 +72,11 @@ def start_worker(tmp_path, models_dir) -> Iterator[Callable[..., subprocess.Pope
     """Start `duoscan work` processes; all are stopped (SIGTERM, then SIGKILL) at teardown."""
     procs: list[subprocess.Popen] = []
 
-    def start(settings: Settings, name: str = "w0") -> subprocess.Popen:
+    def start(settings: Settings, name: str = "w0", models: list[Path] | None = None) -> subprocess.Popen:
         env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         log = open(tmp_path / f"{name}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", "duoscan", "work", "--models", str(models_dir)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        args = [a for m in (models or [models_dir]) for a in ("--model", str(m))]
+        p = subprocess.Popen([sys.executable, "-m", "duoscan", "work", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         p.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
         procs.append(p)
         return p

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from duoscan.cli import app
 from duoscan.config import Settings
 
-COMMANDS = ["up", "down", "synth", "train", "produce", "work", "alerts", "config", "demo"]
+COMMANDS = ["up", "down", "synth", "train", "evaluate", "benchmark-table", "produce", "work", "alerts", "config", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -130,14 +130,14 @@ def wait_for_topics(settings: Settings, timeout_s: float = 120.0) -> list[str]:
         time.sleep(1.0)
 
 
-def run_worker(settings: Settings, models_dir: str, device: str = "auto", loglevel: str = "info") -> None:
+def run_worker(settings: Settings, models: list[str], device: str = "auto", loglevel: str = "info") -> None:
     """Run one worker process until SIGTERM/SIGINT; re-exec itself to pick up new lines."""
     from duoscan import kafka_clients
 
     from .routing import ModelRouter
     from .store import ResultStore
 
-    router = ModelRouter(models_dir, device)
+    router = ModelRouter(list(models), device)
     processor = BatchProcessor(settings, router, ResultStore(settings), kafka_clients.producer(settings))
     topics = wait_for_topics(settings)
     log.info("worker %s subscribing to %s", processor.worker_id, ", ".join(topics))

@@ -1,0 +1,191 @@
+"""Dense feature maps on one common grid, behind a registry.
+
+Names: ``rgb:efficientnet_lite0`` (default), ``rgb:mobilenet_v2``, ``rgb:file:<path>``
+(a TorchScript backbone the user owns) and ``xyz:fpfh``. Every extractor takes prepared
+frames (:mod:`models.preprocess`) and returns ``(B×C×G×G features, B×G×G validity)``.
+Computed maps can be cached on disk, keyed by the frame's content hash and the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbones import load_backbone
+from .preprocess import Prepared, PreprocessConfig, point_pitch
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    grid: int = 28  # common grid side (stride 8 at 224)
+    normal_pitches: float = 4.0  # FPFH: normals radius, in point spacings
+    fpfh_pitches: float = 8.0  # FPFH: descriptor radius, in point spacings
+    normal_nn: int = 30
+    fpfh_nn: int = 30
+    max_points: int = 40_000  # larger clouds are voxel-downsampled before FPFH
+    min_cell_valid: float = 0.5  # a grid cell needs this share of measured pixels to count (rims are unreliable)
+
+
+class RGBFeatures:
+    """Stride-8 and stride-16 maps, upsampled to the grid, concatenated, 3×3 locally averaged (PatchCore)."""
+
+    def __init__(self, backbone: str, cfg: FeatureConfig, device: str = "cpu") -> None:
+        self.name, self.cfg, self.device = f"rgb:{backbone}", cfg, device
+        self.net = load_backbone(backbone).to(device)
+
+    @torch.no_grad()
+    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.stack([p.rgb for p in batch])).permute(0, 3, 1, 2).float().div(255)
+        x = ((x - IMAGENET_MEAN) / IMAGENET_STD).to(self.device)
+        maps = self.net(x)
+        maps = maps if isinstance(maps, (list, tuple)) else [maps]
+        g = self.cfg.grid
+        feats = torch.cat([F.interpolate(m, size=(g, g), mode="bilinear", align_corners=False) for m in maps], dim=1)
+        feats = F.avg_pool2d(feats, 3, stride=1, padding=1, count_include_pad=False)
+        return feats.float().cpu(), torch.ones(len(batch), g, g)
+
+
+class FPFHFeatures:
+    """open3d FPFH (33-d) on the foreground points, scattered back to pixels, averaged per grid cell.
+
+    Radii are multiples of the cloud's own point spacing, so they hold for any unit and
+    sensor resolution. Cells without foreground points are invalid (features zero).
+    """
+
+    name = "xyz:fpfh"
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
+
+    def one(self, p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        import open3d as o3d
+
+        g, r = self.cfg.grid, p.valid.shape[0]
+        dense = np.zeros((r, r, 33), np.float32)
+        if p.valid.sum() >= 10:
+            pts = p.xyz[p.valid].astype(np.float64)
+            pitch = max(point_pitch(p.xyz, p.valid), 1e-9)
+            pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+            if len(pts) > self.cfg.max_points:
+                voxel = pitch * np.sqrt(len(pts) / self.cfg.max_points)
+                pcd = pcd.voxel_down_sample(voxel)
+                pitch = voxel
+            search = o3d.geometry.KDTreeSearchParamHybrid
+            pcd.estimate_normals(search(radius=self.cfg.normal_pitches * pitch, max_nn=self.cfg.normal_nn))
+            pcd.orient_normals_towards_camera_location(np.zeros(3))
+            fpfh = np.asarray(o3d.pipelines.registration.compute_fpfh_feature(pcd, search(radius=self.cfg.fpfh_pitches * pitch, max_nn=self.cfg.fpfh_nn)).data).T
+            if len(fpfh) != len(pts):  # downsampled: every pixel takes its nearest kept point's descriptor
+                from scipy.spatial import cKDTree
+
+                _, idx = cKDTree(np.asarray(pcd.points)).query(pts, k=1)
+                fpfh = fpfh[idx]
+            dense[p.valid] = fpfh
+        # masked average into grid cells
+        k = r // g
+        cells = dense[: g * k, : g * k].reshape(g, k, g, k, 33).sum(axis=(1, 3))
+        counts = p.valid[: g * k, : g * k].reshape(g, k, g, k).sum(axis=(1, 3)).astype(np.float32)
+        valid = counts >= self.cfg.min_cell_valid * k * k
+        feats = np.where(valid[..., None], cells / np.maximum(counts, 1)[..., None], 0.0).astype(np.float32)
+        return feats.transpose(2, 0, 1), valid.astype(np.float32)
+
+    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = [self.one(p) for p in batch]
+        return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
+
+
+def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | FPFHFeatures:
+    if name == "xyz:fpfh":
+        return FPFHFeatures(cfg)
+    if name.startswith("rgb:"):
+        return RGBFeatures(name[4:], cfg, device)
+    raise KeyError(f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh)")
+
+
+class FeatureCache:
+    """Feature maps on disk as ``.npz`` (never pickled), keyed by frame content and settings."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = Path(root) if root else None
+
+    @staticmethod
+    def key(rgb: np.ndarray, xyz: np.ndarray, settings: dict) -> str:
+        h = hashlib.sha1()
+        for a in (rgb, xyz):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        return h.hexdigest()
+
+    def get(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.root is None:
+            return None
+        path = self.root / key[:2] / f"{key}.npz"
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return z["features"], z["valid"]
+
+    def put(self, key: str, features: np.ndarray, valid: np.ndarray) -> None:
+        if self.root is None:
+            return
+        path = self.root / key[:2] / f"{key}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, features=features, valid=valid)
+        tmp.replace(path)
+
+
+def config_dict(*parts: object) -> dict:
+    out: dict = {}
+    for p in parts:
+        out.update(asdict(p) if hasattr(p, "__dataclass_fields__") else dict(p))  # type: ignore[call-overload]
+    return out
+
+
+class FeaturePipeline:
+    """Preprocess frames and run the named extractors, with an optional on-disk cache."""
+
+    def __init__(self, extractors: Sequence[str], prep: PreprocessConfig, feat: FeatureConfig, device: str = "cpu", cache_dir: str | Path | None = None) -> None:
+        self.names, self.prep_cfg, self.feat_cfg, self.device = list(extractors), prep, feat, device
+        self.cache = FeatureCache(cache_dir)
+        self._extractors: dict[str, RGBFeatures | FPFHFeatures] = {}
+        self.timing = {"features_s": 0.0, "frames": 0}
+
+    def extractor(self, name: str) -> RGBFeatures | FPFHFeatures:
+        if name not in self._extractors:
+            self._extractors[name] = create_extractor(name, self.feat_cfg, self.device)
+        return self._extractors[name]
+
+    def __call__(self, frames: Sequence[object]) -> tuple[list[Prepared], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        import time
+
+        from .preprocess import prepare
+
+        t0 = time.perf_counter()
+        prepared = [prepare(f.rgb, f.xyz, self.prep_cfg) for f in frames]  # type: ignore[attr-defined]
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name in self.names:
+            settings = {"extractor": name, **asdict(self.prep_cfg), **asdict(self.feat_cfg)}
+            keys = [self.cache.key(f.rgb, f.xyz, settings) for f in frames] if self.cache.root else [None] * len(frames)  # type: ignore[attr-defined]
+            hits = [self.cache.get(k) if k else None for k in keys]
+            missing = [i for i, h in enumerate(hits) if h is None]
+            if missing:
+                feats, valid = self.extractor(name)([prepared[i] for i in missing])
+                for j, i in enumerate(missing):
+                    hits[i] = (feats[j].numpy(), valid[j].numpy())
+                    if keys[i]:
+                        self.cache.put(keys[i], *hits[i])  # type: ignore[misc]
+            out[name] = (torch.from_numpy(np.stack([h[0] for h in hits])), torch.from_numpy(np.stack([h[1] for h in hits])))  # type: ignore[index]
+        self.timing["features_s"] += time.perf_counter() - t0
+        self.timing["frames"] += len(frames)
+        return prepared, out

@@ -1,0 +1,97 @@
+"""BTF, the evaluation harness and its CLI, and a worker serving a BTF model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from typer.testing import CliRunner
+
+from duoscan import kafka_clients
+from duoscan.cli import app
+from duoscan.evaluate import evaluate_model, train_model
+from models import load_model
+from producers.dataset import iter_dataset
+from producers.replay import synthetic_frames
+from producers.sdk import FramePublisher
+from workers.store import ResultStore
+
+from .conftest import wait_for_items
+
+
+@pytest.fixture(scope="module")
+def btf_models(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("btf")
+    paths = {}
+    for modality in ("rgb", "xyz", "both"):
+        model = train_model(dataset, "puck", "btf", modality, progress=False, cache_dir=str(out / "cache"))
+        paths[modality] = model.save(out / f"puck-{modality}.pt")
+    return paths
+
+
+def test_btf_modalities_score_and_round_trip(dataset, btf_models):
+    test = list(iter_dataset(dataset, "puck", "test"))
+    for modality, path in btf_models.items():
+        model = load_model(path)
+        assert model.category == "puck" and model.config()["modality"] == modality
+        out = model.score(test)
+        assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
+        assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+        assert out.modalities[0] == {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[modality]
+        assert np.isfinite(model.threshold)
+        again = load_model(model.save(path.with_suffix(".copy.pt")))
+        assert np.allclose(again.score(test[:2]).image_scores, out.image_scores[:2], rtol=1e-5)
+
+
+def test_btf_finds_what_it_should(dataset, btf_models):
+    """Colour-only stains are invisible to FPFH; contamination (colour + geometry) is seen by both."""
+    rep = {m: evaluate_model(load_model(p), dataset, "puck", progress=False) for m, p in btf_models.items()}
+    assert rep["rgb"]["per_defect_i_auroc"]["contamination"] >= 0.75
+    assert rep["both"]["per_defect_i_auroc"]["contamination"] >= 0.75
+    assert rep["both"]["aupro_30"] > 0.5
+    for r in rep.values():
+        assert 0 <= r["aupro_01"] <= r["aupro_30"] + 1e-9 <= 1.0 + 1e-9
+
+
+def test_evaluate_cli_writes_report_maps_and_panel(dataset, btf_models, tmp_path):
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(dataset), "--category", "puck", "--model", str(btf_models["both"]), "--json", str(out), "--maps", str(tmp_path / "maps"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    for key in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test", "method", "image_scores", "timing"):
+        assert key in report
+    assert report["method"] == "btf" and report["n_test"] == len(report["image_scores"])
+    assert set(report["timing"]) >= {"features_s", "scoring_s", "fps"}
+    sample = next(s for s in iter_dataset(dataset, "puck", "test") if s.defect == "crack")
+    amap = tifffile.imread(tmp_path / "maps" / "crack" / f"{sample.name}.tiff")
+    assert amap.dtype == np.float32 and amap.shape == sample.mask.shape
+    assert report["image_scores"][f"crack/{sample.name}"] == pytest.approx(float(amap.max()), rel=0.05)
+    panel = Image.open(out.with_suffix(".png"))
+    assert panel.width == 640 and panel.height > 160
+
+
+def test_train_cli_single_file_and_unknown_method(dataset, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--data", str(dataset), "--category", "ring", "--method", "baseline", "--out", str(tmp_path / "ring.pt"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert load_model(tmp_path / "ring.pt").category == "ring"
+    r = runner.invoke(app, ["train", "--data", str(dataset), "--category", "ring", "--method", "nope", "--out", str(tmp_path / "x.pt")])
+    assert r.exit_code != 0 and "unknown method" in str(r.exception)
+
+
+@pytest.mark.integration
+def test_worker_serves_a_btf_model(settings, start_worker, btf_models):
+    kafka_clients.ensure_topics(settings, ["B1"])
+    start_worker(settings, models=[btf_models["both"]])
+    frames = [f for f in itertools.islice(synthetic_frames("B1", "S1", seed=4, defect_rate=0.5, size=64), 40) if f.category == "puck"][:5]
+    with FramePublisher(settings) as pub:
+        for f in frames:
+            pub.publish_frame(f)
+    store = ResultStore(settings)
+    results = wait_for_items(lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, "btf results")
+    assert {r.model for r in results.values()} == {"btf"}
+    assert all(r.modalities == ["rgb", "xyz"] for r in results.values())

@@ -1,0 +1,87 @@
+"""Preprocessing, offline backbones, FPFH, the feature cache and the coreset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.backbones import BACKBONES, load_backbone
+from models.components import greedy_coreset
+from models.features import FeatureCache, FeatureConfig, FeaturePipeline, create_extractor
+from models.preprocess import PreprocessConfig, prepare, to_frame_resolution
+from producers.synthetic import render_part
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return [render_part("hexnut", np.random.default_rng(i), "good", 72) for i in range(2)]
+
+
+def test_background_plane_is_removed_and_shapes_follow(parts):
+    p = parts[0]
+    prep = prepare(p.rgb, p.xyz, PreprocessConfig(resolution=96))
+    assert prep.rgb.shape == (96, 96, 3) and prep.xyz.shape == (96, 96, 3)
+    assert not prep.valid[:6].any() and not prep.valid[:, :6].any()  # border = background: gone
+    assert prep.valid[48, 48 + 25]  # on the nut's body
+    assert 0.15 < prep.valid.mean() < 0.6
+    wide = prepare(p.rgb[:, :60], p.xyz[:, :60], PreprocessConfig(resolution=64))
+    assert wide.pad == (0, 6)  # padded to a square, centred
+    back = to_frame_resolution(np.ones((64, 64), np.float32), wide)
+    assert back.shape == (72, 60)
+
+
+@pytest.mark.parametrize("name,channels", [("efficientnet_lite0", 152), ("mobilenet_v2", 128)])
+def test_rgb_backbones_are_pretrained_and_dense(parts, name, channels):
+    net = load_backbone(name)
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)][3]
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real ImageNet statistics
+    prep = [prepare(p.rgb, p.xyz, PreprocessConfig()) for p in parts]
+    feats, valid = create_extractor(f"rgb:{name}", FeatureConfig())(prep)
+    assert feats.shape == (2, channels, 28, 28) and valid.all()
+    assert torch.isfinite(feats).all() and feats.std() > 0
+
+
+def test_user_backbone_file(tmp_path, parts):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, stride=8, padding=1)).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 64, 64),), dynamic_shapes=({0: batch},)), tmp_path / "mine.pt2")
+    prep = [prepare(p.rgb, p.xyz, PreprocessConfig(resolution=64)) for p in parts]
+    feats, _ = create_extractor(f"rgb:file:{tmp_path / 'mine.pt2'}", FeatureConfig(grid=8))(prep)
+    assert feats.shape == (2, 5, 8, 8)
+    with pytest.raises(KeyError, match="unknown backbone"):
+        load_backbone("resnet9000")
+    assert {"efficientnet_lite0", "mobilenet_v2"} <= BACKBONES.keys()
+
+
+def test_fpfh_is_dense_on_the_part_and_empty_on_background(parts):
+    prep = [prepare(p.rgb, p.xyz, PreprocessConfig(resolution=96)) for p in parts]
+    feats, valid = create_extractor("xyz:fpfh", FeatureConfig(grid=12))(prep)
+    assert feats.shape == (2, 33, 12, 12)
+    assert valid[:, 0, 0].sum() == 0 and valid.mean() > 0.1
+    inside = feats.permute(0, 2, 3, 1)[valid > 0]
+    # open3d's FPFH: three 11-bin histograms, each summing to 200 (SPFH plus weighted neighbours)
+    assert torch.allclose(inside.sum(1), torch.full((len(inside),), 600.0), rtol=0.01)
+    assert (feats.permute(0, 2, 3, 1)[valid == 0] == 0).all()
+
+
+def test_feature_cache_serves_the_second_run(tmp_path, parts, monkeypatch):
+    pipe = FeaturePipeline(["xyz:fpfh"], PreprocessConfig(resolution=64), FeatureConfig(grid=8), cache_dir=tmp_path)
+    _, first = pipe(parts)
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    pipe2 = FeaturePipeline(["xyz:fpfh"], PreprocessConfig(resolution=64), FeatureConfig(grid=8), cache_dir=tmp_path)
+    monkeypatch.setattr(pipe2, "extractor", lambda name: (_ for _ in ()).throw(AssertionError("cache missed")))
+    _, second = pipe2(parts)
+    assert torch.equal(first["xyz:fpfh"][0], second["xyz:fpfh"][0])
+    other = FeatureCache.key(parts[0].rgb, parts[0].xyz, {"grid": 9})
+    assert other != FeatureCache.key(parts[0].rgb, parts[0].xyz, {"grid": 8})
+
+
+def test_greedy_coreset_covers_better_than_random():
+    g = torch.Generator().manual_seed(0)
+    clusters = torch.cat([torch.randn(500, 8, generator=g) * 0.1 + c for c in torch.randn(10, 8, generator=g) * 5])
+    idx = greedy_coreset(clusters, 10)
+    assert len(set(idx.tolist())) == 10
+    radius = torch.cdist(clusters, clusters[idx]).min(1).values.max()
+    assert radius < 1.0  # one pick per cluster: every point is near a pick
+    assert torch.equal(greedy_coreset(clusters[:5], 10), torch.arange(5))
