@@ -115,13 +115,14 @@ def evaluate(
     maps: Optional[Path] = typer.Option(None, help="write <defect>/<NNN>.tiff anomaly maps here"),
     panel: Optional[Path] = typer.Option(None, help="PNG of worst and best cases (default: next to the JSON)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    cache: Path = typer.Option(STATE_DIR / "cache" / "features", help="feature cache folder (second runs reuse it)"),
 ) -> None:
     """Score the test split: I-AUROC, P-AUROC, AUPRO@30% and @1%, maps and a picture."""
     from models import load_model, resolve_device
 
     from .evaluate import evaluate_model
 
-    m = load_model(model, resolve_device(device))
+    m = load_model(model, resolve_device(device), cache_dir=str(cache))
     rep = evaluate_model(m, data, category, json_out, maps, panel or json_out.with_suffix(".png"))
     t = Table("metric", "value")
     for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test"):
@@ -138,6 +139,7 @@ def benchmark_table_cmd(
     categories: Optional[str] = typer.Option(None, help="comma-separated (default: all)"),
     out: Path = typer.Option(Path("out/benchmark"), help="table.md, results.json and per-run reports"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    cache: Optional[Path] = typer.Option(None, help="feature cache folder (off by default so the timings are real)"),
 ) -> None:
     """Train + evaluate several methods on several categories; print one markdown table."""
     from models import resolve_device
@@ -148,7 +150,7 @@ def benchmark_table_cmd(
     if not data.exists():
         write_synthetic_dataset(data)
     cats = categories.split(",") if categories else categories_in(data)
-    print(benchmark_table(data, methods.split(","), cats, out, resolve_device(device), cache_dir=str(STATE_DIR / "cache" / "features")))
+    print(benchmark_table(data, methods.split(","), cats, out, resolve_device(device), cache_dir=str(cache) if cache else None))
 
 
 @app.command()

@@ -107,8 +107,12 @@ def create(method: str, **config: Any) -> AnomalyModel:
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in config.items() if k in accepted})
 
-def load_model(path: str | Path, device: str = "cpu") -> AnomalyModel:
-    """Load a model file safely (``weights_only=True``); raise :class:`ModelFileError` if it is bad."""
+def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> AnomalyModel:
+    """Load a model file safely (``weights_only=True``); raise :class:`ModelFileError` if it is bad.
+
+    ``runtime`` options that are not part of the saved model (e.g. ``cache_dir``) are passed
+    to methods that take them.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
@@ -119,7 +123,7 @@ def load_model(path: str | Path, device: str = "cpu") -> AnomalyModel:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION or "method" not in blob:
         raise ModelFileError(f"{path} is not a duoscan model file of format {FORMAT_VERSION}")
     try:
-        model = create(blob["method"], **json.loads(blob["config"]))
+        model = create(blob["method"], **{**json.loads(blob["config"]), **runtime})
         model.version = str(blob["version"])
         model.threshold = float(blob["threshold"])
         model.category = str(blob.get("category", ""))

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from .backbones import load_backbone
 from .preprocess import Prepared, PreprocessConfig, point_pitch
 
+# Part of every cache key: bump when an extractor's output changes for the same settings.
+FEATURES_VERSION = 2
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -145,13 +147,6 @@ class FeatureCache:
         tmp.replace(path)
 
 
-def config_dict(*parts: object) -> dict:
-    out: dict = {}
-    for p in parts:
-        out.update(asdict(p) if hasattr(p, "__dataclass_fields__") else dict(p))  # type: ignore[call-overload]
-    return out
-
-
 class FeaturePipeline:
     """Preprocess frames and run the named extractors, with an optional on-disk cache."""
 
@@ -175,7 +170,7 @@ class FeaturePipeline:
         prepared = [prepare(f.rgb, f.xyz, self.prep_cfg) for f in frames]  # type: ignore[attr-defined]
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name in self.names:
-            settings = {"extractor": name, **asdict(self.prep_cfg), **asdict(self.feat_cfg)}
+            settings = {"extractor": name, "version": FEATURES_VERSION, **asdict(self.prep_cfg), **asdict(self.feat_cfg)}
             keys = [self.cache.key(f.rgb, f.xyz, settings) for f in frames] if self.cache.root else [None] * len(frames)  # type: ignore[attr-defined]
             hits = [self.cache.get(k) if k else None for k in keys]
             missing = [i for i, h in enumerate(hits) if h is None]

@@ -108,7 +108,11 @@ def _largest_cluster(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
     pts = xyz[valid].astype(np.float64)
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
-    labels = np.asarray(pcd.cluster_dbscan(eps=4 * point_pitch(xyz, valid), min_points=10))
+    # Neighbours on steep flanks are further apart than the median spacing: take the wider of both.
+    both = valid[:, 1:] & valid[:, :-1]
+    steps = np.linalg.norm(xyz[:, 1:][both] - xyz[:, :-1][both], axis=1)
+    eps = max(4 * float(np.median(steps)), 2 * float(np.percentile(steps, 95))) if len(steps) else 1e-3
+    labels = np.asarray(pcd.cluster_dbscan(eps=eps, min_points=10))
     keep = np.zeros_like(valid)
     if (labels >= 0).any():
         keep[valid] = labels == np.bincount(labels[labels >= 0]).argmax()

@@ -59,8 +59,14 @@ def test_btf_finds_what_it_should(dataset, btf_models):
 
 def test_evaluate_cli_writes_report_maps_and_panel(dataset, btf_models, tmp_path):
     out = tmp_path / "eval.json"
-    result = CliRunner().invoke(app, ["evaluate", "--data", str(dataset), "--category", "puck", "--model", str(btf_models["both"]), "--json", str(out), "--maps", str(tmp_path / "maps"), "--device", "cpu"])
+    args = ["evaluate", "--data", str(dataset), "--category", "puck", "--model", str(btf_models["both"]), "--json", str(out), "--maps", str(tmp_path / "maps"), "--device", "cpu", "--cache", str(tmp_path / "cache")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    cached = sorted(tmp_path.joinpath("cache").rglob("*.npz"))
+    assert len(cached) == 2 * len(list(iter_dataset(dataset, "puck", "test")))  # rgb + fpfh per test frame
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.joinpath("cache").rglob("*.npz"))] == mtimes  # served, not recomputed
     report = json.loads(out.read_text())
     for key in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test", "method", "image_scores", "timing"):
         assert key in report

@@ -85,3 +85,16 @@ def test_greedy_coreset_covers_better_than_random():
     radius = torch.cdist(clusters, clusters[idx]).min(1).values.max()
     assert radius < 1.0  # one pick per cluster: every point is near a pick
     assert torch.equal(greedy_coreset(clusters[:5], 10), torch.arange(5))
+
+
+def test_largest_cluster_filter_drops_stray_points(parts):
+    from models.preprocess import remove_background
+
+    xyz = parts[0].xyz.copy()
+    valid_before = remove_background(xyz, PreprocessConfig())[1]
+    xyz[2:5, 2:5, 2] -= 0.01  # a floating speck 10 mm above the plane, far from the part
+    cfg = PreprocessConfig(largest_cluster=True)
+    _, valid = remove_background(xyz, cfg)
+    assert not valid[2:5, 2:5].any()
+    assert valid.sum() >= 0.95 * valid_before.sum()
+    assert remove_background(xyz, PreprocessConfig())[1][2:5, 2:5].all()  # without the filter it stays
