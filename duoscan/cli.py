@@ -90,6 +90,7 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     target_fpr: float = typer.Option(0.01, help="threshold so about this share of good validation frames alert"),
     cache: Path = typer.Option(STATE_DIR / "cache" / "features", help="feature cache folder"),
+    shots: Optional[int] = typer.Option(None, help="few-shot: train on K good frames (a fixed seeded choice)"),
 ) -> None:
     """Fit a method on good training frames, calibrate its threshold on validation, save it."""
     from models import resolve_device
@@ -100,7 +101,7 @@ def train(
     cats = category or categories_in(data)
     table = Table("category", "method", "modality", "threshold", "file")
     for cat in cats:
-        model = train_model(data, cat, method, modality, resolve_device(device), target_fpr, cache_dir=str(cache))
+        model = train_model(data, cat, method, modality, resolve_device(device), target_fpr, cache_dir=str(cache), shots=shots)
         path = model.save(out if out.suffix == ".pt" and len(cats) == 1 else out / f"{cat}.pt")
         table.add_row(cat, method, modality, f"{model.threshold:.3f}", str(path))
     console.print(table)
@@ -135,7 +136,7 @@ def evaluate(
 @app.command("benchmark-table")
 def benchmark_table_cmd(
     data: Path = typer.Option(Path("data/synthetic"), help="dataset root; rendered with `duoscan synth` defaults if missing"),
-    methods: str = typer.Option("baseline,btf:rgb,btf:xyz,btf:both", help="comma-separated method[:modality] specs"),
+    methods: str = typer.Option("baseline,btf:rgb,btf:xyz,btf:both", help="comma-separated method[:modality][:key=value...] specs, e.g. mafr:both:shots=5"),
     categories: Optional[str] = typer.Option(None, help="comma-separated (default: all)"),
     out: Path = typer.Option(Path("out/benchmark"), help="table.md, results.json and per-run reports"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),

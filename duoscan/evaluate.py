@@ -24,11 +24,18 @@ from producers.dataset import Sample, iter_dataset
 from .overlay import colormap
 
 
-def train_model(data: Path, category: str, method: str, modality: str = "both", device: str = "cpu", target_fpr: float = 0.01, cache_dir: str | None = None, progress: bool = True, **options: Any) -> AnomalyModel:
-    """Fit on ``train`` (good only), calibrate the threshold on ``validation`` (good only). Never touches test."""
+def train_model(data: Path, category: str, method: str, modality: str = "both", device: str = "cpu", target_fpr: float = 0.01, cache_dir: str | None = None, progress: bool = True, shots: int | None = None, **options: Any) -> AnomalyModel:
+    """Fit on ``train`` (good only), calibrate the threshold on ``validation`` (good only). Never touches test.
+
+    ``shots`` keeps K training frames (a fixed, seeded choice) for few-shot runs.
+    """
     model = create(method, modality=modality, device=device, cache_dir=cache_dir, **options)
     model.category = category
-    model.fit(list(iter_dataset(data, category, "train")), progress=progress)
+    frames = list(iter_dataset(data, category, "train"))
+    if shots:
+        keep = sorted(np.random.default_rng(0).choice(len(frames), min(shots, len(frames)), replace=False))
+        frames = [frames[i] for i in keep]
+    model.fit(frames, progress=progress)
     model.calibrate(iter_dataset(data, category, "validation"), target_fpr)
     return model
 
@@ -114,22 +121,27 @@ def save_panel(samples: list[Sample], scores: list[float], maps: list[np.ndarray
     return path
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``btf:xyz`` -> (btf, xyz); ``baseline`` -> (baseline, both)."""
-    method, _, modality = spec.partition(":")
-    return method, modality or "both"
+def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``method[:modality][:key=value...]``: ``btf:xyz`` -> (btf, xyz, {}); ``mafr:both:shots=5:w_census=0``."""
+    method, *rest = spec.split(":")
+    modality = rest.pop(0) if rest and "=" not in rest[0] else "both"
+    options: dict[str, Any] = {}
+    for item in rest:
+        key, _, raw = item.partition("=")
+        options[key] = json.loads(raw) if raw[:1] in "-0123456789.tf[{" and raw not in ("",) else raw
+    return method, modality, options
 
 
 def benchmark_table(data: Path, specs: list[str], categories: list[str], out: Path, device: str = "cpu", cache_dir: str | None = None) -> str:
     """Train + evaluate every method spec on every category; markdown table of the four metrics."""
     rows: list[dict[str, Any]] = []
     for spec in specs:
-        method, modality = parse_spec(spec)
+        method, modality, options = parse_spec(spec)
         for cat in categories:
             t0 = time.perf_counter()
-            model = train_model(data, cat, method, modality, device, cache_dir=cache_dir)
+            model = train_model(data, cat, method, modality, device, cache_dir=cache_dir, **options)
             train_s = time.perf_counter() - t0
-            rep = evaluate_model(model, data, cat, json_out=out / spec.replace(":", "-") / f"{cat}.json")
+            rep = evaluate_model(model, data, cat, json_out=out / spec.replace(":", "-").replace("=", "") / f"{cat}.json")
             rep["train_s"] = train_s
             rows.append({"spec": spec, **rep})
     lines = ["| method | category | I-AUROC | P-AUROC | AUPRO@30% | AUPRO@1% | train s | test fps |", "|---|---|---|---|---|---|---|---|"]

@@ -45,11 +45,11 @@ class MAFR(AnomalyModel):
         rgb_backbone: str = "efficientnet_lite0",
         resolution: int = 224,
         grid: int = 28,
-        hidden: int = 192,
-        latent: int = 96,
+        hidden: int = 128,
+        latent: int = 64,
         dropout: float = 0.1,
-        epochs: int = 60,
-        batch_size: int = 4,
+        epochs: int = 40,
+        batch_size: int = 8,
         lr: float = 1e-3,
         w_rec: float = 1.0,
         w_smooth: float = 0.1,
@@ -166,7 +166,7 @@ class MAFR(AnomalyModel):
                     opt.zero_grad()
                     terms["total"].backward()
                     opt.step()
-                    total += float(terms["total"]) * len(idx)
+                    total += terms["total"].item() * len(idx)
                 self.loss_history.append(total / n)
                 bar.advance(task)
             self.net.eval()

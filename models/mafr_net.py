@@ -70,7 +70,7 @@ class AttentionDecoder(nn.Module):
 
 
 class MAFRNet(nn.Module):
-    def __init__(self, dims: dict[str, int], hidden: int = 192, latent: int = 96, dropout: float = 0.1) -> None:
+    def __init__(self, dims: dict[str, int], hidden: int = 128, latent: int = 64, dropout: float = 0.1) -> None:
         super().__init__()
         self.order = sorted(dims)
         self.encoder = FusionEncoder(sum(dims.values()), hidden, latent, dropout)

@@ -1,0 +1,98 @@
+"""MAFR: network pieces, loss terms, fit/score, few-shot, serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from duoscan.evaluate import train_model
+from models import load_model
+from models.mafr_net import CBAM, AttentionDecoder, MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
+from producers.dataset import iter_dataset
+
+
+def test_cbam_attends_over_space_not_just_channels():
+    torch.manual_seed(0)
+    cbam = CBAM(16)
+    x = torch.randn(1, 16, 9, 9)
+    y = x.clone()
+    y[:, :, 4, 6] += 5.0  # change one location...
+    changed = (cbam(x) - cbam(y)).abs().sum(1)[0]
+    assert changed[4, 4] > 0  # ...and a neighbour's output moves: the spatial branch sees the grid
+    assert changed[0, 0] > 0  # the channel gate pools over the whole map
+
+
+def test_decoder_and_net_shapes():
+    net = MAFRNet({"rgb": 12, "xyz": 5}, hidden=16, latent=8)
+    out = net({"rgb": torch.randn(2, 12, 7, 7), "xyz": torch.randn(2, 5, 7, 7)})
+    assert out["rgb"].shape == (2, 12, 7, 7) and out["xyz"].shape == (2, 5, 7, 7)
+    assert AttentionDecoder(8, 16, 3)(torch.randn(1, 8, 4, 4)).shape == (1, 3, 4, 4)
+
+
+def test_loss_terms():
+    x = torch.randn(2, 6, 8, 8)
+    valid = torch.ones(2, 8, 8)
+    assert reconstruction_error(x, x).abs().max() < 1e-5
+    assert reconstruction_error(x, 3 * x + 1).abs().max() < 1e-4  # zero-normalised: gain and offset free
+    assert reconstruction_error(x, torch.randn_like(x)).mean() > 0.5
+    assert census_loss(x, x, valid) == 0
+    assert census_loss(x, torch.randn_like(x), valid) > 0.1
+    flat = torch.ones(2, 8, 8)
+    assert edge_aware_smoothness(flat, x, valid) == 0
+    bumpy = torch.zeros(2, 8, 8)
+    bumpy[:, ::2] = 1
+    assert edge_aware_smoothness(bumpy, x, valid) > 0
+    # invalid pixels do not count
+    none = torch.zeros(2, 8, 8)
+    assert edge_aware_smoothness(bumpy, x, none) == 0 and census_loss(x, torch.randn_like(x), none) == 0
+
+
+@pytest.fixture(scope="module")
+def mafr_model(dataset, tmp_path_factory):
+    model = train_model(dataset, "hexnut", "mafr", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), epochs=4, hidden=32, latent=16)
+    return model, model.save(tmp_path_factory.mktemp("mafr") / "hexnut.pt")
+
+
+def test_mafr_fits_scores_and_round_trips(dataset, mafr_model):
+    model, path = mafr_model
+    assert model.loss_history[-1] < model.loss_history[0]
+    test = list(iter_dataset(dataset, "hexnut", "test"))
+    out = model.score(test)
+    assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
+    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+    assert out.modalities[0] == ["rgb", "xyz"]
+    again = load_model(path)
+    assert again.config() == model.config() and again.category == "hexnut"
+    assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4)
+
+
+@pytest.mark.parametrize("combine", ["product", "sum", "max"])
+def test_combination_modes(dataset, mafr_model, combine):
+    _, path = mafr_model
+    m = load_model(path)
+    m.opts["combine"] = combine
+    out = m.score(list(iter_dataset(dataset, "hexnut", "test"))[:2])
+    assert np.isfinite(out.image_scores).all() and (out.image_scores >= 0).all()
+
+
+def test_single_modality_and_few_shot(dataset):
+    model = train_model(dataset, "ring", "mafr", "rgb", progress=False, shots=3, epochs=2, hidden=16, latent=8)
+    assert model.modality == "rgb" and len(model.loss_history) == 2
+    out = model.score(list(iter_dataset(dataset, "ring", "test"))[:2])
+    assert out.modalities == [["rgb"], ["rgb"]]
+
+
+def test_worker_processor_serves_mafr(settings, mafr_model, dataset):
+    from duoscan import kafka_clients
+    from workers.processor import BatchProcessor, Incoming
+    from workers.routing import ModelRouter
+    from workers.store import ResultStore
+
+    _, path = mafr_model
+    kafka_clients.ensure_topics(settings, ["M"])
+    frames = list(iter_dataset(dataset, "hexnut", "test"))[:3]
+    proc = BatchProcessor(settings, ModelRouter([path], "auto"), ResultStore(settings), kafka_clients.producer(settings))
+    report = proc.process([Incoming(settings.frames_topic("M"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    assert report.results == 3 and report.dead == 0
+    assert {r.model for r in ResultStore(settings).read_results([f.frame_id for f in frames]).values()} == {"mafr"}
