@@ -20,16 +20,14 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 
-from .base import AnomalyModel, AnomalyOutput, FrameLike, register
+from .base import AnomalyOutput, FrameLike, register
 from .components import NearestNeighbours, gaussian_blur, greedy_coreset, random_subsample
-from .features import FeatureConfig, FeaturePipeline
-from .preprocess import PreprocessConfig, to_frame_resolution
-
-MODALITIES = ("rgb", "xyz", "both")
+from .feature_method import FeatureMethod
+from .preprocess import to_frame_resolution
 
 
 @register
-class BTF(AnomalyModel):
+class BTF(FeatureMethod):
     name = "btf"
 
     def __init__(
@@ -45,24 +43,16 @@ class BTF(AnomalyModel):
         cache_dir: str | None = None,
         device: str = "cpu",
     ) -> None:
-        if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {MODALITIES}")
-        self.modality, self.rgb_backbone, self.resolution, self.grid = modality, rgb_backbone, resolution, grid
+        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir)
+        self.rgb_backbone, self.resolution, self.grid = rgb_backbone, resolution, grid
         self.coreset_ratio, self.max_patches, self.sigma, self.seed = coreset_ratio, max_patches, sigma, seed
-        self.cache_dir, self.device = cache_dir, device
         self.version = "1"
         self.tensors: dict[str, torch.Tensor] = {}
         self.nn: NearestNeighbours | None = None
-        names = ([f"rgb:{rgb_backbone}"] if modality in ("rgb", "both") else []) + (["xyz:fpfh"] if modality in ("xyz", "both") else [])
-        self.pipeline = FeaturePipeline(names, PreprocessConfig(resolution=resolution), FeatureConfig(grid=grid), device, cache_dir)
 
     def config(self) -> dict[str, Any]:
         return dict(modality=self.modality, rgb_backbone=self.rgb_backbone, resolution=self.resolution, grid=self.grid,
                     coreset_ratio=self.coreset_ratio, max_patches=self.max_patches, sigma=self.sigma, seed=self.seed)
-
-    @property
-    def modalities(self) -> list[str]:
-        return {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[self.modality]
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.tensors
@@ -74,8 +64,7 @@ class BTF(AnomalyModel):
         self.to(self.device)
 
     def to(self, device: str) -> "BTF":
-        self.device = device
-        self.pipeline.device = device
+        self._move_pipeline(device)
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
         if "bank" in self.tensors:
             self.nn = NearestNeighbours(self.tensors["bank"])
@@ -133,4 +122,4 @@ class BTF(AnomalyModel):
         smooth = gaussian_blur(up, self.sigma).cpu().numpy()
         maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared)]
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
-        return AnomalyOutput(scores, maps, [self.modalities] * b)
+        return AnomalyOutput(scores, maps, [list(self.mods)] * b)

@@ -26,17 +26,17 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from .base import AnomalyModel, AnomalyOutput, FrameLike, register
+from .base import AnomalyOutput, FrameLike, register
 from .components import gaussian_blur
-from .features import FeatureConfig, FeaturePipeline
+from .feature_method import FeatureMethod
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
-from .preprocess import PreprocessConfig, to_frame_resolution
+from .preprocess import to_frame_resolution
 
 COMBINE = ("product", "sum", "max")
 
 
 @register
-class MAFR(AnomalyModel):
+class MAFR(FeatureMethod):
     name = "mafr"
 
     def __init__(
@@ -56,22 +56,18 @@ class MAFR(AnomalyModel):
         w_census: float = 0.5,
         combine: str = "product",
         normalise: bool = False,
+        denoise: float = 0.0,
         sigma: float = 4.0,
         seed: int = 115,
         cache_dir: str | None = None,
         device: str = "cpu",
     ) -> None:
-        if modality not in ("rgb", "xyz", "both"):
-            raise ValueError("modality must be rgb, xyz or both")
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {COMBINE}")
         self.opts = dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, latent=latent,
                          dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, w_rec=w_rec, w_smooth=w_smooth, w_census=w_census,
-                         combine=combine, normalise=normalise, sigma=sigma, seed=seed)
-        self.modality, self.device = modality, device
-        self.mods = {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[modality]
-        self.extractors = {"rgb": f"rgb:{rgb_backbone}", "xyz": "xyz:fpfh"}
-        self.pipeline = FeaturePipeline([self.extractors[m] for m in self.mods], PreprocessConfig(resolution=resolution), FeatureConfig(grid=grid), device, cache_dir)
+                         combine=combine, normalise=normalise, denoise=denoise, sigma=sigma, seed=seed)
+        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir)
         self.net: MAFRNet | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.version = "1"
@@ -96,8 +92,7 @@ class MAFR(AnomalyModel):
         self.to(self.device)
 
     def to(self, device: str) -> "MAFR":
-        self.device = device
-        self.pipeline.device = device
+        self._move_pipeline(device)
         self.stats = {k: v.to(device) for k, v in self.stats.items()}
         if self.net is not None:
             self.net.to(device).eval()
@@ -162,7 +157,10 @@ class MAFR(AnomalyModel):
                 for i in range(0, n, o["batch_size"]):
                     idx = order[i : i + o["batch_size"]]
                     xb = {m: x[m][idx] for m in self.mods}
-                    terms = self.loss(xb, self.net(xb), {m: vm[m][idx] for m in self.mods})
+                    # denoising: restore clean features from corrupted ones, so restoration pulls
+                    # towards normal patterns instead of copying whatever comes in
+                    inp = {m: v + o["denoise"] * torch.randn_like(v) for m, v in xb.items()} if o["denoise"] else xb
+                    terms = self.loss(xb, self.net(inp), {m: vm[m][idx] for m in self.mods})
                     opt.zero_grad()
                     terms["total"].backward()
                     opt.step()
