@@ -128,7 +128,10 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     options: dict[str, Any] = {}
     for item in rest:
         key, _, raw = item.partition("=")
-        options[key] = json.loads(raw) if raw[:1] in "-0123456789.tf[{" and raw not in ("",) else raw
+        try:
+            options[key] = json.loads(raw)  # numbers, true/false, lists
+        except json.JSONDecodeError:
+            options[key] = raw  # plain words such as fpfh or product
     return method, modality, options
 
 

@@ -105,12 +105,47 @@ class FPFHFeatures:
         return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
 
 
-def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | FPFHFeatures:
+class GeometryFeatures:
+    """Local surface shape straight from the organized cloud (no open3d): depth differences of
+    Gaussians at two scales (curvature) and slope, in units of the point spacing so they hold for
+    any unit and resolution; averaged per grid cell with the same validity rule as FPFH."""
+
+    name = "xyz:geometry"
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
+
+    def one(self, p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        from scipy import ndimage
+
+        from .components import fill_invalid
+
+        g, r = self.cfg.grid, p.valid.shape[0]
+        pitch = max(point_pitch(p.xyz, p.valid), 1e-9)
+        z = fill_invalid(p.xyz[..., 2].astype(np.float64), p.valid) / pitch if p.valid.any() else np.zeros((r, r))
+        s1, s2, s4 = (ndimage.gaussian_filter(z, s) for s in (1.0, 2.0, 4.0))
+        gy, gx = np.gradient(s2)
+        dense = np.stack([s1 - s2, s2 - s4, np.hypot(gx, gy)], axis=-1).astype(np.float32) * p.valid[..., None]
+        k = r // g
+        cells = dense[: g * k, : g * k].reshape(g, k, g, k, -1).sum(axis=(1, 3))
+        counts = p.valid[: g * k, : g * k].reshape(g, k, g, k).sum(axis=(1, 3)).astype(np.float32)
+        valid = counts >= self.cfg.min_cell_valid * k * k
+        feats = np.where(valid[..., None], cells / np.maximum(counts, 1)[..., None], 0.0).astype(np.float32)
+        return feats.transpose(2, 0, 1), valid.astype(np.float32)
+
+    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = [self.one(p) for p in batch]
+        return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
+
+
+def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | FPFHFeatures | GeometryFeatures:
     if name == "xyz:fpfh":
         return FPFHFeatures(cfg)
+    if name == "xyz:geometry":
+        return GeometryFeatures(cfg)
     if name.startswith("rgb:"):
         return RGBFeatures(name[4:], cfg, device)
-    raise KeyError(f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh)")
+    raise KeyError(f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh, xyz:geometry)")
 
 
 class FeatureCache:
@@ -153,10 +188,10 @@ class FeaturePipeline:
     def __init__(self, extractors: Sequence[str], prep: PreprocessConfig, feat: FeatureConfig, device: str = "cpu", cache_dir: str | Path | None = None) -> None:
         self.names, self.prep_cfg, self.feat_cfg, self.device = list(extractors), prep, feat, device
         self.cache = FeatureCache(cache_dir)
-        self._extractors: dict[str, RGBFeatures | FPFHFeatures] = {}
+        self._extractors: dict[str, RGBFeatures | FPFHFeatures | GeometryFeatures] = {}
         self.timing = {"features_s": 0.0, "frames": 0}
 
-    def extractor(self, name: str) -> RGBFeatures | FPFHFeatures:
+    def extractor(self, name: str) -> RGBFeatures | FPFHFeatures | GeometryFeatures:
         if name not in self._extractors:
             self._extractors[name] = create_extractor(name, self.feat_cfg, self.device)
         return self._extractors[name]

@@ -1,6 +1,6 @@
 """MAFR — Multi-Modal Attention-Driven Fusion Restoration (seed paper 000), fit/score loop.
 
-Dense RGB and FPFH feature maps are standardised per modality, fused by a shared encoder
+Dense RGB and 3D feature maps are standardised per modality, fused by a shared encoder
 into one latent space and restored by one attention-guided decoder per modality
 (:mod:`models.mafr_net`). Trained on good frames only with a composite loss; the anomaly
 map is the per-location restoration error.
@@ -14,7 +14,14 @@ Choices where the reference code is broken or disagrees with the paper:
 * Loss terms are weighted (``w_rec``, ``w_smooth``, ``w_census``); the reference sums them unweighted.
 * Training runs with any batch size (the reference crashes above 1), and epoch count and
   checkpoint are one setting, fixed before looking at any test data.
-* Only valid pixels count: the 3D terms use the FPFH validity mask, the RGB terms every pixel.
+* Only valid pixels count: the 3D terms use the 3D validity mask, the RGB terms every pixel.
+
+3D input: ``xyz_features`` picks registry extractors ('+'-joined). The default is ``geometry``
+(depth differences of Gaussians and slope, unit-free) because on a tuning set rendered with
+``duoscan synth --seed 1`` (never the test split) it beat FPFH clearly for reconstruction
+(mean I-AUROC 0.900 vs 0.781, AUPRO@30% 0.938 vs 0.882; fpfh+geometry 0.822 / 0.880):
+FPFH histograms are hard to restore with a zero-normalised error. ``xyz_features=fpfh`` gives
+the reference's setting.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ class MAFR(FeatureMethod):
         combine: str = "product",
         normalise: bool = False,
         denoise: float = 0.0,
+        xyz_features: str = "geometry",
         sigma: float = 4.0,
         seed: int = 115,
         cache_dir: str | None = None,
@@ -66,8 +74,8 @@ class MAFR(FeatureMethod):
             raise ValueError(f"combine must be one of {COMBINE}")
         self.opts = dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, latent=latent,
                          dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, w_rec=w_rec, w_smooth=w_smooth, w_census=w_census,
-                         combine=combine, normalise=normalise, denoise=denoise, sigma=sigma, seed=seed)
-        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir)
+                         combine=combine, normalise=normalise, denoise=denoise, xyz_features=xyz_features, sigma=sigma, seed=seed)
+        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
         self.net: MAFRNet | None = None
         self.stats: dict[str, torch.Tensor] = {}
         self.version = "1"
@@ -100,11 +108,8 @@ class MAFR(FeatureMethod):
 
     # --- features ---------------------------------------------------------------------------
     def _features(self, frames: Sequence[FrameLike]) -> tuple[list, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        prepared, raw = self.pipeline(frames)
-        feats = {m: raw[self.extractors[m]][0].to(self.device) for m in self.mods}
-        g = self.opts["grid"]
-        valid = {m: (raw[self.extractors[m]][1] > 0).float().to(self.device) if m == "xyz" else torch.ones(len(frames), g, g, device=self.device) for m in self.mods}
-        return prepared, feats, valid
+        prepared, feats, valid = self.modality_features(frames)
+        return prepared, {m: f.to(self.device) for m, f in feats.items()}, {m: v.to(self.device) for m, v in valid.items()}
 
     def _standardise(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: (x - self.stats[f"{m}_mean"].view(1, -1, 1, 1)) / self.stats[f"{m}_scale"] for m, x in feats.items()}

@@ -98,3 +98,26 @@ def test_largest_cluster_filter_drops_stray_points(parts):
     assert not valid[2:5, 2:5].any()
     assert valid.sum() >= 0.95 * valid_before.sum()
     assert remove_background(xyz, PreprocessConfig())[1][2:5, 2:5].all()  # without the filter it stays
+
+
+def test_geometry_features_are_unit_free_and_see_dents(parts):
+    part = parts[0]
+    prep_m = prepare(part.rgb, part.xyz, PreprocessConfig(resolution=96))
+    prep_mm = prepare(part.rgb, part.xyz * 1000, PreprocessConfig(resolution=96))  # same part in millimetres
+    ext = create_extractor("xyz:geometry", FeatureConfig(grid=12))
+    (fm, vm), (fmm, vmm) = ext([prep_m]), ext([prep_mm])
+    assert fm.shape == (1, 3, 12, 12) and torch.equal(vm, vmm)
+    assert torch.allclose(fm, fmm, atol=1e-3)
+    assert (fm.permute(0, 2, 3, 1)[vm == 0] == 0).all()
+    dented = render_part("hexnut", np.random.default_rng(0), "dent", 72)
+    f_dent, v_dent = ext([prepare(dented.rgb, dented.xyz, PreprocessConfig(resolution=96))])
+    assert f_dent.abs().max() > 0
+
+
+def test_method_specs_parse():
+    from duoscan.evaluate import parse_spec
+
+    assert parse_spec("baseline") == ("baseline", "both", {})
+    assert parse_spec("btf:xyz") == ("btf", "xyz", {})
+    assert parse_spec("mafr:both:shots=5:w_census=0") == ("mafr", "both", {"shots": 5, "w_census": 0})
+    assert parse_spec("mafr:rgb:xyz_features=fpfh+geometry:normalise=true") == ("mafr", "rgb", {"xyz_features": "fpfh+geometry", "normalise": True})
