@@ -9,7 +9,7 @@ from typing import Iterator
 
 from schemas import Frame
 
-from .dataset import categories_in, iter_samples
+from .dataset import categories_in, iter_dataset
 from .synthetic import CATEGORIES, part_stream
 
 
@@ -20,10 +20,10 @@ def synthetic_frames(line: str, station: str, categories: tuple[str, ...] = CATE
 
 
 def dataset_frames(root: Path, line: str, station: str, split: str = "test", categories: list[str] | None = None) -> Iterator[Frame]:
-    """Every sample of ``split`` in an MVTec 3D-AD-layout folder, category by category."""
+    """Every sample of ``split`` in an MVTec 3D-AD or Eyecandies folder, category by category."""
     for cat in categories or categories_in(root):
-        for s in iter_samples(root, cat, split):
-            yield Frame(line=line, station=station, category=cat, rgb=s.rgb, xyz=s.xyz, meta={"defect": s.defect, "split": split, "name": s.name, "source": str(root)})
+        for s in iter_dataset(root, cat, split):
+            yield Frame(line=line, station=station, category=cat, rgb=s.rgb, xyz=s.xyz, meta=dict(s.meta))
 
 
 def paced(frames: Iterator[Frame], fps: float, count: int | None) -> Iterator[Frame]:

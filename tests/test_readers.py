@@ -76,3 +76,14 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
     (tmp_path / "thing").mkdir()
     with pytest.raises(FileNotFoundError, match="neither MVTec 3D-AD nor Eyecandies"):
         detect_layout(tmp_path, "thing")
+
+
+def test_datasets_replay_as_frames_of_a_line(tmp_path):
+    from producers.replay import dataset_frames
+
+    root = write_eyecandies(tmp_path)
+    frames = list(dataset_frames(root, "L9", "S2", split="test"))
+    assert len(frames) == 3 and type(frames[0]) is Frame
+    assert {(f.line, f.station, f.category) for f in frames} == {("L9", "S2", "Marshmallow")}
+    assert [f.meta["defect"] for f in frames] == ["good", "bad", "bad"]
+    assert Frame.decode(frames[1].encode()).meta["split"] == "test"
