@@ -55,7 +55,7 @@ class MAFR(FeatureMethod):
         hidden: int = 128,
         latent: int = 64,
         dropout: float = 0.1,
-        epochs: int = 40,
+        epochs: int = 80,
         batch_size: int = 8,
         lr: float = 1e-3,
         w_rec: float = 1.0,
