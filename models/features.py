@@ -57,22 +57,47 @@ class RGBFeatures:
         return feats.float().cpu(), torch.ones(len(batch), g, g)
 
 
-class FPFHFeatures:
-    """open3d FPFH (33-d) on the foreground points, scattered back to pixels, averaged per grid cell.
+class _PointCellFeatures:
+    """A per-pixel descriptor of the foreground points (``dense``), averaged per grid cell.
 
-    Radii are multiples of the cloud's own point spacing, so they hold for any unit and
-    sensor resolution. Cells without foreground points are invalid (features zero).
+    A cell counts only with ``min_cell_valid`` of its pixels measured (rims are unreliable);
+    invalid cells carry zeros.
     """
-
-    name = "xyz:fpfh"
 
     def __init__(self, cfg: FeatureConfig) -> None:
         self.cfg = cfg
 
+    def dense(self, p: Prepared) -> np.ndarray:
+        raise NotImplementedError
+
     def one(self, p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        dense = self.dense(p)
+        g, r = self.cfg.grid, p.valid.shape[0]
+        k = r // g
+        cells = dense[: g * k, : g * k].reshape(g, k, g, k, -1).sum(axis=(1, 3))
+        counts = p.valid[: g * k, : g * k].reshape(g, k, g, k).sum(axis=(1, 3)).astype(np.float32)
+        valid = counts >= self.cfg.min_cell_valid * k * k
+        feats = np.where(valid[..., None], cells / np.maximum(counts, 1)[..., None], 0.0).astype(np.float32)
+        return feats.transpose(2, 0, 1), valid.astype(np.float32)
+
+    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = [self.one(p) for p in batch]
+        return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
+
+
+class FPFHFeatures(_PointCellFeatures):
+    """open3d FPFH (33-d) on the foreground points, scattered back to pixels, averaged per grid cell.
+
+    Radii are multiples of the cloud's own point spacing, so they hold for any unit and
+    sensor resolution.
+    """
+
+    name = "xyz:fpfh"
+
+    def dense(self, p: Prepared) -> np.ndarray:
         import open3d as o3d
 
-        g, r = self.cfg.grid, p.valid.shape[0]
+        r = p.valid.shape[0]
         dense = np.zeros((r, r, 33), np.float32)
         if p.valid.sum() >= 10:
             pts = p.xyz[p.valid].astype(np.float64)
@@ -92,50 +117,27 @@ class FPFHFeatures:
                 _, idx = cKDTree(np.asarray(pcd.points)).query(pts, k=1)
                 fpfh = fpfh[idx]
             dense[p.valid] = fpfh
-        # masked average into grid cells
-        k = r // g
-        cells = dense[: g * k, : g * k].reshape(g, k, g, k, 33).sum(axis=(1, 3))
-        counts = p.valid[: g * k, : g * k].reshape(g, k, g, k).sum(axis=(1, 3)).astype(np.float32)
-        valid = counts >= self.cfg.min_cell_valid * k * k
-        feats = np.where(valid[..., None], cells / np.maximum(counts, 1)[..., None], 0.0).astype(np.float32)
-        return feats.transpose(2, 0, 1), valid.astype(np.float32)
-
-    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = [self.one(p) for p in batch]
-        return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
+        return dense
 
 
-class GeometryFeatures:
+class GeometryFeatures(_PointCellFeatures):
     """Local surface shape straight from the organized cloud (no open3d): depth differences of
     Gaussians at two scales (curvature) and slope, in units of the point spacing so they hold for
     any unit and resolution; averaged per grid cell with the same validity rule as FPFH."""
 
     name = "xyz:geometry"
 
-    def __init__(self, cfg: FeatureConfig) -> None:
-        self.cfg = cfg
-
-    def one(self, p: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    def dense(self, p: Prepared) -> np.ndarray:
         from scipy import ndimage
 
         from .components import fill_invalid
 
-        g, r = self.cfg.grid, p.valid.shape[0]
+        r = p.valid.shape[0]
         pitch = max(point_pitch(p.xyz, p.valid), 1e-9)
         z = fill_invalid(p.xyz[..., 2].astype(np.float64), p.valid) / pitch if p.valid.any() else np.zeros((r, r))
         s1, s2, s4 = (ndimage.gaussian_filter(z, s) for s in (1.0, 2.0, 4.0))
         gy, gx = np.gradient(s2)
-        dense = np.stack([s1 - s2, s2 - s4, np.hypot(gx, gy)], axis=-1).astype(np.float32) * p.valid[..., None]
-        k = r // g
-        cells = dense[: g * k, : g * k].reshape(g, k, g, k, -1).sum(axis=(1, 3))
-        counts = p.valid[: g * k, : g * k].reshape(g, k, g, k).sum(axis=(1, 3)).astype(np.float32)
-        valid = counts >= self.cfg.min_cell_valid * k * k
-        feats = np.where(valid[..., None], cells / np.maximum(counts, 1)[..., None], 0.0).astype(np.float32)
-        return feats.transpose(2, 0, 1), valid.astype(np.float32)
-
-    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = [self.one(p) for p in batch]
-        return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
+        return np.stack([s1 - s2, s2 - s4, np.hypot(gx, gy)], axis=-1).astype(np.float32) * p.valid[..., None]
 
 
 def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | FPFHFeatures | GeometryFeatures:
