@@ -117,6 +117,7 @@ def evaluate(
     panel: Optional[Path] = typer.Option(None, help="PNG of worst and best cases (default: next to the JSON)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     cache: Path = typer.Option(STATE_DIR / "cache" / "features", help="feature cache folder (second runs reuse it)"),
+    blank_xyz: float = typer.Option(0.0, min=0.0, max=1.0, help="depth-dropout drill: zero this share of test point clouds (seeded)"),
 ) -> None:
     """Score the test split: I-AUROC, P-AUROC, AUPRO@30% and @1%, maps and a picture."""
     from models import load_model, resolve_device
@@ -124,9 +125,11 @@ def evaluate(
     from .evaluate import evaluate_model
 
     m = load_model(model, resolve_device(device), cache_dir=str(cache))
-    rep = evaluate_model(m, data, category, json_out, maps, panel or json_out.with_suffix(".png"))
+    rep = evaluate_model(m, data, category, json_out, maps, panel or json_out.with_suffix(".png"), blank_xyz=blank_xyz)
     t = Table("metric", "value")
-    for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test"):
+    for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test", "n_degraded", "i_auroc_blanked", "i_auroc_intact"):
+        if k not in rep:
+            continue
         t.add_row(k, f"{rep[k]:.3f}" if isinstance(rep[k], float) else str(rep[k]))
     t.add_row("frames/s", f"{rep['timing']['fps']:.1f}")
     console.print(t)

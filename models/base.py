@@ -33,6 +33,7 @@ class AnomalyOutput:
     image_scores: np.ndarray  # (B,) float32
     pixel_maps: list[np.ndarray]  # B arrays H_i×W_i float32 (frames in a batch may differ in size)
     modalities: list[list[str]] = field(default_factory=list)  # per frame, which inputs contributed
+    degraded: list[bool] = field(default_factory=list)  # per frame: scored without an input the model was trained on
 
 class ModelFileError(RuntimeError):
     """A model file that is missing, tampered with, or of another method/format."""
@@ -70,12 +71,8 @@ class AnomalyModel(ABC):
         is the larger of the empirical quantile and a Gaussian tail estimate
         (mean + z·std) of the good scores.
         """
-        scores = np.concatenate([self.score(list(chunk)).image_scores for chunk in _chunks(good, 8)])
-        if len(scores) < 2:
-            raise ValueError("calibration needs at least 2 good frames")
-        z = float(NormalDist().inv_cdf(1 - target_fpr))
-        gaussian = float(scores.mean() + z * scores.std(ddof=1))
-        self.threshold = max(float(np.quantile(scores, 1 - target_fpr)), gaussian)
+        scores = np.concatenate([self.score(list(chunk)).image_scores for chunk in chunked(good, 8)])
+        self.threshold = threshold_from_scores(scores, target_fpr)
         return self.threshold
 
     def save(self, path: str | Path) -> Path:
@@ -92,6 +89,15 @@ class AnomalyModel(ABC):
         }
         torch.save(blob, path)
         return path
+
+def threshold_from_scores(scores: np.ndarray, target_fpr: float) -> float:
+    """The larger of the empirical (1 - target_fpr) quantile and the Gaussian tail mean + z·std."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < 2:
+        raise ValueError("calibration needs at least 2 good frames")
+    z = float(NormalDist().inv_cdf(1 - target_fpr))
+    return max(float(np.quantile(scores, 1 - target_fpr)), float(scores.mean() + z * scores.std(ddof=1)))
+
 
 REGISTRY: dict[str, type[AnomalyModel]] = {}
 
@@ -132,7 +138,7 @@ def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> Anomaly
         raise ModelFileError(f"{path}: cannot restore {blob.get('method')!r} model ({exc})") from None
     return model.to(device)
 
-def _chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+def chunked(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
     chunk: list[Any] = []
     for item in items:
         chunk.append(item)

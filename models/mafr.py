@@ -30,14 +30,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, register
-from .components import gaussian_blur
 from .feature_method import FeatureMethod
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
-from .preprocess import to_frame_resolution
 
 COMBINE = ("product", "sum", "max")
 
@@ -106,14 +103,6 @@ class MAFR(FeatureMethod):
             self.net.to(device).eval()
         return self
 
-    # --- features ---------------------------------------------------------------------------
-    def _features(self, frames: Sequence[FrameLike]) -> tuple[list, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        prepared, feats, valid = self.modality_features(frames)
-        return prepared, {m: f.to(self.device) for m, f in feats.items()}, {m: v.to(self.device) for m, v in valid.items()}
-
-    def _standardise(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {m: (x - self.stats[f"{m}_mean"].view(1, -1, 1, 1)) / self.stats[f"{m}_scale"] for m, x in feats.items()}
-
     def _errors(self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: reconstruction_error(x[m], y[m]) for m in self.mods}
 
@@ -131,24 +120,10 @@ class MAFR(FeatureMethod):
     # --- fit / score ------------------------------------------------------------------------
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "MAFR":
         frames = list(frames)
-        feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
-        valid: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         o = self.opts
         with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"mafr[{self.modality}]: features of good frames", total=len(frames))
-            for i in range(0, len(frames), 8):
-                _, f, v = self._features(frames[i : i + 8])
-                for m in self.mods:
-                    feats[m].append(f[m])
-                    valid[m].append(v[m])
-                bar.advance(task, len(frames[i : i + 8]))
-            x = {m: torch.cat(feats[m]) for m in self.mods}
-            vm = {m: torch.cat(valid[m]) for m in self.mods}
-            for m in self.mods:  # centre per channel, one scale per modality (see btf)
-                pix = x[m].permute(0, 2, 3, 1)[vm[m] > 0]
-                mean = pix.mean(0)
-                self.stats[f"{m}_mean"] = mean
-                self.stats[f"{m}_scale"] = ((pix - mean) ** 2).sum(1).mean().sqrt().clamp_min(1e-6) / np.sqrt(pix.shape[1])
+            x, vm = self._gather(frames, bar, f"mafr[{self.modality}]: features of good frames")
+            self._fit_standardisation(x, vm)
             x = self._standardise(x)
             torch.manual_seed(o["seed"])
             self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
@@ -183,7 +158,7 @@ class MAFR(FeatureMethod):
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
         if self.net is None:
             raise RuntimeError("mafr model is not fitted")
-        prepared, feats, valid = self._features(batch)
+        prepared, feats, valid = self._features_on_device(batch)
         x = self._standardise(feats)
         err = self._errors(x, self.net(x))
         d = {m: err[m] / self.stats[f"{m}_err"] * valid[m] for m in self.mods}
@@ -196,12 +171,9 @@ class MAFR(FeatureMethod):
             grid_map = d["rgb"] + d["xyz"]
         else:
             grid_map = torch.maximum(d["rgb"], d["xyz"])
-        r = self.opts["resolution"]
-        up = F.interpolate(grid_map[:, None], size=(r, r), mode="bilinear", align_corners=False)[:, 0]
-        smooth = gaussian_blur(up, self.opts["sigma"])
+        smooth = self._to_maps(grid_map, self.opts["resolution"], self.opts["sigma"])
         if self.opts["normalise"]:  # CFM/MAFR: divide by the root of the image's mean non-zero score
-            nz = (smooth > 0).float()
-            smooth = smooth / ((smooth * nz).sum((1, 2)) / nz.sum((1, 2)).clamp_min(1)).sqrt().clamp_min(1e-6)[:, None, None]
-        smooth = smooth.cpu().numpy()
-        maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared)]
+            nz = smooth > 0
+            smooth = smooth / np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
+        maps = self._frame_maps(smooth, prepared)
         return AnomalyOutput(smooth.reshape(len(batch), -1).max(1).astype(np.float32), maps, [list(self.mods)] * len(batch))

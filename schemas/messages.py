@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 from ._msgpack import check_version, pack, require, unpack
@@ -61,6 +61,8 @@ class _Message:
     def _from_obj(cls, obj: dict[str, Any]) -> Any:
         kwargs: dict[str, Any] = {}
         for f in fields(cls):  # type: ignore[arg-type]
+            if f.name not in obj and f.default is not MISSING:
+                continue  # optional fields added within a schema version: older senders omit them
             kwargs[f.name] = _field(obj, f.name, str(f.type), cls.kind)
         return cls(**kwargs)
 
@@ -115,6 +117,7 @@ class Result(_Message):
     modalities: list[str]  # which inputs scored the frame, e.g. ["rgb", "xyz"]
     region: Region | None
     timings: Timings
+    degraded: bool = False  # scored without an input the model was trained on (e.g. no usable depth)
 
     @property
     def anomalous(self) -> bool:
@@ -137,6 +140,7 @@ class Alert(_Message):
     model: str
     model_version: str
     time_ns: int = field(default_factory=time.time_ns)
+    degraded: bool = False
 
     @classmethod
     def from_result(cls, r: Result) -> "Alert":
@@ -151,6 +155,7 @@ class Alert(_Message):
             region=r.region,
             model=r.model,
             model_version=r.model_version,
+            degraded=r.degraded,
         )
 
 

@@ -152,3 +152,21 @@ def test_result_alert_dead_letter_round_trip():
     assert DeadLetter.decode(d.encode()) == d
     with pytest.raises(SchemaError):
         Result.decode(a.encode())  # an alert is not a result
+
+
+def test_degraded_flag_round_trips_and_older_messages_still_decode():
+    from schemas._msgpack import pack
+
+    r = Result(
+        frame_id="f2", line="l1", station="s1", category="ring", model="cmdr", model_version="1",
+        score=0.5, threshold=1.0, verdict="ok", heatmap_key="k", modalities=["rgb"],
+        region=None, timings=Timings(1, 2, 3, 4, 5), degraded=True,
+    )
+    assert Result.decode(r.encode()).degraded is True
+    assert Alert.decode(Alert.from_result(r).encode()).degraded is True
+    old = r.to_dict()
+    del old["degraded"]  # a sender from before the field existed
+    assert Result.decode(pack(old)).degraded is False
+    old["degraded"] = "yes"
+    with pytest.raises(SchemaError):
+        Result.decode(pack(old))

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, TypeVar
 
+import numpy as np
 import redis
 from kafka import KafkaProducer
 
@@ -91,8 +92,12 @@ class BatchProcessor:
                 dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
                 continue
             scored_ns = time.time_ns()
-            for (msg, frame), score, pixel_map, mods in zip(items, out.image_scores, out.pixel_maps, out.modalities):
+            degraded = out.degraded or [False] * len(items)
+            for (msg, frame), score, pixel_map, mods, worse in zip(items, out.image_scores, out.pixel_maps, out.modalities, degraded):
                 score = float(score)
+                if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
+                    dead.append((msg, f"model {model.name} could not score the frame: no usable input (e.g. a 3D-only model and no depth)"))
+                    continue
                 anomalous = score > model.threshold
                 region = largest_region(pixel_map, model.threshold) if anomalous else None
                 results.append(
@@ -102,6 +107,7 @@ class BatchProcessor:
                         verdict="anomalous" if anomalous else "ok", heatmap_key=self.store.heatmap_key(frame.frame_id),
                         modalities=list(mods), region=Region(*region) if region else None,
                         timings=Timings(frame.captured_ns, frame.published_ns, msg.consumed_ns, scored_ns, 0),
+                        degraded=bool(worse),
                     )
                 )
                 heatmaps.append(encode_heatmap(pixel_map))

@@ -57,6 +57,7 @@ def _parse_result(h: dict[bytes, bytes]) -> Result:
         verdict=d["verdict"], heatmap_key=d["heatmap_key"], modalities=json.loads(d["modalities"]),
         region=Region(region["area_px"], tuple(region["bbox"])) if region else None,  # type: ignore[arg-type]
         timings=Timings(**json.loads(d["timings"])),
+        degraded=json.loads(d.get("degraded", "false")),
     )
 
 

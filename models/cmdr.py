@@ -1,0 +1,228 @@
+"""CMDR-IAD — Cross-Modal mapping and Dual-branch Reconstruction (seed paper 001), fit/score loop.
+
+Per location on the feature grid, a mapping network predicts 3D features from RGB and one predicts
+RGB from 3D; one reconstruction network per modality restores its own features from a spatial
+bottleneck (:mod:`models.cmdr_net`). All four are trained on good frames with a masked cosine loss.
+At test time, with every distance divided by its mean on the training frames so the modalities
+share a scale:
+
+* mapping anomaly: J = d_map2d × d_map3d, gated by local reliability, A_map = σ(W·J)·J with
+  W = 4 + 2·(7×7 std / mean of J);
+* reconstruction anomaly: A_rec = (w2·d2 + w3·d3)/(w2 + w3) with w = exp(−α·d);
+* ``fusion="both"``: A_map × A_rec (the paper's product), ``"map"`` or ``"rec"`` for the ablation;
+  Gaussian-smoothed, image score = max.
+
+Modality flexibility: ``modality="rgb"`` / ``"xyz"`` train and run one reconstruction branch (the
+mapping needs both). A fused model scoring a frame whose point cloud is empty or mostly invalid
+(fewer valid 3D cells than ``degraded_below`` × the training frames' typical share) scores it with
+the RGB reconstruction branch alone, rescaled onto the fused score's scale, and flags it degraded.
+A 3D-only model given such a frame cannot score it and returns NaN (the worker dead-letters it).
+
+Where we differ from the reference code, and why:
+* Both reconstruction branches are small conv autoencoders over the grid; the reference's 3D
+  decoder is a 79M-parameter Linear over the token sequence, and its repository does not import.
+* Distances are divided by their training mean before fusion (the reference multiplies raw cosine
+  distances, so α and W act on an arbitrary scale that depends on the backbones).
+* 3D input defaults to the unit-free ``geometry`` features, as for MAFR (chosen on the tuning set).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from .base import AnomalyOutput, FrameLike, chunked, register, threshold_from_scores
+from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
+from .feature_method import FeatureMethod
+
+FUSION = ("both", "map", "rec")
+
+
+@register
+class CMDR(FeatureMethod):
+    name = "cmdr"
+
+    def __init__(
+        self,
+        modality: str = "both",
+        rgb_backbone: str = "efficientnet_lite0",
+        resolution: int = 224,
+        grid: int = 28,
+        map_hidden: int = 128,
+        rec_hidden: int = 96,
+        bottleneck: int = 32,
+        levels: int = 2,
+        dropout: float = 0.1,
+        epochs: int = 60,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        fusion: str = "both",
+        alpha: float = 0.3,
+        degraded_below: float = 0.25,
+        xyz_features: str = "geometry",
+        sigma: float = 4.0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if fusion not in FUSION:
+            raise ValueError(f"fusion must be one of {FUSION}")
+        self.opts = dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, map_hidden=map_hidden, rec_hidden=rec_hidden,
+                         bottleneck=bottleneck, levels=levels, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, fusion=fusion,
+                         alpha=alpha, degraded_below=degraded_below, xyz_features=xyz_features, sigma=sigma, seed=seed)
+        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
+        self.net: CMDRNet | None = None
+        self.stats: dict[str, torch.Tensor] = {}
+        self.version = "1"
+        self.loss_history: list[float] = []
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.opts)
+
+    def _net(self, dims: dict[str, int]) -> CMDRNet:
+        o = self.opts
+        return CMDRNet(dims, o["map_hidden"], o["rec_hidden"], o["bottleneck"], o["levels"], o["dropout"])
+
+    def state(self) -> dict[str, torch.Tensor]:
+        assert self.net is not None
+        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()}, **{f"stats.{k}": v for k, v in self.stats.items()}}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats = {k[6:]: v.float() for k, v in state.items() if k.startswith("stats.")}
+        self.net = self._net({m: int(self.stats[f"{m}_mean"].numel()) for m in self.mods})
+        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        self.to(self.device)
+
+    def to(self, device: str) -> "CMDR":
+        self._move_pipeline(device)
+        self.stats = {k: v.to(device) for k, v in self.stats.items()}
+        if self.net is not None:
+            self.net.to(device).eval()
+        return self
+
+    @property
+    def fused(self) -> bool:
+        return len(self.mods) == 2
+
+    # --- distances ----------------------------------------------------------------------------
+    def _distances(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw per-location distances: ``rec_<m>`` (reconstruction) and ``map_<m>`` (predicted from the other modality)."""
+        assert self.net is not None
+        rec, mapped = self.net(x)
+        d = {f"rec_{m}": cosine_distance(rec[m], x[m]) for m in rec}
+        d.update({f"map_{m}": cosine_distance(mapped[m], x[m]) for m in mapped})
+        return d
+
+    def loss(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of the masked cosine losses of the (up to) four networks."""
+        d = self._distances(x)
+        return torch.stack([masked_mean(d[k], valid[k.split("_", 1)[1]]) for k in sorted(d)]).sum()
+
+    # --- fit ------------------------------------------------------------------------------------
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "CMDR":
+        frames = list(frames)
+        o = self.opts
+        with Progress(disable=not progress, transient=True) as bar:
+            x, vm = self._gather(frames, bar, f"cmdr[{self.modality}]: features of good frames")
+            self._fit_standardisation(x, vm)
+            x = self._standardise(x)
+            torch.manual_seed(o["seed"])
+            self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
+            opt = torch.optim.Adam(self.net.parameters(), lr=o["lr"])
+            n = len(frames)
+            task = bar.add_task(f"cmdr[{self.modality}]: training", total=o["epochs"])
+            self.net.train()
+            for _ in range(o["epochs"]):
+                order = torch.randperm(n)
+                total = 0.0
+                for i in range(0, n, o["batch_size"]):
+                    idx = order[i : i + o["batch_size"]]
+                    loss = self.loss({m: x[m][idx] for m in self.mods}, {m: vm[m][idx] for m in self.mods})
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                self.loss_history.append(total / n)
+                bar.advance(task)
+            self.net.eval()
+            with torch.no_grad():  # each distance's mean on good frames: the common scale for fusion
+                d = self._distances(x)
+                for k, v in d.items():
+                    self.stats[f"{k}_mean"] = masked_mean(v, vm[k.split("_", 1)[1]]).clamp_min(1e-6)
+                if "xyz" in vm:
+                    self.stats["xyz_valid_share"] = vm["xyz"].mean()
+        self.to(self.device)
+        if self.fused:  # until calibrate() sees validation frames, match the scales on the training frames
+            self._match_degraded_scale(frames)
+        return self
+
+    # --- score ----------------------------------------------------------------------------------
+    def _grid_maps(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """B×G×G anomaly on the grid from the model's inputs, and (fused models only) the
+        RGB-only map used for frames without usable depth."""
+        o = self.opts
+        d = {k: v / self.stats[f"{k}_mean"] for k, v in self._distances(x).items()}
+        if not self.fused:
+            m = self.mods[0]
+            return d[f"rec_{m}"] * valid[m], None
+        v3 = valid["xyz"]
+        a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3)
+        a_rec = confidence_weighted(d["rec_rgb"], d["rec_xyz"], v3, o["alpha"])
+        fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o["fusion"]]
+        return fused, d["rec_rgb"]
+
+    def _degraded(self, valid: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per frame: too few valid 3D cells to trust the 3D branch."""
+        if "xyz" not in valid:
+            return torch.zeros(next(iter(valid.values())).shape[0], dtype=torch.bool)
+        share = valid["xyz"].flatten(1).mean(1)
+        return (share < self.opts["degraded_below"] * self.stats["xyz_valid_share"]).cpu()
+
+    def _score_paths(self, batch: Sequence[FrameLike]) -> tuple[list, np.ndarray, np.ndarray | None, torch.Tensor]:
+        if self.net is None:
+            raise RuntimeError("cmdr model is not fitted")
+        prepared, feats, valid = self._features_on_device(batch)
+        fused, rgb_only = self._grid_maps(self._standardise(feats), valid)
+        r, s = self.opts["resolution"], self.opts["sigma"]
+        return prepared, self._to_maps(fused, r, s), None if rgb_only is None else self._to_maps(rgb_only, r, s), self._degraded(valid)
+
+    @torch.no_grad()
+    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
+        prepared, maps, rgb_maps, degraded = self._score_paths(batch)
+        mods = [list(self.mods) for _ in batch]
+        scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
+        for i in np.flatnonzero(degraded.numpy()):
+            if rgb_maps is not None:  # fused model: the RGB branch carries on, on the fused scale
+                maps[i] = rgb_maps[i] * float(self.stats["degraded_scale"])
+                scores[i] = maps[i].max()
+                mods[i] = ["rgb"]
+            else:  # 3D-only model with no usable cloud: nothing to score with
+                scores[i] = np.nan
+                mods[i] = []
+        return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=[bool(b) for b in degraded])
+
+    # --- calibration ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _match_degraded_scale(self, frames: Iterable[FrameLike]) -> tuple[np.ndarray, np.ndarray]:
+        """Fused and RGB-only image scores of good frames; sets the factor that puts the RGB-only
+        path on the fused scale (ratio of medians), so one threshold serves both."""
+        fused, rgb = [], []
+        for chunk in chunked(frames, 8):
+            _, maps, rgb_maps, _ = self._score_paths(chunk)
+            assert rgb_maps is not None
+            fused.append(maps.reshape(len(chunk), -1).max(1))
+            rgb.append(rgb_maps.reshape(len(chunk), -1).max(1))
+        f, g = np.concatenate(fused), np.concatenate(rgb)
+        self.stats["degraded_scale"] = torch.tensor(float(np.median(f) / max(np.median(g), 1e-9)), device=self.device)
+        return f, g
+
+    def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
+        """Fused models also re-fit the degraded path's scale on these (held-out) good frames."""
+        if not self.fused:
+            return super().calibrate(good, target_fpr)
+        fused, _ = self._match_degraded_scale(good)
+        self.threshold = threshold_from_scores(fused, target_fpr)
+        return self.threshold

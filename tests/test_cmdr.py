@@ -1,0 +1,143 @@
+"""CMDR-IAD: network pieces, fusion maths, fit/score, missing depth, serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from duoscan.evaluate import blank_point_clouds, evaluate_model, train_model
+from models import load_model
+from models.cmdr_net import CMDRNet, MappingNet, ReconstructionNet, confidence_weighted, reliability_gate
+from producers.dataset import iter_dataset
+
+TINY = dict(epochs=4, map_hidden=16, rec_hidden=16, bottleneck=8)
+
+
+@pytest.mark.parametrize("grid", [28, 9])
+def test_networks_keep_the_grid(grid):
+    x = torch.randn(2, 12, grid, grid)
+    assert ReconstructionNet(12, 16, 8, levels=2)(x).shape == x.shape
+    assert MappingNet(12, 5, 16)(x).shape == (2, 5, grid, grid)
+    both = CMDRNet({"rgb": 12, "xyz": 5}, 16, 16, 8)
+    rec, mapped = both({"rgb": x, "xyz": torch.randn(2, 5, grid, grid)})
+    assert rec["xyz"].shape == mapped["xyz"].shape == (2, 5, grid, grid) and mapped["rgb"].shape == x.shape
+    rec, mapped = CMDRNet({"xyz": 5}, 16, 16, 8)({"xyz": torch.randn(1, 5, grid, grid)})
+    assert mapped == {} and set(rec) == {"xyz"}
+
+
+def test_reconstruction_has_no_shortcut_for_a_single_spike():
+    # a per-location identity would reproduce a one-cell spike; the bottleneck must not
+    torch.manual_seed(0)
+    net = ReconstructionNet(4, 16, 4, levels=2)
+    x = torch.zeros(1, 4, 28, 28)
+    y = x.clone()
+    y[0, :, 14, 14] = 10
+    assert (net(y) - net(x)).abs()[0, :, 14, 14].max() < 10 * 0.5
+
+
+def test_reliability_gate_and_confidence_weighting():
+    valid = torch.ones(1, 16, 16)
+    j = torch.full((1, 16, 16), 0.5)
+    j[0, 8, 8] = 3.0  # a discrepancy that stands out from its neighbourhood
+    gated = reliability_gate(j, valid)
+    assert torch.all(gated <= j + 1e-6) and torch.all(gated >= 0.5 * j - 1e-6)  # σ(·) ∈ [0.5, 1) for J ≥ 0
+    assert gated[0, 8, 8] / j[0, 8, 8] > gated[0, 0, 0] / j[0, 0, 0]  # trusted more than flat surroundings
+    assert reliability_gate(j, torch.zeros_like(valid)).abs().max() == 0  # nothing without 3D points
+
+    d2, d3 = torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 3.0)
+    v3 = torch.ones(1, 4, 4)
+    v3[0, 0, 0] = 0
+    a = confidence_weighted(d2, d3, v3, alpha=0.3)
+    assert a[0, 0, 0] == 1.0  # no 3D point: the RGB error alone
+    assert 1.0 < a[0, 1, 1] < 2.0  # between both, nearer the more confident (smaller) error
+    assert torch.allclose(confidence_weighted(d2, d3, v3, alpha=0.0)[0, 1, 1], torch.tensor(2.0))  # α=0: plain mean
+
+
+@pytest.fixture(scope="module")
+def cmdr_model(dataset, tmp_path_factory):
+    model = train_model(dataset, "hexnut", "cmdr", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY)
+    return model, model.save(tmp_path_factory.mktemp("cmdr") / "hexnut.pt")
+
+
+def test_cmdr_fits_scores_and_round_trips(dataset, cmdr_model):
+    model, path = cmdr_model
+    assert model.loss_history[-1] < model.loss_history[0]
+    test = list(iter_dataset(dataset, "hexnut", "test"))
+    out = model.score(test)
+    assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all() and (out.image_scores >= 0).all()
+    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+    assert out.modalities == [["rgb", "xyz"]] * len(test) and out.degraded == [False] * len(test)
+    assert np.isfinite(model.threshold) and float(model.stats["degraded_scale"]) > 0
+    again = load_model(path)
+    assert again.config() == model.config() and again.threshold == model.threshold
+    assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["map", "rec"])
+def test_ablation_modes(dataset, cmdr_model, fusion):
+    m = load_model(cmdr_model[1])
+    m.opts["fusion"] = fusion
+    out = m.score(list(iter_dataset(dataset, "hexnut", "test"))[:2])
+    assert np.isfinite(out.image_scores).all() and (out.image_scores > 0).all()
+
+
+def test_missing_depth_is_scored_by_rgb_and_flagged(dataset, cmdr_model):
+    model, _ = cmdr_model
+    test = list(iter_dataset(dataset, "hexnut", "test"))[:4]
+    blanked, chosen = blank_point_clouds(test, 0.5)
+    assert 1 <= len(chosen) <= 3 and all(not blanked[i].xyz.any() for i in chosen)
+    assert all(blanked[i].xyz.any() for i in set(range(4)) - chosen)
+    out = model.score(blanked)
+    for i in range(4):
+        assert out.degraded[i] == (i in chosen)
+        assert out.modalities[i] == (["rgb"] if i in chosen else ["rgb", "xyz"])
+    assert np.isfinite(out.image_scores).all() and (out.image_scores[list(chosen)] > 0).all()
+    assert all(out.pixel_maps[i].max() > 0 for i in chosen)  # the heatmap still localises from RGB
+
+
+def test_single_modality_variants(dataset):
+    test = list(iter_dataset(dataset, "ring", "test"))[:2]
+    blanked, _ = blank_point_clouds(test, 1.0)
+    rgb = train_model(dataset, "ring", "cmdr", "rgb", progress=False, shots=4, **TINY)
+    assert rgb.score(blanked).modalities == [["rgb"], ["rgb"]] and np.isfinite(rgb.score(blanked).image_scores).all()
+    xyz = train_model(dataset, "ring", "cmdr", "xyz", progress=False, shots=4, **TINY)
+    assert np.isfinite(xyz.score(test).image_scores).all()
+    out = xyz.score(blanked)  # a 3D-only model without depth has nothing to score with
+    assert np.isnan(out.image_scores).all() and out.degraded == [True, True] and out.modalities == [[], []]
+
+
+def test_evaluate_reports_blanked_frames(dataset, cmdr_model):
+    model, _ = cmdr_model
+    rep = evaluate_model(model, dataset, "hexnut", progress=False, blank_xyz=0.5)
+    n_good = rep["n_test"] - rep["n_anomalous"]
+    assert rep["n_degraded"] == round(0.5 * n_good) + round(0.5 * rep["n_anomalous"])
+    assert 0 <= rep["i_auroc_blanked"] <= 1 and 0 <= rep["i_auroc_intact"] <= 1
+    assert evaluate_model(model, dataset, "hexnut", progress=False)["n_degraded"] == 0
+
+
+def test_worker_flags_degraded_frames_and_dead_letters_unscorable_ones(settings, cmdr_model, dataset, tmp_path):
+    from duoscan import kafka_clients
+    from schemas import DeadLetter
+    from workers.processor import BatchProcessor, Incoming
+    from workers.routing import ModelRouter
+    from workers.store import ResultStore
+
+    kafka_clients.ensure_topics(settings, ["C"])
+    frames, chosen = blank_point_clouds(list(iter_dataset(dataset, "hexnut", "test"))[:4], 0.5)
+    proc = BatchProcessor(settings, ModelRouter([cmdr_model[1]], "auto"), ResultStore(settings), kafka_clients.producer(settings))
+    report = proc.process([Incoming(settings.frames_topic("C"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    assert report.results == 4 and report.dead == 0
+    results = ResultStore(settings).read_results([f.frame_id for f in frames])
+    for i, f in enumerate(frames):
+        assert results[f.frame_id].degraded == (i in chosen)
+        assert results[f.frame_id].modalities == (["rgb"] if i in chosen else ["rgb", "xyz"])
+
+    xyz_only = train_model(dataset, "hexnut", "cmdr", "xyz", progress=False, shots=4, **TINY).save(tmp_path / "hexnut.pt")
+    proc = BatchProcessor(settings, ModelRouter([xyz_only], "auto"), ResultStore(settings), kafka_clients.producer(settings))
+    again = [Incoming(settings.frames_topic("C"), 1, i, f.encode()) for i, f in enumerate(frames)]
+    report = proc.process(again)
+    assert report.results == 2 and report.dead == 2
+    letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]
+    assert sorted(d.frame_id for d in letters) == sorted(frames[i].frame_id for i in chosen)
+    assert all("no usable input" in d.reason for d in letters)
