@@ -134,4 +134,4 @@ class BaselineModel(AnomalyModel):
             maps.append(gaussian_blur(up, self.sigma * h / g)[0].float().cpu().numpy())
         scores = np.array([m.max() for m in maps], dtype=np.float32)
         modalities = [["rgb", "xyz"] if u else ["rgb"] for u in use_geo.tolist()]
-        return AnomalyOutput(scores, maps, modalities)
+        return AnomalyOutput(scores, maps, modalities, degraded=[not u for u in use_geo.tolist()])

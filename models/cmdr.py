@@ -36,13 +36,13 @@ from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, chunked, register, threshold_from_scores
 from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
-from .feature_method import FeatureMethod
+from .feature_method import NeuralFeatureMethod
 
 FUSION = ("both", "map", "rec")
 
 
 @register
-class CMDR(FeatureMethod):
+class CMDR(NeuralFeatureMethod):
     name = "cmdr"
 
     def __init__(
@@ -70,38 +70,14 @@ class CMDR(FeatureMethod):
     ) -> None:
         if fusion not in FUSION:
             raise ValueError(f"fusion must be one of {FUSION}")
-        self.opts = dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, map_hidden=map_hidden, rec_hidden=rec_hidden,
+        self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, map_hidden=map_hidden, rec_hidden=rec_hidden,
                          bottleneck=bottleneck, levels=levels, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, fusion=fusion,
-                         alpha=alpha, degraded_below=degraded_below, xyz_features=xyz_features, sigma=sigma, seed=seed)
+                         alpha=alpha, degraded_below=degraded_below, xyz_features=xyz_features, sigma=sigma, seed=seed))
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
-        self.net: CMDRNet | None = None
-        self.stats: dict[str, torch.Tensor] = {}
-        self.version = "1"
-        self.loss_history: list[float] = []
-
-    def config(self) -> dict[str, Any]:
-        return dict(self.opts)
 
     def _net(self, dims: dict[str, int]) -> CMDRNet:
         o = self.opts
         return CMDRNet(dims, o["map_hidden"], o["rec_hidden"], o["bottleneck"], o["levels"], o["dropout"])
-
-    def state(self) -> dict[str, torch.Tensor]:
-        assert self.net is not None
-        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()}, **{f"stats.{k}": v for k, v in self.stats.items()}}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.stats = {k[6:]: v.float() for k, v in state.items() if k.startswith("stats.")}
-        self.net = self._net({m: int(self.stats[f"{m}_mean"].numel()) for m in self.mods})
-        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-        self.to(self.device)
-
-    def to(self, device: str) -> "CMDR":
-        self._move_pipeline(device)
-        self.stats = {k: v.to(device) for k, v in self.stats.items()}
-        if self.net is not None:
-            self.net.to(device).eval()
-        return self
 
     @property
     def fused(self) -> bool:
@@ -124,30 +100,11 @@ class CMDR(FeatureMethod):
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "CMDR":
         frames = list(frames)
-        o = self.opts
         with Progress(disable=not progress, transient=True) as bar:
             x, vm = self._gather(frames, bar, f"cmdr[{self.modality}]: features of good frames")
             self._fit_standardisation(x, vm)
             x = self._standardise(x)
-            torch.manual_seed(o["seed"])
-            self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
-            opt = torch.optim.Adam(self.net.parameters(), lr=o["lr"])
-            n = len(frames)
-            task = bar.add_task(f"cmdr[{self.modality}]: training", total=o["epochs"])
-            self.net.train()
-            for _ in range(o["epochs"]):
-                order = torch.randperm(n)
-                total = 0.0
-                for i in range(0, n, o["batch_size"]):
-                    idx = order[i : i + o["batch_size"]]
-                    loss = self.loss({m: x[m][idx] for m in self.mods}, {m: vm[m][idx] for m in self.mods})
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(idx)
-                self.loss_history.append(total / n)
-                bar.advance(task)
-            self.net.eval()
+            self._train(x, vm, self.loss, bar)
             with torch.no_grad():  # each distance's mean on good frames: the common scale for fusion
                 d = self._distances(x)
                 for k, v in d.items():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from abc import abstractmethod
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from rich.progress import Progress
 
 from .base import AnomalyModel, FrameLike
@@ -81,3 +83,65 @@ class FeatureMethod(AnomalyModel):
     def _move_pipeline(self, device: str) -> None:
         self.device = device
         self.pipeline.device = device
+
+
+class NeuralFeatureMethod(FeatureMethod):
+    """A feature method whose state is a torch network trained on standardised features plus
+    named statistics (``stats``); subclasses build the network (``_net``) and define the loss."""
+
+    net: nn.Module | None
+
+    def _init_state(self, opts: dict[str, Any]) -> None:
+        self.opts = opts
+        self.net = None
+        self.stats = {}
+        self.version = "1"
+        self.loss_history: list[float] = []
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.opts)
+
+    @abstractmethod
+    def _net(self, dims: dict[str, int]) -> nn.Module:
+        """The untrained network for these per-modality channel counts."""
+
+    def state(self) -> dict[str, torch.Tensor]:
+        assert self.net is not None
+        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()}, **{f"stats.{k}": v for k, v in self.stats.items()}}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats = {k[6:]: v.float() for k, v in state.items() if k.startswith("stats.")}
+        self.net = self._net({m: int(self.stats[f"{m}_mean"].numel()) for m in self.mods})
+        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        self.to(self.device)
+
+    def to(self, device: str) -> "NeuralFeatureMethod":
+        self._move_pipeline(device)
+        self.stats = {k: v.to(device) for k, v in self.stats.items()}
+        if self.net is not None:
+            self.net.to(device).eval()
+        return self
+
+    def _train(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor], bar: Progress) -> None:
+        """Seeded Adam over shuffled mini-batches of the (standardised) features ``x``;
+        ``loss(features, validity)`` of one batch. Leaves the network in eval mode."""
+        o = self.opts
+        torch.manual_seed(o["seed"])
+        self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
+        opt = torch.optim.Adam(self.net.parameters(), lr=o["lr"])
+        n = next(iter(x.values())).shape[0]
+        task = bar.add_task(f"{self.name}[{self.modality}]: training", total=o["epochs"])
+        self.net.train()
+        for _ in range(o["epochs"]):
+            order = torch.randperm(n)
+            total = 0.0
+            for i in range(0, n, o["batch_size"]):
+                idx = order[i : i + o["batch_size"]]
+                value = loss({m: x[m][idx] for m in self.mods}, {m: valid[m][idx] for m in self.mods})
+                opt.zero_grad()
+                value.backward()
+                opt.step()
+                total += value.item() * len(idx)
+            self.loss_history.append(total / n)
+            bar.advance(task)
+        self.net.eval()

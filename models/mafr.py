@@ -33,14 +33,14 @@ import torch
 from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, register
-from .feature_method import FeatureMethod
+from .feature_method import NeuralFeatureMethod
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 
 COMBINE = ("product", "sum", "max")
 
 
 @register
-class MAFR(FeatureMethod):
+class MAFR(NeuralFeatureMethod):
     name = "mafr"
 
     def __init__(
@@ -69,39 +69,14 @@ class MAFR(FeatureMethod):
     ) -> None:
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {COMBINE}")
-        self.opts = dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, latent=latent,
+        self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, latent=latent,
                          dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, w_rec=w_rec, w_smooth=w_smooth, w_census=w_census,
-                         combine=combine, normalise=normalise, denoise=denoise, xyz_features=xyz_features, sigma=sigma, seed=seed)
+                         combine=combine, normalise=normalise, denoise=denoise, xyz_features=xyz_features, sigma=sigma, seed=seed))
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
-        self.net: MAFRNet | None = None
-        self.stats: dict[str, torch.Tensor] = {}
-        self.version = "1"
-        self.loss_history: list[float] = []
-
-    def config(self) -> dict[str, Any]:
-        return dict(self.opts)
 
     def _net(self, dims: dict[str, int]) -> MAFRNet:
         o = self.opts
         return MAFRNet(dims, o["hidden"], o["latent"], o["dropout"])
-
-    def state(self) -> dict[str, torch.Tensor]:
-        assert self.net is not None
-        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()}, **{f"stats.{k}": v for k, v in self.stats.items()}}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.stats = {k[6:]: v.float() for k, v in state.items() if k.startswith("stats.")}
-        dims = {m: int(self.stats[f"{m}_mean"].numel()) for m in self.mods}
-        self.net = self._net(dims)
-        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-        self.to(self.device)
-
-    def to(self, device: str) -> "MAFR":
-        self._move_pipeline(device)
-        self.stats = {k: v.to(device) for k, v in self.stats.items()}
-        if self.net is not None:
-            self.net.to(device).eval()
-        return self
 
     def _errors(self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: reconstruction_error(x[m], y[m]) for m in self.mods}
@@ -125,29 +100,14 @@ class MAFR(FeatureMethod):
             x, vm = self._gather(frames, bar, f"mafr[{self.modality}]: features of good frames")
             self._fit_standardisation(x, vm)
             x = self._standardise(x)
-            torch.manual_seed(o["seed"])
-            self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
-            opt = torch.optim.Adam(self.net.parameters(), lr=o["lr"])
-            n = len(frames)
-            task = bar.add_task(f"mafr[{self.modality}]: training", total=o["epochs"])
-            self.net.train()
-            for _ in range(o["epochs"]):
-                order = torch.randperm(n)
-                total = 0.0
-                for i in range(0, n, o["batch_size"]):
-                    idx = order[i : i + o["batch_size"]]
-                    xb = {m: x[m][idx] for m in self.mods}
-                    # denoising: restore clean features from corrupted ones, so restoration pulls
-                    # towards normal patterns instead of copying whatever comes in
-                    inp = {m: v + o["denoise"] * torch.randn_like(v) for m, v in xb.items()} if o["denoise"] else xb
-                    terms = self.loss(xb, self.net(inp), {m: vm[m][idx] for m in self.mods})
-                    opt.zero_grad()
-                    terms["total"].backward()
-                    opt.step()
-                    total += terms["total"].item() * len(idx)
-                self.loss_history.append(total / n)
-                bar.advance(task)
-            self.net.eval()
+
+            def batch_loss(xb: dict[str, torch.Tensor], vb: dict[str, torch.Tensor]) -> torch.Tensor:
+                # denoising: restore clean features from corrupted ones, so restoration pulls
+                # towards normal patterns instead of copying whatever comes in
+                inp = {m: v + o["denoise"] * torch.randn_like(v) for m, v in xb.items()} if o["denoise"] else xb
+                return self.loss(xb, self.net(inp), vb)["total"]
+
+            self._train(x, vm, batch_loss, bar)
             with torch.no_grad():  # typical error per modality, so sum/max combine comparable scales
                 err = self._errors(x, self.net(x))
                 for m in self.mods:

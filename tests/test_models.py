@@ -66,7 +66,7 @@ def test_points_missing_from_the_cloud_leave_colour_scoring(dataset, models_dir)
     sample = next(iter_samples(dataset, "ring", "test"))
     sample.xyz = np.zeros_like(sample.xyz)
     out = model.score([sample])
-    assert out.modalities == [["rgb"]] and np.isfinite(out.image_scores).all()
+    assert out.modalities == [["rgb"]] and out.degraded == [True] and np.isfinite(out.image_scores).all()
 
 
 def test_registry_and_unknown_method():
