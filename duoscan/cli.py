@@ -80,6 +80,25 @@ def synth(
     console.print(f"wrote {out}")
 
 
+@app.command("synth-anomalies")
+def synth_anomalies(
+    data: Path = typer.Option(Path("data/synthetic"), help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
+    category: str = typer.Option("puck", help="category whose good training frames to use"),
+    out: Path = typer.Option(Path("out/synthetic-anomalies.png"), help="PNG to write"),
+    n: int = typer.Option(4, min=1, help="good frames (rows)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Preview the synthetic training anomalies (texture and Gaussian generators) on good frames."""
+    from producers.dataset import iter_dataset
+
+    from .evaluate import save_anomaly_preview
+
+    samples = [s for _, s in zip(range(max(n, 2)), iter_dataset(data, category, "train"))]
+    if not samples:
+        raise typer.BadParameter(f"no training frames for {category} in {data}")
+    console.print(f"wrote {save_anomaly_preview(samples, out, n, seed)}")
+
+
 @app.command()
 def train(
     data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),

@@ -145,6 +145,39 @@ def save_panel(samples: list[Sample], scores: list[float], maps: list[np.ndarray
     return path
 
 
+def save_anomaly_preview(samples: list[Sample], path: Path, n: int = 4, seed: int = 0) -> Path:
+    """PNG of synthetic training anomalies: per good frame, RGB | visible depth | texture anomaly (RGB,
+    depth, mask) | Gaussian depth anomaly (depth, mask) — what BridgeNet trains its discriminator on."""
+    from models.preprocess import PreprocessConfig, prepare
+    from models.synthesis import MultiScaleGaussianGenerator, UnifiedTextureGenerator
+    from models.visible_depth import part_region, visible_depth
+
+    rng = np.random.default_rng(seed)
+    prepared = [prepare(s.rgb, s.xyz, PreprocessConfig()) for s in samples[: max(n, 2)]]
+    depths = [visible_depth(p) for p in prepared]
+    donors = list(zip([p.rgb for p in prepared], depths))
+    grey = lambda d: (np.dstack([d] * 3) * 255).round().astype(np.uint8)  # noqa: E731
+    size, rows = 128, []
+    names = ["rgb", "visible depth", "texture: rgb", "texture: depth", "texture: mask", "gaussian: depth", "gaussian: mask"]
+    for i, p in enumerate(prepared[:n]):
+        region = part_region(p.valid)
+        tex = UnifiedTextureGenerator()(p.rgb, depths[i], region, rng, donors[:i] + donors[i + 1 :], target="both")
+        gau = MultiScaleGaussianGenerator().depth(p.rgb, depths[i], region, rng)
+        tiles = [p.rgb, grey(depths[i]), tex.rgb, grey(tex.depth), grey(tex.mask.astype(np.float32)), grey(gau.depth), grey(gau.mask.astype(np.float32))]
+        row = Image.new("RGB", (size * len(tiles), size), (255, 255, 255))
+        for j, t in enumerate(tiles):
+            row.paste(Image.fromarray(t).resize((size, size)), (j * size, 0))
+        rows.append(row)
+    sheet = Image.new("RGB", (size * len(names), 16 + size * len(rows)), (255, 255, 255))
+    for j, name in enumerate(names):
+        ImageDraw.Draw(sheet).text((j * size + 4, 2), name, fill=(0, 0, 0))
+    for k, r in enumerate(rows):
+        sheet.paste(r, (0, 16 + k * size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     """``method[:modality][:key=value...]``: ``btf:xyz`` -> (btf, xyz, {}); ``mafr:both:shots=5:w_census=0``.
 

@@ -4,6 +4,7 @@ from . import baseline as _baseline  # noqa: F401  (registers the method)
 from . import btf as _btf  # noqa: F401
 from . import mafr as _mafr  # noqa: F401
 from . import cmdr as _cmdr  # noqa: F401
+from . import bridgenet as _bridgenet  # noqa: F401
 from .base import REGISTRY, AnomalyModel, AnomalyOutput, FrameLike, ModelFileError, create, load_model, resolve_device
 
 __all__ = ["REGISTRY", "AnomalyModel", "AnomalyOutput", "FrameLike", "ModelFileError", "create", "load_model", "resolve_device"]

@@ -109,8 +109,7 @@ class CMDR(NeuralFeatureMethod):
                 d = self._distances(x)
                 for k, v in d.items():
                     self.stats[f"{k}_mean"] = masked_mean(v, vm[k.split("_", 1)[1]]).clamp_min(1e-6)
-                if "xyz" in vm:
-                    self.stats["xyz_valid_share"] = vm["xyz"].mean()
+                self._fit_depth_share(vm)
         self.to(self.device)
         if self.fused:  # until calibrate() sees validation frames, match the scales on the training frames
             self._match_degraded_scale(frames)
@@ -131,20 +130,13 @@ class CMDR(NeuralFeatureMethod):
         fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o["fusion"]]
         return fused, d["rec_rgb"]
 
-    def _degraded(self, valid: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per frame: too few valid 3D cells to trust the 3D branch."""
-        if "xyz" not in valid:
-            return torch.zeros(next(iter(valid.values())).shape[0], dtype=torch.bool)
-        share = valid["xyz"].flatten(1).mean(1)
-        return (share < self.opts["degraded_below"] * self.stats["xyz_valid_share"]).cpu()
-
     def _score_paths(self, batch: Sequence[FrameLike]) -> tuple[list, np.ndarray, np.ndarray | None, torch.Tensor]:
         if self.net is None:
             raise RuntimeError("cmdr model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
         fused, rgb_only = self._grid_maps(self._standardise(feats), valid)
         r, s = self.opts["resolution"], self.opts["sigma"]
-        return prepared, self._to_maps(fused, r, s), None if rgb_only is None else self._to_maps(rgb_only, r, s), self._degraded(valid)
+        return prepared, self._to_maps(fused, r, s), None if rgb_only is None else self._to_maps(rgb_only, r, s), self._depth_missing(valid, self.opts["degraded_below"])
 
     @torch.no_grad()
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:

