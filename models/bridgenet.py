@@ -3,8 +3,8 @@
 The point cloud becomes a *visible depth* image (:mod:`models.visible_depth`), so RGB and depth go
 through the same pretrained backbone (``rgb:<backbone>`` and ``xyz:visible_depth:<backbone>``). One
 feature adaptor and one per-location discriminator are shared by both modalities
-(:mod:`models.bridgenet_net`); their two anomaly probabilities are combined per location by ``max``
-(or ``mean``), with no fusion network.
+(:mod:`models.bridgenet_net`); their two anomaly probabilities are combined per location by their ``mean``
+(or ``max``), with no fusion network.
 
 Training sees good frames only, plus synthetic anomalies (:mod:`models.synthesis`):
 * image space, made once per fit with a fixed seed: ``n_synthetic`` per good frame from the Unified
@@ -61,7 +61,7 @@ class BridgeNet(NeuralFeatureMethod):
         texture: bool = True,
         gaussian: bool = True,
         share: bool = True,
-        combine: str = "max",
+        combine: str = "mean",
         output: str = "probability",
         degraded_below: float = 0.25,
         sigma: float = 4.0,
