@@ -170,3 +170,31 @@ def test_degraded_flag_round_trips_and_older_messages_still_decode():
     old["degraded"] = "yes"
     with pytest.raises(SchemaError):
         Result.decode(pack(old))
+
+
+_VALID = {codec: make_frame(8, 7).encode(codec=codec) for codec in ("none", "zstd", "lz4")}
+
+
+@settings(max_examples=10_000, deadline=None, derandomize=True)
+@given(
+    codec=st.sampled_from(sorted(_VALID)),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+    cut=st.integers(0, 10_000),
+    junk=st.binary(max_size=64),
+)
+def test_decoder_fuzz_only_ever_raises_schema_error(codec, edits, cut, junk):
+    """10,000 corrupted frames (flipped bytes, truncation, appended junk, pure junk): decoding either
+    yields a valid frame or raises SchemaError — never another exception — and stays within the budget."""
+    data = bytearray(_VALID[codec])
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    candidates = [bytes(data), bytes(data[: cut % (len(data) + 1)]), bytes(data) + junk, junk]
+    limits = DecodeLimits(max_frame_bytes=64 * 1024)
+    for payload in candidates:
+        try:
+            frame = Frame.decode(payload, limits)
+        except SchemaError as exc:
+            assert exc.reason
+        else:
+            assert frame.rgb.shape[:2] == frame.xyz.shape[:2] and np.isfinite(frame.xyz).all()
+            assert frame.rgb.nbytes + frame.xyz.nbytes <= 64 * 1024
