@@ -69,7 +69,7 @@ def evaluate_model(model: AnomalyModel, data: Path, category: str, json_out: Pat
         out = model.score(chunk)
         scores += [float(s) for s in out.image_scores]
         maps += [m.astype(np.float32) for m in out.pixel_maps]
-        degraded += out.degraded or [False] * len(chunk)
+        degraded += out.degraded
     total_s = time.perf_counter() - t0
     features_s = getattr(getattr(model, "pipeline", None), "timing", {}).get("features_s", 0.0) - feature_s0
     masks = [s.mask for s in samples]
@@ -150,13 +150,13 @@ def save_anomaly_preview(samples: list[Sample], path: Path, n: int = 4, seed: in
     depth, mask) | Gaussian depth anomaly (depth, mask) — what BridgeNet trains its discriminator on."""
     from models.preprocess import PreprocessConfig, prepare
     from models.synthesis import MultiScaleGaussianGenerator, UnifiedTextureGenerator
+    from models.visible_depth import grey_image as grey
     from models.visible_depth import part_region, visible_depth
 
     rng = np.random.default_rng(seed)
     prepared = [prepare(s.rgb, s.xyz, PreprocessConfig()) for s in samples[: max(n, 2)]]
     depths = [visible_depth(p) for p in prepared]
     donors = list(zip([p.rgb for p in prepared], depths))
-    grey = lambda d: (np.dstack([d] * 3) * 255).round().astype(np.uint8)  # noqa: E731
     size, rows = 128, []
     names = ["rgb", "visible depth", "texture: rgb", "texture: depth", "texture: mask", "gaussian: depth", "gaussian: mask"]
     for i, p in enumerate(prepared[:n]):

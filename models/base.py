@@ -35,6 +35,10 @@ class AnomalyOutput:
     modalities: list[list[str]] = field(default_factory=list)  # per frame, which inputs contributed
     degraded: list[bool] = field(default_factory=list)  # per frame: scored without an input the model was trained on
 
+    def __post_init__(self) -> None:
+        if not self.degraded:  # methods that never degrade need not say so
+            self.degraded = [False] * len(self.image_scores)
+
 class ModelFileError(RuntimeError):
     """A model file that is missing, tampered with, or of another method/format."""
 

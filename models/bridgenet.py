@@ -37,7 +37,7 @@ from .bridgenet_net import BridgeNetNet, bce_focal
 from .feature_method import NeuralFeatureMethod
 from .preprocess import Prepared
 from .synthesis import MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
-from .visible_depth import part_region, visible_depth
+from .visible_depth import grey_image, part_region, visible_depth
 
 COMBINE = ("max", "mean")
 OUTPUTS = ("probability", "logit")  # what the map shows: σ(logit) saturates, the logit keeps ranking among clear cases
@@ -111,7 +111,7 @@ class BridgeNet(NeuralFeatureMethod):
             bar.advance(task, o["n_synthetic"])
             if not made:
                 continue
-            for m, key, image in (("rgb", "rgb", lambda a: a.rgb), ("xyz", "depth", lambda a: np.repeat((a.depth * 255).round().astype(np.uint8)[..., None], 3, 2))):
+            for m, key, image in (("rgb", "rgb", lambda a: a.rgb), ("xyz", "depth", lambda a: grey_image(a.depth))):
                 if m not in self.mods:
                     continue
                 new = self.pipeline.extractor(self.extractors[m][0]).from_images(np.stack([image(a) for a in made])).to(self.device)

@@ -54,6 +54,11 @@ def visible_depth(p: Prepared) -> np.ndarray:
     return out
 
 
+def grey_image(values: np.ndarray) -> np.ndarray:
+    """An R×R map in [0, 1] as an R×R×3 uint8 image (grey in all three channels), as backbones read it."""
+    return np.repeat((values * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+
+
 def depth_image(p: Prepared) -> np.ndarray:
-    """The visible depth as an R×R×3 uint8 image (grey in all three channels)."""
-    return np.repeat((visible_depth(p) * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    """The visible depth as an image."""
+    return grey_image(visible_depth(p))

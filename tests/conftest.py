@@ -111,3 +111,18 @@ def wait_for_items(fetch: Callable[[], list | dict], n: int, timeout: float, wha
 
     wait_until(enough, timeout, what)
     return box["v"]
+
+
+def process_frames(settings: Settings, model_path: Path, frames: list, line: str, partition: int = 0):
+    """Run ``frames`` through a real BatchProcessor serving ``model_path`` (real broker and Redis);
+    returns the batch report and the result store to read back from."""
+    from duoscan import kafka_clients
+    from workers.processor import BatchProcessor, Incoming
+    from workers.routing import ModelRouter
+    from workers.store import ResultStore
+
+    kafka_clients.ensure_topics(settings, [line])
+    store = ResultStore(settings)
+    proc = BatchProcessor(settings, ModelRouter([model_path], "auto"), store, kafka_clients.producer(settings))
+    report = proc.process([Incoming(settings.frames_topic(line), partition, i, f.encode()) for i, f in enumerate(frames)])
+    return report, store

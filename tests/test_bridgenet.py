@@ -10,6 +10,7 @@ from duoscan.evaluate import blank_point_clouds, train_model
 from models import load_model
 from models.bridgenet_net import BridgeNetNet, bce_focal, focal_loss
 from producers.dataset import iter_dataset
+from tests.conftest import process_frames
 
 TINY = dict(epochs=3, hidden=16, n_synthetic=1, batch_size=8)
 
@@ -74,14 +75,7 @@ def test_variants_and_ablations_train_and_score(dataset, options):
 
 
 def test_worker_serves_bridgenet(settings, bridgenet_model, dataset):
-    from duoscan import kafka_clients
-    from workers.processor import BatchProcessor, Incoming
-    from workers.routing import ModelRouter
-    from workers.store import ResultStore
-
-    kafka_clients.ensure_topics(settings, ["B"])
     frames = list(iter_dataset(dataset, "puck", "test"))[:3]
-    proc = BatchProcessor(settings, ModelRouter([bridgenet_model[1]], "auto"), ResultStore(settings), kafka_clients.producer(settings))
-    report = proc.process([Incoming(settings.frames_topic("B"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    report, store = process_frames(settings, bridgenet_model[1], frames, "B")
     assert report.results == 3 and report.dead == 0
-    assert {r.model for r in ResultStore(settings).read_results([f.frame_id for f in frames]).values()} == {"bridgenet"}
+    assert {r.model for r in store.read_results([f.frame_id for f in frames]).values()} == {"bridgenet"}

@@ -10,6 +10,7 @@ from duoscan.evaluate import blank_point_clouds, evaluate_model, train_model
 from models import load_model
 from models.cmdr_net import CMDRNet, MappingNet, ReconstructionNet, confidence_weighted, reliability_gate
 from producers.dataset import iter_dataset
+from tests.conftest import process_frames
 
 TINY = dict(epochs=4, map_hidden=16, rec_hidden=16, bottleneck=8)
 
@@ -119,24 +120,17 @@ def test_evaluate_reports_blanked_frames(dataset, cmdr_model):
 def test_worker_flags_degraded_frames_and_dead_letters_unscorable_ones(settings, cmdr_model, dataset, tmp_path):
     from duoscan import kafka_clients
     from schemas import DeadLetter
-    from workers.processor import BatchProcessor, Incoming
-    from workers.routing import ModelRouter
-    from workers.store import ResultStore
 
-    kafka_clients.ensure_topics(settings, ["C"])
     frames, chosen = blank_point_clouds(list(iter_dataset(dataset, "hexnut", "test"))[:4], 0.5)
-    proc = BatchProcessor(settings, ModelRouter([cmdr_model[1]], "auto"), ResultStore(settings), kafka_clients.producer(settings))
-    report = proc.process([Incoming(settings.frames_topic("C"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    report, store = process_frames(settings, cmdr_model[1], frames, "C")
     assert report.results == 4 and report.dead == 0
-    results = ResultStore(settings).read_results([f.frame_id for f in frames])
+    results = store.read_results([f.frame_id for f in frames])
     for i, f in enumerate(frames):
         assert results[f.frame_id].degraded == (i in chosen)
         assert results[f.frame_id].modalities == (["rgb"] if i in chosen else ["rgb", "xyz"])
 
     xyz_only = train_model(dataset, "hexnut", "cmdr", "xyz", progress=False, shots=4, **TINY).save(tmp_path / "hexnut.pt")
-    proc = BatchProcessor(settings, ModelRouter([xyz_only], "auto"), ResultStore(settings), kafka_clients.producer(settings))
-    again = [Incoming(settings.frames_topic("C"), 1, i, f.encode()) for i, f in enumerate(frames)]
-    report = proc.process(again)
+    report, _ = process_frames(settings, xyz_only, frames, "C", partition=1)
     assert report.results == 2 and report.dead == 2
     letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]
     assert sorted(d.frame_id for d in letters) == sorted(frames[i].frame_id for i in chosen)

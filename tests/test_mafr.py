@@ -10,6 +10,7 @@ from duoscan.evaluate import train_model
 from models import load_model
 from models.mafr_net import CBAM, AttentionDecoder, MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 from producers.dataset import iter_dataset
+from tests.conftest import process_frames
 
 
 def test_cbam_attends_over_space_not_just_channels():
@@ -84,15 +85,7 @@ def test_single_modality_and_few_shot(dataset):
 
 
 def test_worker_processor_serves_mafr(settings, mafr_model, dataset):
-    from duoscan import kafka_clients
-    from workers.processor import BatchProcessor, Incoming
-    from workers.routing import ModelRouter
-    from workers.store import ResultStore
-
-    _, path = mafr_model
-    kafka_clients.ensure_topics(settings, ["M"])
     frames = list(iter_dataset(dataset, "hexnut", "test"))[:3]
-    proc = BatchProcessor(settings, ModelRouter([path], "auto"), ResultStore(settings), kafka_clients.producer(settings))
-    report = proc.process([Incoming(settings.frames_topic("M"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    report, store = process_frames(settings, mafr_model[1], frames, "M")
     assert report.results == 3 and report.dead == 0
-    assert {r.model for r in ResultStore(settings).read_results([f.frame_id for f in frames]).values()} == {"mafr"}
+    assert {r.model for r in store.read_results([f.frame_id for f in frames]).values()} == {"mafr"}

@@ -92,8 +92,7 @@ class BatchProcessor:
                 dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
                 continue
             scored_ns = time.time_ns()
-            degraded = out.degraded or [False] * len(items)
-            for (msg, frame), score, pixel_map, mods, worse in zip(items, out.image_scores, out.pixel_maps, out.modalities, degraded):
+            for (msg, frame), score, pixel_map, mods, worse in zip(items, out.image_scores, out.pixel_maps, out.modalities, out.degraded):
                 score = float(score)
                 if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
                     dead.append((msg, f"model {model.name} could not score the frame: no usable input (e.g. a 3D-only model and no depth)"))
