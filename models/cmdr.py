@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from .base import AnomalyOutput, FrameLike, chunked, register, threshold_from_scores
+from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
 from .feature_method import NeuralFeatureMethod
 
@@ -110,10 +110,9 @@ class CMDR(NeuralFeatureMethod):
                 for k, v in d.items():
                     self.stats[f"{k}_mean"] = masked_mean(v, vm[k.split("_", 1)[1]]).clamp_min(1e-6)
                 self._fit_depth_share(vm)
-        self.to(self.device)
-        if self.fused:  # until calibrate() sees validation frames, match the scales on the training frames
-            self._match_degraded_scale(frames)
-        return self
+                if self.fused:  # until calibrate() sees validation frames, match the scales on the training frames
+                    self._match_degraded_scale(*self._path_scores(x, vm))
+        return self.to(self.device)
 
     # --- score ----------------------------------------------------------------------------------
     def _grid_maps(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -154,24 +153,30 @@ class CMDR(NeuralFeatureMethod):
         return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=[bool(b) for b in degraded])
 
     # --- calibration ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _match_degraded_scale(self, frames: Iterable[FrameLike]) -> tuple[np.ndarray, np.ndarray]:
-        """Fused and RGB-only image scores of good frames; sets the factor that puts the RGB-only
-        path on the fused scale (ratio of medians), so one threshold serves both."""
+    def _path_scores(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Fused and RGB-only image scores of standardised features, in chunks of 8 frames."""
         fused, rgb = [], []
-        for chunk in chunked(frames, 8):
-            _, maps, rgb_maps, _ = self._score_paths(chunk)
-            assert rgb_maps is not None
-            fused.append(maps.reshape(len(chunk), -1).max(1))
-            rgb.append(rgb_maps.reshape(len(chunk), -1).max(1))
-        f, g = np.concatenate(fused), np.concatenate(rgb)
-        self.stats["degraded_scale"] = torch.tensor(float(np.median(f) / max(np.median(g), 1e-9)), device=self.device)
-        return f, g
+        r, s = self.opts["resolution"], self.opts["sigma"]
+        for i in range(0, next(iter(x.values())).shape[0], 8):
+            f, g = self._grid_maps({m: v[i : i + 8] for m, v in x.items()}, {m: v[i : i + 8] for m, v in valid.items()})
+            assert g is not None
+            fused.append(self._to_maps(f, r, s).reshape(f.shape[0], -1).max(1))
+            rgb.append(self._to_maps(g, r, s).reshape(g.shape[0], -1).max(1))
+        return np.concatenate(fused), np.concatenate(rgb)
+
+    def _match_degraded_scale(self, fused: np.ndarray, rgb: np.ndarray) -> None:
+        """Set the factor that puts the RGB-only path on the fused scale (ratio of median image
+        scores on good frames), so one threshold serves both."""
+        self.stats["degraded_scale"] = torch.tensor(float(np.median(fused) / max(np.median(rgb), 1e-9)), device=self.device)
 
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
         """Fused models also re-fit the degraded path's scale on these (held-out) good frames."""
         if not self.fused:
             return super().calibrate(good, target_fpr)
-        fused, _ = self._match_degraded_scale(good)
+        with Progress(transient=True, disable=True) as bar:
+            x, vm = self._gather(list(good), bar, "cmdr: calibration frames")
+        with torch.no_grad():
+            fused, rgb = self._path_scores(self._standardise(x), vm)
+        self._match_degraded_scale(fused, rgb)
         self.threshold = threshold_from_scores(fused, target_fpr)
         return self.threshold
