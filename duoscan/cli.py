@@ -212,9 +212,15 @@ def work(
 ) -> None:
     """Run one worker; start several to share the partitions of every frames.* topic."""
     from workers.app import run_worker
+    from workers.store import RedisAuthError
 
     _logging(loglevel)
-    run_worker(Settings.load(max_batch=max_batch, max_wait_s=max_wait), [str(p) for p in model or [Path("models/trained")]], device, loglevel)
+    try:
+        settings = Settings.load(max_batch=max_batch, max_wait_s=max_wait).check()
+        run_worker(settings, [str(p) for p in model or [Path("models/trained")]], device, loglevel)
+    except (RedisAuthError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

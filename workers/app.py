@@ -22,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import faust
+import redis
 
 from duoscan.config import Settings
 from duoscan.kafka_clients import frame_topics
+from duoscan.security import faust_credentials
 
 from .processor import BatchProcessor, Incoming
 
@@ -59,7 +61,8 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
     _limit_fetch_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.group_id,
-        broker=f"kafka://{settings.bootstrap_servers.split(',')[0]}",
+        broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,
@@ -80,7 +83,10 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
     async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:  # noqa: ARG001
         parts = ",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
         log.info("assigned partitions: %s", parts or "(none)")
-        await asyncio.get_running_loop().run_in_executor(executor, processor.store.record_worker, processor.worker_id, "partitions", parts)
+        try:  # bookkeeping for operators only: a Redis outage must not break the rebalance
+            await asyncio.get_running_loop().run_in_executor(executor, processor.store.record_worker, processor.worker_id, "partitions", parts)
+        except redis.RedisError as exc:
+            log.warning("could not record the assignment in Redis: %s", exc)
 
     @app.agent(source, concurrency=1)
     async def score_frames(stream: faust.Stream) -> None:
@@ -135,10 +141,12 @@ def run_worker(settings: Settings, models: list[str], device: str = "auto", logl
     from duoscan import kafka_clients
 
     from .routing import ModelRouter
-    from .store import ResultStore
+    from .store import ResultStore, check_connection
 
     router = ModelRouter(list(models), device)
-    processor = BatchProcessor(settings, router, ResultStore(settings), kafka_clients.producer(settings))
+    store = ResultStore(settings)
+    check_connection(store.client, settings)
+    processor = BatchProcessor(settings, router, store, kafka_clients.producer(settings))
     topics = wait_for_topics(settings)
     log.info("worker %s subscribing to %s", processor.worker_id, ", ".join(topics))
     resubscribe: list[str] = []

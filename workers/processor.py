@@ -118,6 +118,8 @@ class BatchProcessor:
             fresh = self._retry("write results to Redis", lambda: self.store.write(results, heatmaps))
             report.results = len(results)
             report.duplicates = fresh.count(False)
+            if report.duplicates:  # redelivered frames: their results were overwritten, not added
+                self._retry("count redeliveries", lambda: self.store.count("redelivered", report.duplicates))
             report.alerts = self._alert([r for r in results if r.anomalous])
         if dead:
             self._dead_letters(dead)
@@ -126,25 +128,46 @@ class BatchProcessor:
         return report
 
     def _alert(self, anomalous: list[Result]) -> int:
-        if not anomalous:
-            return 0
-        done = self._retry("check alert marks", lambda: self.store.already_alerted([r.frame_id for r in anomalous]))
-        todo = [r for r, d in zip(anomalous, done) if not d]
-        futures = [self.producer.send(self.settings.alerts_topic, key=r.frame_id.encode(), value=Alert.from_result(r).encode()) for r in todo]
-        for fut in futures:
-            fut.get(timeout=30)  # raises: the batch is then not acked and will be redelivered
-        if todo:
-            self._retry("mark alerts", lambda: self.store.mark_alerted([r.frame_id for r in todo]))
-        return len(todo)
+        """Publish one alert per anomalous frame, at most once across redeliveries and crashes."""
+        sends = [(r.frame_id, r.frame_id.encode(), Alert.from_result(r).encode()) for r in anomalous]
+        return self._publish_once("alerted", self.settings.alerts_topic, sends)
 
     def _dead_letters(self, dead: list[tuple[Incoming, str]]) -> None:
-        futures = []
+        sends = []
         for msg, reason in dead:
             log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
             letter = DeadLetter(reason=reason, source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset, frame_id=peek_frame_id(msg.value) or "", payload=msg.value)
-            futures.append(self.producer.send(self.settings.dlq_topic, value=letter.encode()))
-        for fut in futures:
-            fut.get(timeout=30)
+            sends.append((f"{msg.topic}:{msg.partition}:{msg.offset}", None, letter.encode()))
+        self._publish_once("dead", self.settings.dlq_topic, sends)
+
+    def _publish_once(self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]]) -> int:
+        """Claim each id in Redis, publish what we won, wait for the acks, confirm.
+
+        A redelivered batch finds the claims and publishes nothing twice. If a publish fails we
+        release our claims and raise, so the batch is not acked and the redelivery publishes.
+        """
+        if not sends:
+            return 0
+        ids = [i for i, _, _ in sends]
+        won = self._retry(f"claim {kind} marks", lambda: self.store.claim(kind, ids, self.worker_id))
+        todo = [s for s, w in zip(sends, won) if w]
+        taken = [i for i, w in zip(ids, won) if not w]
+        if taken:
+            marks = self._retry(f"read {kind} marks", lambda: self.store.marks(kind, taken))
+            orphaned = [i for i, m in zip(taken, marks) if m and m.startswith("pending:")]
+            if orphaned:
+                log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent (at most once), listed in %s:unconfirmed: %s", len(orphaned), kind, kind, ", ".join(orphaned))
+                self._retry(f"list unconfirmed {kind}", lambda: self.store.note_unconfirmed(kind, orphaned))
+        try:
+            futures = [self.producer.send(topic, key=key, value=value) for _, key, value in todo]
+            for fut in futures:
+                fut.get(timeout=30)
+        except Exception:
+            self._retry(f"release {kind} claims", lambda: self.store.release(kind, [i for i, _, _ in todo]))
+            raise
+        if todo:
+            self._retry(f"confirm {kind} marks", lambda: self.store.confirm(kind, [i for i, _, _ in todo]))
+        return len(todo)
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry Redis work with capped exponential backoff until it succeeds or we are stopped."""
@@ -157,7 +180,7 @@ class BatchProcessor:
                     raise
                 log.error("Redis unavailable while trying to %s (%s); retrying in %.1f s, not committing", what, exc, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, self.settings.redis_retry_max_s)
 
 
 def _with_written(r: Result, written_ns: int) -> Result:

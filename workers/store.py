@@ -14,20 +14,39 @@ import msgpack
 import numpy as np
 import redis
 
-from duoscan.config import Settings
+from duoscan.config import Settings, mask_url
+from duoscan.security import redis_kwargs
 from schemas import Region, Result, Timings, decode_array, encode_array
 
 _LUA = (Path(__file__).parent / "write_result.lua").read_text()
 
 
+class RedisAuthError(RuntimeError):
+    """Redis refused our credentials: a configuration problem, not an outage (no retry helps)."""
+
+
 def connect(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(
         settings.redis_url,
-        password=settings.redis_password or None,
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=10,
+        **redis_kwargs(settings),
     )
+
+
+def check_connection(client: redis.Redis, settings: Settings) -> None:
+    """Ping once at startup so a wrong password fails loudly with what to set, not deep in a batch."""
+    where = mask_url(settings.redis_url)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        hint = "set DUOSCAN_REDIS_PASSWORD (and DUOSCAN_REDIS_USERNAME for an ACL user)"
+        raise RedisAuthError(f"Redis at {where} refused authentication ({exc}); {hint}") from None
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise RedisAuthError(f"Redis at {where} needs a password ({exc}); set DUOSCAN_REDIS_PASSWORD") from None
+        raise
 
 
 def encode_heatmap(pixel_map: np.ndarray) -> bytes:
@@ -78,9 +97,6 @@ class ResultStore:
     def stream_key(self, line: str) -> str:
         return f"{self.p}:results:{line}"
 
-    def alerted_key(self, frame_id: str) -> str:
-        return f"{self.p}:alerted:{frame_id}"
-
     def write(self, results: Sequence[Result], heatmaps: Sequence[bytes]) -> list[bool]:
         """Write a batch in one round trip; returns, per frame, whether it was new."""
         pipe = self.client.pipeline(transaction=False)
@@ -91,21 +107,52 @@ class ResultStore:
             self._write(keys=keys, args=args + _result_fields(r), client=pipe)
         return [bool(x) for x in pipe.execute()]
 
-    def already_alerted(self, frame_ids: Sequence[str]) -> list[bool]:
+    # Publish-once marks for alerts ("alerted", by frame id) and dead letters ("dead", by source
+    # topic/partition/offset): claim before publishing, confirm after the broker acked. A claim
+    # left "pending" by a worker that died mid-publish is never re-sent (at most once); such ids
+    # are listed in the ``<kind>:unconfirmed`` set to reconcile.
+    def mark_key(self, kind: str, ident: str) -> str:
+        return f"{self.p}:{kind}:{ident}"
+
+    def claim(self, kind: str, ids: Sequence[str], owner: str) -> list[bool]:
         pipe = self.client.pipeline(transaction=False)
-        for fid in frame_ids:
-            pipe.exists(self.alerted_key(fid))
+        for ident in ids:
+            pipe.set(self.mark_key(kind, ident), f"pending:{owner}", nx=True, ex=self.settings.result_ttl_s)
         return [bool(x) for x in pipe.execute()]
 
-    def mark_alerted(self, frame_ids: Sequence[str]) -> None:
+    def marks(self, kind: str, ids: Sequence[str]) -> list[str | None]:
+        return [v.decode() if v else None for v in self.client.mget([self.mark_key(kind, i) for i in ids])] if ids else []
+
+    def confirm(self, kind: str, ids: Sequence[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for fid in frame_ids:
-            pipe.set(self.alerted_key(fid), 1, ex=self.settings.result_ttl_s)
+        for ident in ids:
+            pipe.set(self.mark_key(kind, ident), "sent", ex=self.settings.result_ttl_s)
         pipe.execute()
 
+    def release(self, kind: str, ids: Sequence[str]) -> None:
+        """Drop our claims after a failed publish so the redelivered batch can publish."""
+        if ids:
+            self.client.delete(*[self.mark_key(kind, i) for i in ids])
+
+    def note_unconfirmed(self, kind: str, ids: Sequence[str]) -> None:
+        if ids:
+            self.client.sadd(f"{self.p}:{kind}:unconfirmed", *ids)
+
+    def unconfirmed(self, kind: str) -> set[str]:
+        return {v.decode() for v in self.client.smembers(f"{self.p}:{kind}:unconfirmed")}
+
+    def count(self, field: str, n: int = 1) -> None:
+        """Pipeline-wide counters (redeliveries, dead letters...) in one ``stats`` hash."""
+        self.client.hincrby(f"{self.p}:stats", field, n)
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(f"{self.p}:stats").items()}
+
     def record_worker(self, worker_id: str, field: str, value: str) -> None:
-        self.client.hset(f"{self.p}:worker:{worker_id}", field, value)
-        self.client.expire(f"{self.p}:worker:{worker_id}", 3600)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(f"{self.p}:worker:{worker_id}", field, value)
+        pipe.expire(f"{self.p}:worker:{worker_id}", 3600)
+        pipe.execute()
 
     def count_processed(self, worker_id: str, n: int) -> None:
         self.client.hincrby(f"{self.p}:worker:{worker_id}", "processed", n)
