@@ -30,7 +30,8 @@ def producer(settings: Settings, **extra: Any) -> KafkaProducer:
         linger_ms=5,
         max_request_size=settings.max_frame_bytes + _OVERHEAD,
         batch_size=min(settings.max_frame_bytes + _OVERHEAD, 16 * 1024 * 1024),
-        request_timeout_ms=30_000,
+        request_timeout_ms=min(30_000, int(settings.producer_delivery_timeout_s * 500)),
+        bootstrap_timeout_ms=int(settings.producer_max_block_s * 1000),
         # While the broker is unreachable frames wait in the client's buffer and are retried;
         # after the delivery timeout their futures fail, and FramePublisher.flush raises.
         delivery_timeout_ms=int(settings.producer_delivery_timeout_s * 1000),

@@ -7,6 +7,10 @@ Frames are keyed ``line/station`` so one station's frames stay in order on one
 partition of ``frames.<line>``. A frame that does not fit the configured limit
 is refused here with :class:`FrameTooLargeError`, never dropped silently, and
 :meth:`FramePublisher.flush` raises if any frame could not be delivered.
+
+While the broker is unreachable, sent frames wait in the client's buffer and are retried
+for ``producer_delivery_timeout_s``; after that their delivery fails and ``flush`` raises
+:class:`PublishError` naming them. Set the timeout to how long the line may buffer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from typing import Any
 
 import numpy as np
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
 from duoscan import kafka_clients
@@ -34,11 +39,21 @@ class PublishError(RuntimeError):
     """One or more frames were not acknowledged by the broker."""
 
 
+class BrokerUnavailableError(PublishError):
+    """No broker answered within ``producer_max_block_s``."""
+
+
 class FramePublisher:
     def __init__(self, settings: Settings, create_topics: bool = True, **producer_config: Any) -> None:
         self.settings = settings
         self.create_topics = create_topics
-        self._producer = kafka_clients.producer(settings, **producer_config)
+        try:
+            self._producer = kafka_clients.producer(settings, **producer_config)
+        except (KafkaTimeoutError, KafkaConnectionError) as exc:
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {settings.bootstrap_servers} within {settings.producer_max_block_s:.0f} s "
+                f"(DUOSCAN_BOOTSTRAP_SERVERS, DUOSCAN_PRODUCER_MAX_BLOCK_S): {exc}"
+            ) from None
         self._known_lines: set[str] = set()
         self._failures: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
@@ -82,7 +97,13 @@ class FramePublisher:
         if self.create_topics and line not in self._known_lines:
             kafka_clients.ensure_topics(self.settings, [line])
             self._known_lines.add(line)
-        future = self._producer.send(self.settings.frames_topic(line), key=key, value=payload)
+        try:
+            future = self._producer.send(self.settings.frames_topic(line), key=key, value=payload)
+        except KafkaTimeoutError as exc:  # no metadata for the topic within max_block: broker unreachable
+            raise BrokerUnavailableError(
+                f"frame {label} not sent: the broker at {self.settings.bootstrap_servers} did not answer within "
+                f"{self.settings.producer_max_block_s:.0f} s (DUOSCAN_PRODUCER_MAX_BLOCK_S): {exc}"
+            ) from None
         future.add_errback(self._failed, label or key.decode())
         self.sent += 1
         return future

@@ -63,3 +63,46 @@ def test_synth_and_train_commands(tmp_path):
     r = runner.invoke(app, ["train", "--data", str(data), "--out", str(models)])
     assert r.exit_code == 0, r.output
     assert (models / "ring.pt").is_file()
+
+
+def test_security_settings_reach_every_client_and_stay_masked(tmp_path):
+    import ssl
+
+    import faust
+
+    from duoscan.security import faust_credentials, kafka_kwargs, redis_kwargs
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until a connection is made")
+    s = Settings.load(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="line7",
+                      kafka_sasl_password="kpass", kafka_ssl_cafile=str(ca), redis_url="rediss://:upass@redis.plant:6380/0",
+                      redis_username="worker", redis_password="rpass", redis_ssl_ca_certs=str(ca))
+    k = kafka_kwargs(s)
+    assert k["security_protocol"] == "SASL_SSL" and k["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (k["sasl_plain_username"], k["sasl_plain_password"], k["ssl_cafile"]) == ("line7", "kpass", str(ca))
+    assert redis_kwargs(s) == {"password": "rpass", "username": "worker", "ssl_ca_certs": str(ca)}
+    assert kafka_kwargs(Settings.load()) == {}
+    # faust gets the same: SASL over TLS with the mechanism (the system CAs when no CA file is set)
+    creds = faust_credentials(s.replace(kafka_ssl_cafile=""))
+    assert isinstance(creds, faust.SASLCredentials) and creds.mechanism.value == "SCRAM-SHA-512"
+    assert isinstance(creds.ssl_context, ssl.SSLContext) and creds.password == "kpass"
+    assert faust_credentials(s.replace(kafka_security_protocol="SASL_PLAINTEXT")).ssl_context is None
+    assert faust_credentials(Settings.load()) is None
+    shown = json.dumps(s.masked())
+    assert not any(secret in shown for secret in ("kpass", "rpass", "upass"))
+    assert "rediss://:***@redis.plant:6380/0" in shown
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"kafka_security_protocol": "TLS"}, "DUOSCAN_KAFKA_SECURITY_PROTOCOL"),
+        ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "GSSAPI", "kafka_sasl_username": "u", "kafka_sasl_password": "p"}, "DUOSCAN_KAFKA_SASL_MECHANISM"),
+        ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "DUOSCAN_KAFKA_SASL_USERNAME"),
+        ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/no/such/ca.pem"}, "DUOSCAN_KAFKA_SSL_CAFILE"),
+        ({"redis_url": "http://redis:6379"}, "DUOSCAN_REDIS_URL"),
+    ],
+)
+def test_unusable_security_settings_name_the_variable(change, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.load(**change).check()

@@ -100,6 +100,7 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
             except asyncio.CancelledError:
                 # Shutting down mid-batch: finish writing before faust acks these events.
                 stopping = True
+                log.warning("stopping: finishing the in-flight batch of %d frames before committing", len(batch))
                 await asyncio.wait([fut])
                 raise
             except Exception:
@@ -163,5 +164,6 @@ def run_worker(settings: Settings, models: list[str], device: str = "auto", logl
         pass
     finally:
         processor.producer.flush()
+    log.info("worker %s stopped: acked batches committed, group left", processor.worker_id)
     if resubscribe:
         os.execv(sys.executable, [sys.executable, "-m", "duoscan", *sys.argv[1:]])

@@ -1,0 +1,320 @@
+"""The reliability drill: crash a worker, take Redis away, feed hostile frames; count what survived.
+
+Runs the real thing: an embedded broker, a persistent embedded Redis (append-only file, as in
+production), ``duoscan work`` processes, and the producer SDK. ``benchmarks/reliability.py``
+runs it at full size; the test suite runs it small. Every number in the report is counted
+from Redis and the topics afterwards, not from the workers' own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kafka import TopicPartition
+
+from . import kafka_clients
+from .config import Settings
+from .embedded import EmbeddedBroker, EmbeddedRedis
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DrillConfig:
+    frames: int = 300  # valid frames
+    malformed: int = 100  # hostile payloads mixed in
+    workers: int = 2
+    kill_at: float = 0.3  # SIGKILL one worker once this share of the stream was published...
+    redis_down_at: float = 0.55  # ...and stop Redis at this share
+    redis_outage_s: float = 10.0
+    rate_fps: float = 20.0  # publish rate, so frames keep arriving through the crash and the outage
+    lines: int = 2
+    stations: int = 3
+    size: int = 64
+    partitions: int = 4
+    timeout_s: float = 300.0
+    seed: int = 0
+
+
+@dataclass
+class DrillReport:
+    frames_sent: int = 0
+    malformed_sent: int = 0
+    results_in_redis: int = 0
+    lost: int = 0
+    duplicate_results: int = 0
+    redelivered_results: int = 0  # frames scored twice whose second result overwrote the first
+    anomalous_results: int = 0
+    alerts_published: int = 0
+    duplicate_alerts: int = 0
+    missing_alerts: int = 0
+    unconfirmed_alerts: int = 0
+    dlq_messages: int = 0
+    dlq_duplicates: int = 0
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+    worker_crashes_survived: int = 0
+    redis_outages_survived: int = 0
+    redis_retry_log_lines: int = 0
+    final_lag: int = -1
+    seconds_to_all_results: float = 0.0
+    wall_s: float = 0.0
+    events: list[str] = field(default_factory=list)
+    goal_met: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def spawn_worker(settings: Settings, models: list[Path], log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """One ``duoscan work`` process configured entirely through ``DUOSCAN_*`` variables."""
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    args = [a for m in models for a in ("--model", str(m))]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "duoscan", "work", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def train_baseline_models(out: Path, size: int = 64) -> Path:
+    """A small synthetic dataset and one calibrated baseline model per category (seconds on CPU)."""
+    from models import create
+    from producers.dataset import iter_samples, write_synthetic_dataset
+    from producers.synthetic import CATEGORIES
+
+    data = write_synthetic_dataset(out / "data", size=size, n_train=12, n_validation=8, n_test_good=2, n_test_per_defect=1, progress=False)
+    models = out / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for cat in CATEGORIES:
+        model = create("baseline").fit(list(iter_samples(data, cat, "train")), progress=False)
+        model.calibrate(iter_samples(data, cat, "validation"))
+        model.save(models / f"{cat}.pt")
+    return models
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def committed_lag(settings: Settings, produced_end: dict[tuple[str, int], int]) -> int:
+    """Messages published but not committed by the worker group, from the producer's own acks
+    (the embedded broker misreports end offsets, so they are not asked for)."""
+    consumer = kafka_clients.consumer(settings, group_id=settings.group_id)
+    try:
+        lag = 0
+        for (topic, part), end in produced_end.items():
+            committed = consumer.committed(TopicPartition(topic, part)) or 0
+            lag += max(0, end - committed)
+        return lag
+    finally:
+        consumer.close()
+
+
+class _Publisher(threading.Thread):
+    """Publishes valid frames and hostile payloads interleaved, at a fixed rate."""
+
+    def __init__(self, settings: Settings, cfg: DrillConfig) -> None:
+        super().__init__(daemon=True, name="drill-producer")
+        from producers.hostile import hostile_payloads
+        from producers.replay import synthetic_frames
+
+        self.settings, self.cfg = settings, cfg
+        lines = [f"L{i + 1}" for i in range(cfg.lines)]
+        streams = [synthetic_frames(line, f"S{s + 1}", seed=cfg.seed * 100 + i * 10 + s, defect_rate=0.3, size=cfg.size) for i, line in enumerate(lines) for s in range(cfg.stations)]
+        self.frames = [next(streams[i % len(streams)]) for i in range(cfg.frames)]
+        self.hostile = hostile_payloads(self.frames[0], cfg.malformed, cfg.seed)
+        total = cfg.frames + cfg.malformed
+        bad_at = {round((k + 0.5) * total / max(cfg.malformed, 1)) for k in range(cfg.malformed)} if cfg.malformed else set()
+        bad_at = set(itertools.islice(sorted(bad_at), cfg.malformed))
+        self.plan: list[tuple[str, int]] = []  # ("frame", i) or ("hostile", j)
+        fi = hi = 0
+        for pos in range(total):
+            if (pos in bad_at and hi < cfg.malformed) or fi >= cfg.frames:
+                self.plan.append(("hostile", hi))
+                hi += 1
+            else:
+                self.plan.append(("frame", fi))
+                fi += 1
+        self.sent = 0
+        self.end_offsets: dict[tuple[str, int], int] = {}
+        self.error: BaseException | None = None
+        self.lines = lines
+
+    def run(self) -> None:
+        from producers.sdk import FramePublisher
+
+        try:
+            with FramePublisher(self.settings) as pub:
+                start = time.perf_counter()
+                futures = []
+                for n, (kind, i) in enumerate(self.plan):
+                    delay = start + n / self.cfg.rate_fps - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    if kind == "frame":
+                        frame = self.frames[i]
+                        frame.captured_ns = time.time_ns()
+                        futures.append(pub.publish_frame(frame))
+                    else:
+                        line = self.lines[i % len(self.lines)]
+                        futures.append(pub.send_raw(line, f"{line}/S1".encode(), self.hostile[i][1], f"hostile:{self.hostile[i][0]}"))
+                    self.sent = n + 1
+                pub.flush()
+                for fut in futures:
+                    md = fut.get(timeout=60)
+                    key = (md.topic, md.partition)
+                    self.end_offsets[key] = max(self.end_offsets.get(key, 0), md.offset + 1)
+        except BaseException as exc:  # noqa: BLE001 - reported by the drill
+            self.error = exc
+
+
+def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broker: EmbeddedBroker | None = None, progress: Callable[[str], None] = print) -> DrillReport:
+    """Run the whole drill; infrastructure it did not get is started (and stopped) here."""
+    from schemas import Alert, DeadLetter
+    from workers.store import ResultStore
+
+    t_start = time.monotonic()
+    report = DrillReport()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def event(msg: str) -> None:
+        stamp = f"{time.monotonic() - t_start:6.1f} s  {msg}"
+        report.events.append(stamp)
+        progress(stamp)
+
+    own_broker = broker is None
+    broker = broker or EmbeddedBroker(log_path=workdir / "broker.log").start()
+    redis_server = EmbeddedRedis(log_path=workdir / "redis.log", data_dir=workdir / "redis-data").start()
+    procs: list[subprocess.Popen] = []
+    try:
+        if models is None:
+            event("training baseline models on a small synthetic dataset")
+            models = train_baseline_models(workdir)
+        tag = "drill" + uuid.uuid4().hex[:6]
+        settings = Settings.load(
+            bootstrap_servers=broker.bootstrap, redis_url=redis_server.url, topic_prefix=f"{tag}.frames.", dlq_topic=f"{tag}.frames.dlq",
+            alerts_topic=f"{tag}.alerts", group_id=f"{tag}-workers", key_prefix=tag, partitions=cfg.partitions, redis_retry_max_s=1.0,
+        )
+        publisher = _Publisher(settings, cfg)
+        kafka_clients.ensure_topics(settings, publisher.lines)
+        store = ResultStore(settings)
+        procs = [spawn_worker(settings, [models], workdir / f"worker{i}.log") for i in range(cfg.workers)]
+        ids = {f"{socket_host()}-{p.pid}": p for p in procs}
+        event(f"started {cfg.workers} workers: {', '.join(ids)}")
+
+        def all_assigned() -> bool:
+            held = [set(filter(None, info.get("partitions", "").split(","))) for w, info in store.workers().items() if w in ids]
+            return len([h for h in held if h]) == min(cfg.workers, cfg.partitions * cfg.lines) and sum(map(len, held)) == cfg.partitions * cfg.lines
+
+        wait_until(all_assigned, 120, "every worker to hold partitions")
+        event("partitions assigned; publishing")
+        publisher.start()
+        total = len(publisher.plan)
+
+        # 1. SIGKILL a worker that is scoring, mid-stream
+        wait_until(lambda: publisher.sent >= cfg.kill_at * total or not publisher.is_alive(), cfg.timeout_s, "the kill point")
+        victim_id = wait_until(lambda: next((w for w, info in store.workers().items() if w in ids and int(info.get("processed", 0)) > 0), None), 60, "a worker to score")
+        victim = ids[str(victim_id)]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        event(f"SIGKILL {victim_id} after {int(store.workers()[str(victim_id)].get('processed', 0))} frames; {publisher.sent}/{total} published")
+
+        # 2. Redis away while frames keep arriving
+        wait_until(lambda: publisher.sent >= cfg.redis_down_at * total or not publisher.is_alive(), cfg.timeout_s, "the outage point")
+        redis_server.stop()
+        event(f"Redis stopped; {publisher.sent}/{total} published")
+        time.sleep(cfg.redis_outage_s)
+        redis_server.start()
+        event(f"Redis restarted after {cfg.redis_outage_s:.0f} s; {publisher.sent}/{total} published")
+
+        publisher.join(cfg.timeout_s)
+        if publisher.error:
+            raise RuntimeError(f"the drill's producer failed: {publisher.error}") from publisher.error
+        event(f"all {total} messages published")
+        frame_ids = [f.frame_id for f in publisher.frames]
+        report.frames_sent, report.malformed_sent = len(frame_ids), len(publisher.hostile)
+
+        t_wait = time.monotonic()
+        try:
+            wait_until(lambda: len(store.read_results(frame_ids)) == len(frame_ids), cfg.timeout_s, "every frame's result")
+        except TimeoutError as exc:
+            event(str(exc))
+        report.seconds_to_all_results = round(time.monotonic() - t_start, 1)
+        try:
+            wait_until(lambda: committed_lag(settings, publisher.end_offsets) == 0, 60, "the group's lag to reach 0")
+        except TimeoutError as exc:
+            event(str(exc))
+        report.final_lag = committed_lag(settings, publisher.end_offsets)
+        event(f"results settled after {time.monotonic() - t_wait:.1f} s; lag {report.final_lag}")
+
+        # count everything from Redis and the topics
+        results = store.read_results(frame_ids)
+        report.results_in_redis = len(results)
+        report.lost = len(frame_ids) - len(results)
+        entries = Counter()
+        for line in publisher.lines:
+            for _, fields in store.client.xrange(store.stream_key(line)):
+                entries[fields[b"frame_id"].decode()] += 1
+        report.duplicate_results = sum(n - 1 for n in entries.values() if n > 1) + len(set(entries) - set(frame_ids))
+        report.redelivered_results = store.stats().get("redelivered", 0)
+        anomalous = {fid for fid, r in results.items() if r.anomalous}
+        report.anomalous_results = len(anomalous)
+        alerts = Counter(Alert.decode(v).frame_id for v in kafka_clients.read_topic(settings, settings.alerts_topic, 3.0))
+        report.alerts_published = sum(alerts.values())
+        report.duplicate_alerts = sum(n - 1 for n in alerts.values() if n > 1)
+        report.missing_alerts = len(anomalous - set(alerts))
+        report.unconfirmed_alerts = len(store.unconfirmed("alerted"))
+        letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 3.0)]
+        report.dlq_messages = len(letters)
+        report.dlq_duplicates = len(letters) - len({(d.source_topic, d.source_partition, d.source_offset) for d in letters})
+        report.dlq_reasons = dict(Counter(_reason_kind(d.reason) for d in letters).most_common())
+        survivors = [p for p in procs if p is not victim]
+        report.worker_crashes_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
+        report.redis_outages_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
+        report.redis_retry_log_lines = sum(Path(p.log_path).read_text(errors="replace").count("Redis unavailable") for p in survivors)  # type: ignore[attr-defined]
+        report.goal_met = report.lost == 0 and report.duplicate_alerts == 0 and report.duplicate_results == 0 and report.dlq_messages == report.malformed_sent and report.final_lag == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        redis_server.stop()
+        if own_broker:
+            broker.stop()
+    report.wall_s = round(time.monotonic() - t_start, 1)
+    return report
+
+
+def socket_host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _reason_kind(reason: str) -> str:
+    """Group DLQ reasons by their stable prefix (drop the numbers) for the report."""
+    head = reason.split("(")[0].strip()
+    return "".join(c for c in head if not c.isdigit())[:80]
