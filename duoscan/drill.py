@@ -230,13 +230,17 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         publisher.start()
         total = len(publisher.plan)
 
-        # 1. SIGKILL a worker that is scoring, mid-stream
+        # 1. SIGKILL a worker that is scoring, mid-stream: right after it finished a batch, so that
+        #    batch is written but (commits run every 0.5 s) most likely not committed yet: the
+        #    window where a redelivery could duplicate results or alerts.
         wait_until(lambda: publisher.sent >= cfg.kill_at * total or not publisher.is_alive(), cfg.timeout_s, "the kill point")
-        victim_id = wait_until(lambda: next((w for w, info in store.workers().items() if w in ids and int(info.get("processed", 0)) > 0), None), 60, "a worker to score")
-        victim = ids[str(victim_id)]
+        victim_id = str(wait_until(lambda: next((w for w, info in store.workers().items() if w in ids and int(info.get("processed", 0)) > 0), None), 60, "a worker to score"))
+        seen = int(store.workers()[victim_id].get("processed", 0))
+        wait_until(lambda: int(store.workers()[victim_id].get("processed", 0)) > seen, 60, "the victim's next batch", interval=0.01)
+        victim = ids[victim_id]
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        event(f"SIGKILL {victim_id} after {int(store.workers()[str(victim_id)].get('processed', 0))} frames; {publisher.sent}/{total} published")
+        event(f"SIGKILL {victim_id} right after a batch, {int(store.workers()[victim_id].get('processed', 0))} frames in; {publisher.sent}/{total} published")
 
         # 2. Redis away while frames keep arriving
         wait_until(lambda: publisher.sent >= cfg.redis_down_at * total or not publisher.is_alive(), cfg.timeout_s, "the outage point")
