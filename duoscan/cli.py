@@ -19,6 +19,22 @@ app = typer.Typer(help="duoscan: streaming 2D+3D anomaly inspection.", no_args_i
 console = Console()
 
 
+@app.callback()
+def _configure() -> None:
+    """Apply the process-wide compute settings (backbone runtime, threads) before any command."""
+    apply_compute_settings(Settings.load())
+
+
+def apply_compute_settings(settings: Settings) -> None:
+    import torch
+
+    from models.runtime import set_runtime
+
+    set_runtime(settings.backbone_runtime, settings.onnx_cache_dir or None)
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+
+
 def _methods() -> list[str]:
     from models import REGISTRY
 

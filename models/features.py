@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import load_backbone
+from .runtime import on_runtime
 from .preprocess import Prepared, PreprocessConfig, point_pitch
 
 # Part of every cache key: bump when an extractor's output changes for the same settings.
@@ -43,7 +44,7 @@ class RGBFeatures:
 
     def __init__(self, backbone: str, cfg: FeatureConfig, device: str = "cpu") -> None:
         self.name, self.cfg, self.device = f"rgb:{backbone}", cfg, device
-        self.net = load_backbone(backbone).to(device)
+        self.net = on_runtime(load_backbone(backbone), backbone, device)  # onnxruntime on CPU when available
 
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.cfg.grid

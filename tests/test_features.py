@@ -121,3 +121,25 @@ def test_method_specs_parse():
     assert parse_spec("btf:xyz") == ("btf", "xyz", {})
     assert parse_spec("mafr:both:shots=5:w_census=0") == ("mafr", "both", {"shots": 5, "w_census": 0})
     assert parse_spec("mafr:rgb:xyz_features=fpfh+geometry:normalise=true") == ("mafr", "rgb", {"xyz_features": "fpfh+geometry", "normalise": True})
+
+
+def test_onnx_backbone_matches_torch_and_is_exported_once(tmp_path):
+    from models.backbones import load_backbone
+    from models.runtime import OnnxBackbone, export_onnx, on_runtime, resolve_runtime, set_runtime
+
+    net = load_backbone("mobilenet_v2")
+    path = export_onnx(net, "mobilenet_v2", tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert export_onnx(net, "mobilenet_v2", tmp_path) == path and path.stat().st_mtime_ns == stamp, "cached, not re-exported"
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        want = net(x)
+    got = OnnxBackbone(path)(x)
+    assert [t.shape for t in got] == [t.shape for t in want]
+    for a, b in zip(want, got):
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-4
+    assert resolve_runtime("cuda", "auto") == "torch" and resolve_runtime("cpu", "torch") == "torch"
+    assert isinstance(on_runtime(net, "mobilenet_v2", "cpu", "torch"), torch.nn.Module)
+    assert not isinstance(on_runtime(net, "mobilenet_v2", "cpu", "torch"), OnnxBackbone)
+    with pytest.raises(ValueError, match="runtime"):
+        set_runtime("tensorrt")
