@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -14,6 +11,8 @@ import pytest
 
 from duoscan.config import Settings
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis
+from duoscan import stack
+from duoscan.stack import spawn_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,11 +72,7 @@ def start_worker(tmp_path, models_dir) -> Iterator[Callable[..., subprocess.Pope
     procs: list[subprocess.Popen] = []
 
     def start(settings: Settings, name: str = "w0", models: list[Path] | None = None) -> subprocess.Popen:
-        env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        log = open(tmp_path / f"{name}.log", "wb")
-        args = [a for m in (models or [models_dir]) for a in ("--model", str(m))]
-        p = subprocess.Popen([sys.executable, "-m", "duoscan", "work", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        p.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
+        p = spawn_worker(settings, models or [models_dir], tmp_path / f"{name}.log")
         procs.append(p)
         return p
 
@@ -92,13 +87,10 @@ def start_worker(tmp_path, models_dir) -> Iterator[Callable[..., subprocess.Pope
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    try:
+        return stack.wait_until(predicate, timeout, what, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def wait_for_items(fetch: Callable[[], list | dict], n: int, timeout: float, what: str) -> list | dict:

@@ -14,7 +14,8 @@ import redis
 
 from duoscan import kafka_clients
 from duoscan.config import Settings
-from duoscan.drill import DrillConfig, committed_lag, run_drill
+from duoscan.drill import DrillConfig, run_drill
+from duoscan.stack import committed_lag
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from producers.hostile import HOSTILE_KINDS
 from producers.replay import synthetic_frames

@@ -1,0 +1,74 @@
+"""A running stack for drills and benchmarks: worker processes, small models, waiting, lag."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from kafka import TopicPartition
+
+from . import kafka_clients
+from .config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spawn_worker(settings: Settings, models: list[Path], log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """One ``duoscan work`` process configured entirely through ``DUOSCAN_*`` variables."""
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    args = [a for m in models for a in ("--model", str(m))]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "duoscan", "work", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
+def train_baseline_models(out: Path, size: int = 64) -> Path:
+    """A small synthetic dataset and one calibrated baseline model per category (seconds on CPU)."""
+    from models import create
+    from producers.dataset import iter_samples, write_synthetic_dataset
+    from producers.synthetic import CATEGORIES
+
+    data = write_synthetic_dataset(out / "data", size=size, n_train=12, n_validation=8, n_test_good=2, n_test_per_defect=1, progress=False)
+    models = out / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for cat in CATEGORIES:
+        model = create("baseline").fit(list(iter_samples(data, cat, "train")), progress=False)
+        model.calibrate(iter_samples(data, cat, "validation"))
+        model.save(models / f"{cat}.pt")
+    return models
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def committed_lag(settings: Settings, produced_end: dict[tuple[str, int], int]) -> int:
+    """Messages published but not committed by the worker group, from the producer's own acks
+    (the embedded broker misreports end offsets, so they are not asked for)."""
+    consumer = kafka_clients.consumer(settings, group_id=settings.group_id)
+    try:
+        lag = 0
+        for (topic, part), end in produced_end.items():
+            committed = consumer.committed(TopicPartition(topic, part)) or 0
+            lag += max(0, end - committed)
+        return lag
+    finally:
+        consumer.close()
+
+
+def socket_host() -> str:
+    """The host part of a worker id (``<host>-<pid>``)."""
+    return socket.gethostname()
