@@ -10,7 +10,8 @@ Training sees good frames only, plus synthetic anomalies (:mod:`models.synthesis
 * image space, made once per fit with a fixed seed: ``n_synthetic`` per good frame from the Unified
   Texture generator (Perlin-masked foreign texture in RGB, depth or both) and the Multi-Scale Gaussian
   generator's depth bumps and dents;
-* feature space, fresh every step: masked Gaussian noise at three scales.
+* optionally (``feature_noise=True``) feature space, fresh every step: masked Gaussian noise at
+  three scales. Off by default: on the tuning set it cost 0.03 I-AUROC and 0.07 AUPRO@30 %.
 Loss: BCE + focal on the discriminator's per-location logits against the masks pooled to the grid.
 Map: discriminator probability, Gaussian σ = 4; image score = max.
 
@@ -60,6 +61,7 @@ class BridgeNet(NeuralFeatureMethod):
         n_synthetic: int = 4,
         texture: bool = True,
         gaussian: bool = True,
+        feature_noise: bool = False,  # off: chosen on the tuning set (validation data), see README
         share: bool = True,
         combine: str = "mean",
         output: str = "probability",
@@ -74,7 +76,8 @@ class BridgeNet(NeuralFeatureMethod):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}")
         self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, epochs=epochs,
-                              batch_size=batch_size, lr=lr, n_synthetic=n_synthetic, texture=texture, gaussian=gaussian, share=share,
+                              batch_size=batch_size, lr=lr, n_synthetic=n_synthetic, texture=texture, gaussian=gaussian,
+                              feature_noise=feature_noise, share=share,
                               combine=combine, output=output, degraded_below=degraded_below, sigma=sigma, seed=seed))
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, f"visible_depth:{rgb_backbone}")
         self.gaussian = MultiScaleGaussianGenerator()
@@ -130,7 +133,7 @@ class BridgeNet(NeuralFeatureMethod):
         assert self.net is not None
         logits = self.net(x)
         total = torch.stack([bce_focal(logits[m], target[m]) for m in self.mods]).sum()
-        if self.opts["gaussian"]:
+        if self.opts["gaussian"] and self.opts["feature_noise"]:
             noisy, masks = {}, {}
             for m in self.mods:
                 noisy[m], masks[m] = self.gaussian.features(x[m])

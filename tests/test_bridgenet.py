@@ -63,7 +63,7 @@ def test_missing_depth_falls_back_to_rgb(dataset, bridgenet_model):
     assert np.isfinite(out.image_scores).all()
 
 
-@pytest.mark.parametrize("options", [dict(modality="rgb"), dict(modality="xyz"), dict(share=False), dict(texture=False), dict(gaussian=False), dict(output="logit", combine="mean")])
+@pytest.mark.parametrize("options", [dict(modality="rgb"), dict(modality="xyz"), dict(share=False), dict(texture=False), dict(gaussian=False), dict(feature_noise=True), dict(output="logit", combine="mean")])
 def test_variants_and_ablations_train_and_score(dataset, options):
     modality = options.pop("modality", "both")
     model = train_model(dataset, "ring", "bridgenet", modality, progress=False, shots=4, **{**TINY, "epochs": 1, **options})
