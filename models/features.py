@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import load_backbone
+from .parallel import map_frames
 from .runtime import on_runtime
 from .preprocess import Prepared, PreprocessConfig, point_pitch
 
@@ -54,8 +55,13 @@ class RGBFeatures:
     def from_images(self, images: np.ndarray) -> torch.Tensor:
         """B×R×R×3 uint8 images -> B×C×G×G features (for images made on the fly, e.g. synthetic anomalies)."""
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-        x = ((x - IMAGENET_MEAN) / IMAGENET_STD).to(self.device)
-        maps = self.net(x)
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+        if self.device.startswith("cuda"):  # pinned host memory, async copy, half precision on the GPU
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16):
+                maps = self.net(x)
+        else:
+            maps = self.net(x.to(self.device))
         maps = maps if isinstance(maps, (list, tuple)) else [maps]
         g = self.cfg.grid
         feats = torch.cat([F.interpolate(m, size=(g, g), mode="bilinear", align_corners=False) for m in maps], dim=1)
@@ -104,7 +110,7 @@ class _PointCellFeatures:
         return feats.transpose(2, 0, 1), valid.astype(np.float32)
 
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = [self.one(p) for p in batch]
+        out = map_frames(self.one, batch)
         return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
 
 
@@ -229,7 +235,7 @@ class FeaturePipeline:
         from .preprocess import prepare
 
         t0 = time.perf_counter()
-        prepared = [prepare(f.rgb, f.xyz, self.prep_cfg) for f in frames]  # type: ignore[attr-defined]
+        prepared = map_frames(lambda f: prepare(f.rgb, f.xyz, self.prep_cfg), frames)  # type: ignore[attr-defined]
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name in self.names:
             settings = {"extractor": name, "version": FEATURES_VERSION, **asdict(self.prep_cfg), **asdict(self.feat_cfg)}

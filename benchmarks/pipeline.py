@@ -1,0 +1,307 @@
+"""The pipeline against the model's own speed: does the stream keep the model busy?
+
+    python benchmarks/pipeline.py --json out/pipeline.json [--method cmdr] [--size 224|400|800]
+
+One run measures, on the embedded broker and a real Redis, with ``duoscan work`` processes:
+  model_fps      the model alone scoring pre-decoded batches in-process (the workers' batch size)
+  pipeline_fps   sustained producer -> Kafka -> worker -> Redis throughput with the same model
+  ratio          pipeline_fps / model_fps
+  p50_ms/p99_ms  publish -> result-written latency at ~70 % of the sustained throughput
+  batch_sweep    throughput and p50/p99 latency for max batch 1, 2, 4, 8, 16
+  wire           bytes per frame for each wire option and the I-AUROC change it causes
+  scaling        throughput with 1 and 2 workers (one intra-op thread each) and the cores present
+It prints a table, saves JSON and a PNG plot (throughput and latency against batch size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from duoscan import kafka_clients  # noqa: E402
+from duoscan.config import Settings  # noqa: E402
+from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
+from duoscan.stack import socket_host, spawn_worker, wait_until  # noqa: E402
+from schemas import Frame  # noqa: E402
+
+console = Console()
+WIRE_OPTIONS = [("raw float32", "none", False), ("zstd", "zstd", False), ("lz4", "lz4", False), ("zstd-delta", "zstd-delta", False),
+                ("lz4-delta", "lz4-delta", False), ("zstd-delta + float16 xyz", "zstd-delta", True), ("zstd + float16 xyz", "zstd", True)]
+
+
+def train_model(method: str, category: str, size: int, workdir: Path) -> tuple[Path, Path]:
+    from models import create
+    from producers.dataset import iter_samples, write_synthetic_dataset
+
+    data = write_synthetic_dataset(workdir / "data", categories=(category,), size=size, n_train=24, n_validation=10, n_test_good=8, n_test_per_defect=3, progress=False)
+    model = create(method).fit(list(iter_samples(data, category, "train")), progress=True)
+    model.calibrate(iter_samples(data, category, "validation"))
+    out = workdir / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / f"{category}.pt")
+    return out / f"{category}.pt", data
+
+
+def stream_frames(category: str, size: int, n: int, seed: int) -> list[Frame]:
+    from producers.replay import synthetic_frames
+
+    gens = [synthetic_frames("B", f"S{s}", categories=(category,), seed=seed * 10 + s, defect_rate=0.2, size=size) for s in range(8)]
+    return [next(gens[i % 8]) for i in range(n)]
+
+
+def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int = 3) -> float:
+    from models import load_model, resolve_device
+
+    model = load_model(model_path, resolve_device("auto"))
+    model.score(frames[:batch])  # warm-up
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(frames), batch):
+            model.score(frames[i : i + batch])
+        runs.append(len(frames) / (time.perf_counter() - t0))
+    return statistics.median(runs)
+
+
+def wire_table(model_path: Path, data: Path, category: str) -> list[dict]:
+    from models import load_model, resolve_device
+    from models.metrics import image_auroc
+    from producers.dataset import iter_samples
+
+    model = load_model(model_path, resolve_device("auto"))
+    samples = list(iter_samples(data, category, "test"))
+    labels = [int(s.mask.any()) for s in samples]
+    frames = [Frame(line="B", station="S1", category=category, rgb=s.rgb, xyz=s.xyz) for s in samples]
+    base = image_auroc(labels, model.score(frames).image_scores)
+    rows = []
+    for name, codec, f16 in WIRE_OPTIONS:
+        payloads = [f.encode(codec=codec, xyz_float16=f16) for f in frames]  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        back = [Frame.decode(p) for p in payloads]
+        dec_ms = (time.perf_counter() - t0) / len(payloads) * 1000
+        t0 = time.perf_counter()
+        for f in frames[:8]:
+            f.encode(codec=codec, xyz_float16=f16)  # type: ignore[arg-type]
+        enc_ms = (time.perf_counter() - t0) / 8 * 1000
+        lossless = all(np.array_equal(a.xyz, b.xyz) and np.array_equal(a.rgb, b.rgb) for a, b in zip(frames, back))
+        auroc = base if lossless else image_auroc(labels, model.score(back).image_scores)
+        rows.append({"option": name, "codec": codec, "xyz_float16": f16, "bytes_per_frame": int(np.mean([len(p) for p in payloads])), "lossless": lossless,
+                     "encode_ms": round(enc_ms, 2), "decode_ms": round(dec_ms, 2), "i_auroc": round(auroc, 4), "i_auroc_change": round(auroc - base, 4)})
+    raw = rows[0]["bytes_per_frame"]
+    for r in rows:
+        r["vs_raw"] = round(r["bytes_per_frame"] / raw, 3)
+    return rows
+
+
+class Stack:
+    """Broker + Redis for the whole run; each configuration gets fresh topics, group and keys."""
+
+    def __init__(self, workdir: Path, models: Path) -> None:
+        self.workdir, self.models = workdir, models
+        self.broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+        self.redis = EmbeddedRedis(log_path=workdir / "redis.log").start()
+
+    def close(self) -> None:
+        self.redis.stop()
+        self.broker.stop()
+
+    def run_config(self, frames_for: callable, workers: int, max_batch: int, threads: int, n_sat: int, latency_s: float) -> dict:
+        from producers.sdk import FramePublisher
+        from workers.store import ResultStore
+
+        tag = "p" + uuid.uuid4().hex[:6]
+        s = Settings.load(bootstrap_servers=self.broker.bootstrap, redis_url=self.redis.url, topic_prefix=f"{tag}.frames.", dlq_topic=f"{tag}.dlq",
+                          alerts_topic=f"{tag}.alerts", group_id=f"{tag}-w", key_prefix=tag, partitions=4, max_batch=max_batch, torch_threads=threads)
+        kafka_clients.ensure_topics(s, ["B"])
+        procs = [spawn_worker(s, [self.models], self.workdir / f"{tag}-w{i}.log") for i in range(workers)]
+        store = ResultStore(s)
+        ids = {f"{socket_host()}-{p.pid}" for p in procs}
+        try:
+            wait_until(lambda: sum(len(list(filter(None, i.get("partitions", "").split(",")))) for w, i in store.workers().items() if w in ids) == 4
+                       and len([w for w, i in store.workers().items() if w in ids and i.get("partitions")]) == min(workers, 4), 180, "partitions assigned")
+            with FramePublisher(s) as pub:
+                # warm-up: model load, backbone session, first batches
+                warm = frames_for(max(2 * max_batch, 8) * workers)
+                for f in warm:
+                    pub.publish_frame(f)
+                pub.flush()
+                wait_until(lambda: len(store.read_results([f.frame_id for f in warm])) == len(warm), 300, "warm-up results")
+                # saturation: everything published up front, pre-encoded (the producer is not measured)
+                sat = frames_for(n_sat)
+                payloads = []
+                for f in sat:
+                    f.published_ns = time.time_ns()
+                    payloads.append(f.encode(codec=s.codec, xyz_float16=s.xyz_float16))  # type: ignore[arg-type]
+                t0 = time.time_ns()
+                for f, p in zip(sat, payloads):
+                    pub.send_raw("B", f.key, p, f.frame_id)
+                pub.flush()
+                sat_ids = [f.frame_id for f in sat]
+                wait_until(lambda: len(store.read_results(sat_ids)) == len(sat_ids), 600, "saturation results", interval=0.1)
+                res = store.read_results(sat_ids)
+                written = sorted(r.timings.written_ns for r in res.values())
+                # sustained: frames written after the first batch landed, over the time since it landed
+                # (the fill at the start and the publish time are not the worker's throughput)
+                first = written[0]
+                later = [w for w in written if w > first]
+                fps = len(later) / ((written[-1] - first) / 1e9) if later else float("nan")
+                end_to_end = len(sat) / ((written[-1] - t0) / 1e9)
+                # latency at ~70 % of that throughput, frames encoded and stamped as a sensor would
+                rate = 0.7 * fps
+                lat = frames_for(max(20, int(latency_s * rate)))
+                start = time.perf_counter()
+                for i, f in enumerate(lat):
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    f.captured_ns = time.time_ns()
+                    pub.publish_frame(f)
+                pub.flush()
+                lat_ids = [f.frame_id for f in lat]
+                wait_until(lambda: len(store.read_results(lat_ids)) == len(lat_ids), 600, "latency results", interval=0.1)
+                ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()]
+            return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat)}
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def plot(sweep: list[dict], model_fps_by_batch: dict[int, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = [r["max_batch"] for r in sweep]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(b, [r["fps"] for r in sweep], "o-", label="pipeline frames/s")
+    ax.plot(b, [model_fps_by_batch[x] for x in b], "s--", label="model alone frames/s")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(b, [str(x) for x in b])
+    ax.set_xlabel("max batch")
+    ax.set_ylabel("frames/s")
+    ax2 = ax.twinx()
+    ax2.plot(b, [r["p99_ms"] for r in sweep], "^:", color="tab:red", label="p99 latency at 70 % load")
+    ax2.plot(b, [r["p50_ms"] for r in sweep], "v:", color="tab:orange", label="p50 latency at 70 % load")
+    ax2.set_ylabel("ms")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    ax.set_title("duoscan pipeline: throughput and latency vs micro-batch size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--method", default="cmdr", help="method to train and serve (default: cmdr, the fastest of the good ones here)")
+    ap.add_argument("--size", type=int, default=224, choices=(224, 400, 800), help="frame side in pixels")
+    ap.add_argument("--category", default="puck")
+    ap.add_argument("--model", type=Path, default=None, help="a trained model file for --category (skips training)")
+    ap.add_argument("--data", type=Path, default=None, help="dataset with --category's test split (with --model)")
+    ap.add_argument("--batches", default="1,2,4,8,16")
+    ap.add_argument("--frames", type=int, default=160, help="frames per saturation run")
+    ap.add_argument("--latency-seconds", type=float, default=12.0)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    default_batch = Settings.load().max_batch
+    tmp = tempfile.TemporaryDirectory(prefix="duoscan-pipeline-")
+    workdir = args.workdir or Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+
+    if args.model:
+        model_path, data = args.model, args.data
+    else:
+        console.print(f"training {args.method} on synthetic {args.category} at {args.size} px")
+        model_path, data = train_model(args.method, args.category, args.size, workdir)
+    if model_path.name != f"{args.category}.pt":  # workers route by file name = category
+        (workdir / "models").mkdir(parents=True, exist_ok=True)
+        target = workdir / "models" / f"{args.category}.pt"
+        target.write_bytes(model_path.read_bytes())
+        model_path = target
+
+    seed = itertools.count(1)
+    frames_for = lambda n: stream_frames(args.category, args.size, n, next(seed))  # noqa: E731
+    bench_frames = frames_for(32)
+    model_fps_by_batch = {b: round(model_speed(model_path, bench_frames, b), 2) for b in batches}
+    model_fps = model_fps_by_batch.get(default_batch) or round(model_speed(model_path, bench_frames, default_batch), 2)
+    console.print(f"model alone: {model_fps_by_batch} frames/s")
+    wire = wire_table(model_path, data, args.category) if data else []
+
+    stack = Stack(workdir, model_path)
+    try:
+        sweep = []
+        for b in batches:
+            row = stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds)
+            row["model_fps"] = model_fps_by_batch[b]
+            sweep.append(row)
+            console.print(f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms at {row['latency_rate_fps']:.1f} frames/s")
+        main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(frames_for, 1, default_batch, 0, args.frames, args.latency_seconds)
+        one = stack.run_config(frames_for, workers=1, max_batch=default_batch, threads=1, n_sat=args.frames, latency_s=4)
+        two = stack.run_config(frames_for, workers=2, max_batch=default_batch, threads=1, n_sat=args.frames, latency_s=4)
+    finally:
+        stack.close()
+
+    batch_ms = default_batch / model_fps * 1000
+    out = {
+        "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": Settings.load().codec,
+        "backbone_runtime": Settings.load().backbone_runtime, "cores": os.cpu_count(),
+        "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": main_row["fps"],
+        "ratio": round(main_row["fps"] / model_fps, 3), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
+        "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
+        "batch_sweep": sweep, "wire": wire,
+        "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2)},
+        "wall_s": round(time.monotonic() - t_start, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2))
+    png = args.json.with_suffix(".png")
+    plot(sweep, model_fps_by_batch, png)
+
+    t = Table(title=f"{args.method} at {args.size} px, batch {default_batch}, {os.cpu_count()} cores")
+    for col in ("max batch", "model fps", "pipeline fps", "ratio", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for r in sweep:
+        t.add_row(str(r["max_batch"]), f"{r['model_fps']:.1f}", f"{r['fps']:.1f}", f"{r['fps'] / r['model_fps']:.2f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}")
+    console.print(t)
+    if wire:
+        w = Table(title="wire options")
+        for col in ("option", "bytes/frame", "vs raw", "lossless", "enc ms", "dec ms", "I-AUROC change"):
+            w.add_column(col, justify="right")
+        for r in wire:
+            w.add_row(r["option"], f"{r['bytes_per_frame']:,}", f"{r['vs_raw']:.3f}", str(r["lossless"]), f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['i_auroc_change']:+.4f}")
+        console.print(w)
+    console.print(f"ratio {out['ratio']} | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
+                  f"2 workers / 1 worker (1 thread each) {out['scaling']['speedup']}x on {os.cpu_count()} cores")
+    console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
