@@ -57,6 +57,7 @@ class Settings:
     backbone_runtime: str = "auto"  # auto | torch | onnx
     onnx_cache_dir: str = ""  # exported .onnx files (default ~/.cache/duoscan/onnx)
     torch_threads: int = 0  # intra-op threads per worker process; 0 = all cores
+    gil_switch_s: float = 0.05  # worker's sys.setswitchinterval: the event loop would otherwise take the GIL from scoring every 5 ms
     model_path: str = "models/baseline.pt"
     new_topic_poll_s: float = 30.0  # how often a worker looks for new line topics
     # Redis

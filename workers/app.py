@@ -144,6 +144,9 @@ def run_worker(settings: Settings, models: list[str], device: str = "auto", logl
     from .routing import ModelRouter
     from .store import ResultStore, check_connection
 
+    # The scoring thread holds the GIL between kernels; the event loop wakes ~20 times a second for
+    # fetches and timers. A longer switch interval stops it from taking the GIL mid-batch every 5 ms.
+    sys.setswitchinterval(settings.gil_switch_s)
     router = ModelRouter(list(models), device)
     store = ResultStore(settings)
     check_connection(store.client, settings)

@@ -22,6 +22,7 @@ from kafka import KafkaProducer
 
 from duoscan.config import Settings
 from models.components import largest_region
+from models.parallel import map_frames
 from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
 
 from .routing import ModelRouter
@@ -67,11 +68,9 @@ class BatchProcessor:
         report = BatchReport()
         dead: list[tuple[Incoming, str]] = []
         by_category: dict[str, list[tuple[Incoming, Frame]]] = defaultdict(list)
-        for msg in batch:
-            try:
-                frame = Frame.decode(msg.value, self.limits)
-            except SchemaError as exc:
-                dead.append((msg, exc.reason))
+        for msg, frame in zip(batch, map_frames(self._decode, batch)):  # decoded on every core
+            if isinstance(frame, SchemaError):
+                dead.append((msg, frame.reason))
                 continue
             if self.router.get(frame.category) is None:
                 dead.append((msg, f"no model for category {frame.category!r}"))
@@ -126,6 +125,12 @@ class BatchProcessor:
             report.dead = len(dead)
         self._retry("count processed frames", lambda: self.store.count_processed(self.worker_id, len(batch)))
         return report
+
+    def _decode(self, msg: Incoming) -> Frame | SchemaError:
+        try:
+            return Frame.decode(msg.value, self.limits)
+        except SchemaError as exc:
+            return exc
 
     def _alert(self, anomalous: list[Result]) -> int:
         """Publish one alert per anomalous frame, at most once across redeliveries and crashes."""
