@@ -131,6 +131,13 @@ class Stack:
         procs = [spawn_worker(s, [self.models], self.workdir / f"{tag}-w{i}.log") for i in range(workers)]
         store = ResultStore(s)
         ids = {f"{socket_host()}-{p.pid}" for p in procs}
+        expected = 0
+
+        def wait_written(n: int, what: str) -> None:
+            # one XLEN per poll (the line's stream gets one entry per new frame): reading every
+            # result while waiting would steal CPU from the worker being measured
+            wait_until(lambda: store.client.xlen(store.stream_key("B")) >= n, 600, what, interval=0.05)
+
         try:
             wait_until(lambda: sum(len(list(filter(None, i.get("partitions", "").split(",")))) for w, i in store.workers().items() if w in ids) == 4
                        and len([w for w, i in store.workers().items() if w in ids and i.get("partitions")]) == min(workers, 4), 180, "partitions assigned")
@@ -140,7 +147,8 @@ class Stack:
                 for f in warm:
                     pub.publish_frame(f)
                 pub.flush()
-                wait_until(lambda: len(store.read_results([f.frame_id for f in warm])) == len(warm), 300, "warm-up results")
+                expected += len(warm)
+                wait_written(expected, "warm-up results")
                 # saturation: everything published up front, pre-encoded (the producer is not measured)
                 sat = frames_for(n_sat)
                 payloads = []
@@ -152,7 +160,8 @@ class Stack:
                     pub.send_raw("B", f.key, p, f.frame_id)
                 pub.flush()
                 sat_ids = [f.frame_id for f in sat]
-                wait_until(lambda: len(store.read_results(sat_ids)) == len(sat_ids), 600, "saturation results", interval=0.1)
+                expected += len(sat)
+                wait_written(expected, "saturation results")
                 res = store.read_results(sat_ids)
                 written = sorted(r.timings.written_ns for r in res.values())
                 # sustained: frames written after the first batch landed, over the time since it landed
@@ -173,7 +182,8 @@ class Stack:
                     pub.publish_frame(f)
                 pub.flush()
                 lat_ids = [f.frame_id for f in lat]
-                wait_until(lambda: len(store.read_results(lat_ids)) == len(lat_ids), 600, "latency results", interval=0.1)
+                expected += len(lat)
+                wait_written(expected, "latency results")
                 ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()]
             return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
                     "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat)}
