@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from dataclasses import fields
@@ -35,6 +36,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="logs, Redis data and models (default: a temp folder)")
     ap.add_argument("--json", type=Path, default=Path("out/reliability.json"))
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
     cfg = DrillConfig(frames=args.frames, malformed=args.malformed, workers=args.workers, redis_outage_s=args.redis_outage, rate_fps=args.rate, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="duoscan-drill-") as tmp:
         report = run_drill(cfg, args.workdir or Path(tmp))
