@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from rich.table import Table  # noqa: E402
 from duoscan import kafka_clients  # noqa: E402
 from duoscan.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
-from duoscan.stack import socket_host, spawn_worker, wait_until  # noqa: E402
+from duoscan.stack import socket_host, spawn_worker, stop_workers, wait_until  # noqa: E402
 from schemas import Frame  # noqa: E402
 
 console = Console()
@@ -196,13 +195,7 @@ class Stack:
             return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
                     "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat)}
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_workers(procs)
 
 
 def plot(sweep: list[dict], model_fps_by_batch: dict[int, float], path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import kafka_clients
 from .config import Settings
 from .embedded import EmbeddedBroker, EmbeddedRedis
-from .stack import committed_lag, socket_host, spawn_worker, train_baseline_models, wait_until
+from .stack import committed_lag, socket_host, spawn_worker, stop_workers, train_baseline_models, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +243,7 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         report.redis_retry_log_lines = sum(Path(p.log_path).read_text(errors="replace").count("Redis unavailable") for p in survivors)  # type: ignore[attr-defined]
         report.goal_met = report.lost == 0 and report.duplicate_alerts == 0 and report.duplicate_results == 0 and report.dlq_messages == report.malformed_sent and report.final_lag == 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_workers(procs)
         redis_server.stop()
         if own_broker:
             broker.stop()

@@ -69,6 +69,18 @@ def committed_lag(settings: Settings, produced_end: dict[tuple[str, int], int]) 
         consumer.close()
 
 
+def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 30.0) -> None:
+    """SIGTERM every live worker (they drain and commit), then SIGKILL what is left after ``timeout_s``."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def socket_host() -> str:
     """The host part of a worker id (``<host>-<pid>``)."""
     return socket.gethostname()

@@ -77,13 +77,7 @@ def start_worker(tmp_path, models_dir) -> Iterator[Callable[..., subprocess.Pope
         return p
 
     yield start
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stack.stop_workers(procs, 20)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
@@ -91,6 +85,11 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         return stack.wait_until(predicate, timeout, what, interval)
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
+
+
+def wait_for_join(store, timeout: float = 90) -> None:
+    """Until some worker of this test's group reports partitions in Redis."""
+    wait_until(lambda: any(i.get("partitions") for i in store.workers().values()), timeout, "a worker to join")
 
 
 def wait_for_items(fetch: Callable[[], list | dict], n: int, timeout: float, what: str) -> list | dict:

@@ -23,7 +23,7 @@ from producers.sdk import BrokerUnavailableError, FramePublisher, PublishError
 from schemas import Alert
 from workers.store import ResultStore
 
-from .conftest import ROOT, wait_until
+from .conftest import ROOT, wait_for_join, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_sigterm_drains_commits_and_leaves(settings, start_worker):
     kafka_clients.ensure_topics(settings, ["T"])
     worker = start_worker(settings, "drain")
     store = ResultStore(settings)
-    wait_until(lambda: any(i.get("partitions") for i in store.workers().values()), 90, "the worker to join")
+    wait_for_join(store)
     end: dict = {}
     with FramePublisher(settings) as pub:
         frames = list(itertools.islice(synthetic_frames("T", "S1", seed=3, size=64), 30))
@@ -139,7 +139,7 @@ def test_redis_outage_worker_retries_and_catches_up(settings, start_worker, tmp_
         kafka_clients.ensure_topics(s, ["R"])
         worker = start_worker(s, "outage")
         store = ResultStore(s)
-        wait_until(lambda: any(i.get("partitions") for i in store.workers().values()), 90, "the worker to join")
+        wait_for_join(store)
         frames = list(itertools.islice(synthetic_frames("R", "S1", seed=4, size=64), 20))
         with FramePublisher(s) as pub:
             for f in frames[:10]:
@@ -174,7 +174,7 @@ def test_producer_buffers_while_the_broker_is_unreachable_and_workers_reconnect(
         kafka_clients.ensure_topics(s, ["U"])
         worker = start_worker(s, "reconnect")
         store = ResultStore(s)
-        wait_until(lambda: any(i.get("partitions") for i in store.workers().values()), 90, "the worker to join")
+        wait_for_join(store)
         frames = list(itertools.islice(synthetic_frames("U", "S1", seed=6, size=64), 8))
         with FramePublisher(s) as pub:
             for f in frames[:4]:
