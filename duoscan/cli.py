@@ -143,6 +143,41 @@ def train(
 
 
 @app.command()
+def calibrate(
+    model: Path = typer.Option(..., help="model file to recalibrate (rewritten in place unless --out)"),
+    data: Path = typer.Option(..., help="dataset root with good frames of CATEGORY"),
+    category: str = typer.Option(..., help="category whose good frames set the threshold"),
+    target_fpr: float = typer.Option(0.01, min=1e-6, max=0.5, help="share of good frames that may alert"),
+    split: str = typer.Option("validation", help="split to take good frames from (never the test split for reported numbers)"),
+    out: Optional[Path] = typer.Option(None, help="write the recalibrated model here instead"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Set a model's decision threshold from good frames for a target false-positive rate; store it with the model."""
+    import numpy as np
+
+    from models import load_model, resolve_device
+    from models.base import chunked, threshold_from_scores
+    from producers.dataset import iter_dataset
+
+    m = load_model(model, resolve_device(device))
+    try:
+        good = [s for s in iter_dataset(data, category, split) if s.label == 0]
+    except FileNotFoundError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if len(good) < 2:
+        console.print(f"[red]error:[/red] {len(good)} good frames of {category!r} in {data}/{category}/{split}; calibration needs at least 2")
+        raise typer.Exit(2)
+    scores = np.concatenate([m.score(list(c)).image_scores for c in chunked(good, 8)])
+    before = m.threshold
+    m.threshold = threshold_from_scores(scores, target_fpr)
+    path = m.save(out or model)
+    t = Table("model", "good frames", "target FPR", "threshold before", "threshold after", "FPR on these frames", "file")
+    t.add_row(f"{m.name} v{m.version}", str(len(good)), f"{target_fpr:g}", f"{before:.4f}", f"{m.threshold:.4f}", f"{float((scores > m.threshold).mean()):.3f}", str(path))
+    console.print(t)
+
+
+@app.command()
 def evaluate(
     data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
     category: str = typer.Option(..., help="category to evaluate"),

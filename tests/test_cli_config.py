@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from duoscan.cli import app
 from duoscan.config import Settings
 
-COMMANDS = ["up", "down", "synth", "train", "evaluate", "benchmark-table", "produce", "work", "alerts", "config", "demo"]
+COMMANDS = ["up", "down", "synth", "train", "calibrate", "evaluate", "benchmark-table", "produce", "work", "alerts", "config", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -106,3 +106,19 @@ def test_security_settings_reach_every_client_and_stay_masked(tmp_path):
 def test_unusable_security_settings_name_the_variable(change, message):
     with pytest.raises(ValueError, match=message):
         Settings.load(**change).check()
+
+
+def test_calibrate_sets_and_stores_the_threshold(dataset, models_dir, tmp_path):
+    from models import load_model
+
+    base = load_model(models_dir / "ring.pt")
+    loose, strict = tmp_path / "loose.pt", tmp_path / "strict.pt"
+    for out, fpr in ((loose, "0.5"), (strict, "0.001")):
+        result = CliRunner().invoke(app, ["calibrate", "--model", str(models_dir / "ring.pt"), "--data", str(dataset), "--category", "ring",
+                                          "--target-fpr", fpr, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    lo, hi = load_model(loose).threshold, load_model(strict).threshold
+    assert lo < hi, "a higher tolerated false-positive rate gives a lower threshold"
+    assert load_model(models_dir / "ring.pt").threshold == base.threshold, "--out leaves the original alone"
+    missing = CliRunner().invoke(app, ["calibrate", "--model", str(loose), "--data", str(dataset), "--category", "widget"])
+    assert missing.exit_code == 2 and "widget" in missing.output
