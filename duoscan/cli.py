@@ -287,9 +287,21 @@ def alerts(
 
 
 @app.command()
-def config() -> None:
-    """Print the effective configuration (secrets masked)."""
-    console.print_json(json.dumps(Settings.load().masked()))
+def config(action: str = typer.Argument("show", help="show: print the effective configuration; check: validate it")) -> None:
+    """Print (`show`) or validate (`check`) the effective configuration; secrets are masked."""
+    settings = Settings.load()
+    if action not in ("show", "check"):
+        console.print(f"[red]error:[/red] unknown action {action!r} (show | check)")
+        raise typer.Exit(2)
+    try:
+        settings.check()
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if action == "show":
+        console.print_json(json.dumps(settings.masked()))
+    else:
+        console.print("configuration ok")
 
 
 @app.command()

@@ -32,6 +32,11 @@ def test_env_overrides_defaults_and_secrets_are_masked(monkeypatch):
     result = CliRunner().invoke(app, ["config"])
     assert result.exit_code == 0 and "hunter2" not in result.output
     assert json.loads(result.output)["max_batch"] == 3
+    shown = CliRunner().invoke(app, ["config", "show"])
+    assert shown.exit_code == 0 and json.loads(shown.output) == json.loads(result.output)
+    monkeypatch.setenv("DUOSCAN_KAFKA_SECURITY_PROTOCOL", "TLS")
+    bad = CliRunner().invoke(app, ["config", "check"])
+    assert bad.exit_code == 2 and "DUOSCAN_KAFKA_SECURITY_PROTOCOL" in bad.output
 
 
 def test_settings_survive_the_environment_round_trip():
