@@ -37,7 +37,7 @@ from rich.table import Table  # noqa: E402
 from duoscan import kafka_clients  # noqa: E402
 from duoscan.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
-from duoscan.stack import socket_host, spawn_worker, stop_workers, wait_until  # noqa: E402
+from duoscan.stack import spawn_worker, stop_workers, wait_for_assignment, wait_until, worker_ids  # noqa: E402
 from schemas import Frame  # noqa: E402
 
 console = Console()
@@ -137,7 +137,7 @@ class Stack:
         kafka_clients.ensure_topics(s, ["B"])
         procs = [spawn_worker(s, [self.models], self.workdir / f"{tag}-w{i}.log") for i in range(workers)]
         store = ResultStore(s)
-        ids = {f"{socket_host()}-{p.pid}" for p in procs}
+        ids = worker_ids(procs)
         expected = 0
 
         def wait_written(n: int, what: str) -> None:
@@ -146,8 +146,7 @@ class Stack:
             wait_until(lambda: store.client.xlen(store.stream_key("B")) >= n, 600, what, interval=0.05)
 
         try:
-            wait_until(lambda: sum(len(list(filter(None, i.get("partitions", "").split(",")))) for w, i in store.workers().items() if w in ids) == 4
-                       and len([w for w, i in store.workers().items() if w in ids and i.get("partitions")]) == min(workers, 4), 180, "partitions assigned")
+            wait_for_assignment(store, ids, 4, 180)
             with FramePublisher(s) as pub:
                 # warm-up: model load, backbone session, first batches
                 warm = frames_for(max(2 * max_batch, 8) * workers)

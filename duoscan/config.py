@@ -138,8 +138,8 @@ def mask_url(url: str) -> str:
     if not sep or "@" not in rest:
         return url
     userinfo, _, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else f"{scheme}://***@{host}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://***@{host}"
 
 
 def _parse(raw: str, type_name: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import kafka_clients
 from .config import Settings
 from .embedded import EmbeddedBroker, EmbeddedRedis
-from .stack import committed_lag, socket_host, spawn_worker, stop_workers, train_baseline_models, wait_until
+from .stack import committed_lag, spawn_worker, stop_workers, train_baseline_models, wait_for_assignment, wait_until, worker_ids
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +164,9 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         kafka_clients.ensure_topics(settings, publisher.lines)
         store = ResultStore(settings)
         procs = [spawn_worker(settings, [models], workdir / f"worker{i}.log") for i in range(cfg.workers)]
-        ids = {f"{socket_host()}-{p.pid}": p for p in procs}
+        ids = worker_ids(procs)
         event(f"started {cfg.workers} workers: {', '.join(ids)}")
-
-        def all_assigned() -> bool:
-            held = [set(filter(None, info.get("partitions", "").split(","))) for w, info in store.workers().items() if w in ids]
-            return len([h for h in held if h]) == min(cfg.workers, cfg.partitions * cfg.lines) and sum(map(len, held)) == cfg.partitions * cfg.lines
-
-        wait_until(all_assigned, 120, "every worker to hold partitions")
+        wait_for_assignment(store, ids, cfg.partitions * cfg.lines, 120)
         event("partitions assigned; publishing")
         publisher.start()
         total = len(publisher.plan)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 from kafka import TopicPartition
 
@@ -81,6 +80,20 @@ def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 30.0) -> None
             p.kill()
 
 
-def socket_host() -> str:
-    """The host part of a worker id (``<host>-<pid>``)."""
-    return socket.gethostname()
+def worker_ids(procs: list[subprocess.Popen]) -> dict[str, subprocess.Popen]:
+    """The ids the worker processes report in Redis (``<host>-<pid>``), mapped to the processes."""
+    from workers.processor import worker_id
+
+    return {worker_id(p.pid): p for p in procs}
+
+
+def wait_for_assignment(store: Any, ids: Iterable[str], total_partitions: int, timeout_s: float) -> None:
+    """Until the workers ``ids`` hold all ``total_partitions`` between them, each holding some
+    (as many of them as there are partitions to share)."""
+    ids = set(ids)
+
+    def assigned() -> bool:
+        held = [set(filter(None, info.get("partitions", "").split(","))) for w, info in store.workers().items() if w in ids]
+        return len([h for h in held if h]) == min(len(ids), total_partitions) and sum(map(len, held)) == total_partitions
+
+    wait_until(assigned, timeout_s, "every worker to hold partitions")

@@ -50,8 +50,9 @@ class BatchReport:
     score_s: float = 0.0
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def worker_id(pid: int | None = None) -> str:
+    """``<host>-<pid>``: this process's id, or that of worker process ``pid`` on this host."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}"
 
 
 class BatchProcessor:

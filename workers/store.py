@@ -40,13 +40,9 @@ def check_connection(client: redis.Redis, settings: Settings) -> None:
     where = mask_url(settings.redis_url)
     try:
         client.ping()
-    except redis.AuthenticationError as exc:
+    except redis.AuthenticationError as exc:  # redis-py raises it for NOAUTH and WRONGPASS replies
         hint = "set DUOSCAN_REDIS_PASSWORD (and DUOSCAN_REDIS_USERNAME for an ACL user)"
         raise RedisAuthError(f"Redis at {where} refused authentication ({exc}); {hint}") from None
-    except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise RedisAuthError(f"Redis at {where} needs a password ({exc}); set DUOSCAN_REDIS_PASSWORD") from None
-        raise
 
 
 def encode_heatmap(pixel_map: np.ndarray) -> bytes:
