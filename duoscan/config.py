@@ -1,7 +1,8 @@
 """All configuration in one typed place. Every field is overridable as ``DUOSCAN_<FIELD>``.
 
 Resolution: defaults < the embedded services' state file written by ``duoscan up``
-(broker and Redis addresses only) < environment variables < explicit overrides.
+(broker and Redis addresses only) < a TOML file named by ``DUOSCAN_CONFIG_FILE``
+(keys are the field names below) < environment variables < explicit overrides.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ class Settings:
     topic_prefix: str = "frames."
     dlq_topic: str = "frames.dlq"
     alerts_topic: str = "alerts"
-    partitions: int = 4
+    partitions: int = 4  # per line topic: the most workers that can share one line
+    replication_factor: int = 1  # of topics created by `duoscan up` / `duoscan topics` (3 on a production cluster)
     group_id: str = "duoscan-workers"
     session_timeout_s: float = 6.0  # Tansu holds a join ~half of this; 6 s / 0.5 s measured to work
     heartbeat_s: float = 0.5
@@ -35,6 +38,7 @@ class Settings:
     # bounds consumer latency; real Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 50
     max_frame_bytes: int = 64 * 1024 * 1024  # topic max.message.bytes and client limits follow this
+    frames_retention_ms: int = 24 * 3600 * 1000  # how long frame topics keep frames (replay window after an outage)
     # Kafka security (see duoscan/security.py): TLS with SSL/SASL_SSL, SASL PLAIN or SCRAM
     kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     kafka_sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
@@ -59,6 +63,8 @@ class Settings:
     torch_threads: int = 0  # intra-op threads per worker process; 0 = all cores
     gil_switch_s: float = 0.05  # worker's sys.setswitchinterval: the event loop would otherwise take the GIL from scoring every 5 ms
     model_path: str = "models/baseline.pt"
+    routes_file: str = ""  # line/station/category -> model table; default: routes.toml beside the models
+    model_poll_s: float = 5.0  # how often a worker looks for new model versions (0 = never)
     new_topic_poll_s: float = 30.0  # how often a worker looks for new line topics
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -72,6 +78,10 @@ class Settings:
     key_prefix: str = "duoscan"
     result_ttl_s: int = 7 * 24 * 3600
     stream_maxlen: int = 10_000
+    preview_px: int = 320  # RGB + depth preview per frame for the operator view, longest side (0 = none)
+    metrics_port: int = 0  # Prometheus /metrics of this process (0 = off); one port per process
+    metrics_addr: str = "0.0.0.0"
+    config_file: str = ""  # optional TOML file of these settings (env vars still win)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +90,9 @@ class Settings:
         if SERVICES_FILE.exists():
             state = json.loads(SERVICES_FILE.read_text())
             values.update({k: state[k] for k in ("bootstrap_servers", "redis_url") if k in state})
+        config_file = overrides.get("config_file") or os.environ.get("DUOSCAN_CONFIG_FILE")
+        if config_file:
+            values.update(_read_file(Path(config_file)))
         for f in fields(cls):
             env = os.environ.get(f"DUOSCAN_{f.name.upper()}")
             if env is not None and f.name != "extra":
@@ -140,6 +153,24 @@ def mask_url(url: str) -> str:
     userinfo, _, host = rest.rpartition("@")
     user, colon, _ = userinfo.partition(":")
     return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://***@{host}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file; unknown keys and wrong types are errors that name the file and key."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"DUOSCAN_CONFIG_FILE {path}: {exc}") from None
+    types = {f.name: str(f.type) for f in fields(Settings) if f.name != "extra"}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key not in types:
+            raise ValueError(f"DUOSCAN_CONFIG_FILE {path}: unknown setting {key!r}")
+        want = {"bool": bool, "int": int, "float": (int, float), "str": str}[types[key]]
+        if not isinstance(value, want) or (types[key] != "bool" and isinstance(value, bool)):
+            raise ValueError(f"DUOSCAN_CONFIG_FILE {path}: {key} must be a {types[key]}, not {value!r}")
+        out[key] = float(value) if types[key] == "float" else value
+    return {**out, "config_file": str(path)}
 
 
 def _parse(raw: str, type_name: Any) -> Any:

@@ -24,7 +24,11 @@ _OVERHEAD = 64 * 1024
 
 
 def producer(settings: Settings, **extra: Any) -> KafkaProducer:
-    cfg: dict[str, Any] = dict(
+    return KafkaProducer(**{**producer_config(settings), **extra})
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return dict(
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
         linger_ms=5,
@@ -38,12 +42,14 @@ def producer(settings: Settings, **extra: Any) -> KafkaProducer:
         max_block_ms=int(settings.producer_max_block_s * 1000),
         **kafka_kwargs(settings),
     )
-    cfg.update(extra)
-    return KafkaProducer(**cfg)
 
 
 def consumer(settings: Settings, *topics: str, **extra: Any) -> KafkaConsumer:
-    cfg: dict[str, Any] = dict(
+    return KafkaConsumer(*topics, **{**consumer_config(settings), **extra})
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    return dict(
         bootstrap_servers=settings.bootstrap_servers,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_s * 1000),
@@ -54,8 +60,6 @@ def consumer(settings: Settings, *topics: str, **extra: Any) -> KafkaConsumer:
         enable_auto_commit=False,
         **kafka_kwargs(settings),
     )
-    cfg.update(extra)
-    return KafkaConsumer(*topics, **cfg)
 
 
 def admin(settings: Settings, timeout_s: float = 20.0) -> KafkaAdminClient:
@@ -69,8 +73,12 @@ def admin(settings: Settings, timeout_s: float = 20.0) -> KafkaAdminClient:
             time.sleep(0.2)
 
 
-def topic_configs(settings: Settings) -> dict[str, str]:
-    return {"max.message.bytes": str(settings.max_frame_bytes + _OVERHEAD)}
+def topic_configs(settings: Settings, frames: bool = True) -> dict[str, str]:
+    """Per-topic settings: big enough for a frame; frame topics also keep frames for the replay window."""
+    configs = {"max.message.bytes": str(settings.max_frame_bytes + _OVERHEAD)}
+    if frames:
+        configs["retention.ms"] = str(settings.frames_retention_ms)
+    return configs
 
 
 def ensure_topics(settings: Settings, lines: Iterable[str] = ()) -> list[str]:
@@ -81,7 +89,7 @@ def ensure_topics(settings: Settings, lines: Iterable[str] = ()) -> list[str]:
     client = admin(settings)
     try:
         existing = set(client.list_topics())
-        new = [NewTopic(name, n, 1, topic_configs=topic_configs(settings)) for name, n in wanted.items() if name not in existing]
+        new = [NewTopic(name, n, settings.replication_factor, topic_configs=topic_configs(settings, settings.is_frames_topic(name))) for name, n in wanted.items() if name not in existing]
         if new:
             try:
                 client.create_topics(new)

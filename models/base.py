@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from statistics import NormalDist
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -91,7 +92,10 @@ class AnomalyModel(ABC):
             "config": json.dumps(self.config()),
             "state": {k: v.detach().cpu().contiguous() for k, v in self.state().items()},
         }
-        torch.save(blob, path)
+        # Atomic: a worker watching the folder for new versions never loads a half-written file.
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
         return path
 
 def threshold_from_scores(scores: np.ndarray, target_fpr: float) -> float:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from duoscan.cli import app
 from duoscan.config import Settings
 
-COMMANDS = ["up", "down", "synth", "train", "calibrate", "evaluate", "benchmark-table", "produce", "work", "alerts", "config", "demo"]
+COMMANDS = ["up", "down", "topics", "health", "synth", "train", "calibrate", "evaluate", "benchmark-table", "produce", "work", "alerts", "view", "config", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -37,6 +37,25 @@ def test_env_overrides_defaults_and_secrets_are_masked(monkeypatch):
     monkeypatch.setenv("DUOSCAN_KAFKA_SECURITY_PROTOCOL", "TLS")
     bad = CliRunner().invoke(app, ["config", "check"])
     assert bad.exit_code == 2 and "DUOSCAN_KAFKA_SECURITY_PROTOCOL" in bad.output
+
+
+def test_a_config_file_sits_between_defaults_and_the_environment(monkeypatch, tmp_path):
+    path = tmp_path / "duoscan.toml"
+    path.write_text('max_batch = 16\nmax_wait_s = 1\ncodec = "lz4"\nxyz_float16 = true\nredis_password = "from-file"\n')
+    monkeypatch.setenv("DUOSCAN_CONFIG_FILE", str(path))
+    monkeypatch.setenv("DUOSCAN_CODEC", "zstd")
+    s = Settings.load()
+    assert (s.max_batch, s.max_wait_s, s.xyz_float16, s.codec) == (16, 1.0, True, "zstd"), "file over defaults, env over file"
+    assert Settings.load(max_batch=2).max_batch == 2
+    shown = CliRunner().invoke(app, ["config", "show"])
+    assert shown.exit_code == 0 and "from-file" not in shown.output and str(path) in shown.output.replace("\n", "")
+    for body, message in (("max_batchh = 3\n", "unknown setting 'max_batchh'"), ('max_batch = "8"\n', "max_batch must be a int"),
+                          ("xyz_float16 = 1\n", "xyz_float16 must be a bool"), ("max_batch = [\n", str(path))):
+        path.write_text(body)
+        with pytest.raises(ValueError, match=message):
+            Settings.load()
+        bad = CliRunner().invoke(app, ["config", "check"])
+        assert bad.exit_code == 2 and "DUOSCAN_CONFIG_FILE" in bad.output
 
 
 def test_settings_survive_the_environment_round_trip():
