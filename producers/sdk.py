@@ -24,7 +24,7 @@ import numpy as np
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
-from duoscan import kafka_clients
+from duoscan import kafka_clients, metrics
 from duoscan.config import Settings
 from schemas import Frame
 
@@ -104,12 +104,14 @@ class FramePublisher:
                 f"frame {label} not sent: the broker at {self.settings.bootstrap_servers} did not answer within "
                 f"{self.settings.producer_max_block_s:.0f} s (DUOSCAN_PRODUCER_MAX_BLOCK_S): {exc}"
             ) from None
-        future.add_errback(self._failed, label or key.decode())
+        future.add_callback(lambda _md: (metrics.FRAMES_PUBLISHED.labels(line).inc(), metrics.BYTES_PUBLISHED.labels(line).inc(len(payload))))
+        future.add_errback(self._failed, label or key.decode(), line)
         self.sent += 1
         return future
 
-    def _failed(self, label: str, exc: BaseException) -> None:
+    def _failed(self, label: str, line: str, exc: BaseException) -> None:
         log.error("frame %s was not delivered: %s", label, exc)
+        metrics.PUBLISH_ERRORS.labels(line).inc()
         with self._lock:
             self._failures.append((label, exc))
 

@@ -226,7 +226,7 @@ def test_worker_refuses_a_redis_password_it_does_not_have(tmp_path, broker, mode
         assert "DUOSCAN_REDIS_PASSWORD" in out.stdout + out.stderr
         # with the password the same store works, and the password never shows in the config dump
         store = ResultStore(s.replace(redis_password=secret))
-        store.record_worker("w", "partitions", "x")
+        store.record_worker("w", partitions="x")
         assert store.workers()["w"]["partitions"] == "x"
         with pytest.raises(redis.AuthenticationError):
             ResultStore(s.replace(redis_password="wrong")).client.ping()

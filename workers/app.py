@@ -5,9 +5,10 @@ message when an agent runs concurrently (faust-streaming issue #606), so we scal
 by adding processes to the consumer group. No tables: the embedded broker misreports
 end offsets, which breaks table recovery; all state lives in Redis.
 
-faust acks a ``take_events`` batch when the loop body returns, and commits acked
-offsets in the background, so an offset is only committed after ``process``
-returned, i.e. after the results are in Redis and alerts are acknowledged.
+Batches are pipelined: batch N+1 scores while batch N is written to Redis and its
+alerts are published. Each message carries an extra reference until its batch is
+delivered, so faust (which commits acked offsets in the background) only commits an
+offset once its result is in Redis and its alerts are acknowledged.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Callable
 import faust
 import redis
 
-from duoscan.config import Settings
+from duoscan import metrics
+from duoscan.config import STATE_DIR, Settings
 from duoscan.kafka_clients import frame_topics
 from duoscan.security import faust_credentials
 
-from .processor import BatchProcessor, Incoming
+from .processor import BatchProcessor, Incoming, ScoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,13 @@ def _limit_fetch_wait(ms: int) -> None:
 
 def create_app(settings: Settings, topics: list[str], processor: BatchProcessor, on_new_topics: Callable[[list[str]], None]) -> faust.App:
     _limit_fetch_wait(settings.fetch_max_wait_ms)
+    (STATE_DIR / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
         store="memory://",
+        datadir=str(STATE_DIR / "faust" / "{conf.name}"),  # not <group>-data/ in the working directory
         web_enabled=False,
         topic_disable_leader=True,
         broker_session_timeout=settings.session_timeout_s,
@@ -75,7 +79,8 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
         stream_buffer_maxsize=max(64, settings.max_batch * 4),
     )
     source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+    score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+    deliver_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver")
     stopping = False
     processor.should_stop = lambda: stopping
 
@@ -84,30 +89,79 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
         parts = ",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
         log.info("assigned partitions: %s", parts or "(none)")
         try:  # bookkeeping for operators only: a Redis outage must not break the rebalance
-            await asyncio.get_running_loop().run_in_executor(executor, processor.store.record_worker, processor.worker_id, "partitions", parts)
+            await asyncio.get_running_loop().run_in_executor(deliver_pool, lambda: processor.store.record_worker(processor.worker_id, partitions=parts))
         except redis.RedisError as exc:
             log.warning("could not record the assignment in Redis: %s", exc)
+
+    async def deliver_then_ack(events: list, scored: ScoredBatch) -> None:
+        """Write batch N while batch N+1 scores; its offsets become committable only afterwards."""
+        try:
+            report = await asyncio.get_running_loop().run_in_executor(deliver_pool, processor.deliver, scored)
+        except Exception:
+            # Results may not be durable: die without committing so the group redelivers.
+            log.critical("delivering a batch of %d frames failed; exiting without commit", len(events), exc_info=True)
+            os._exit(70)
+        for event in events:
+            event.ack()  # drops the reference taken in score_frames: now faust may commit it
+        _record_lag(app, events)
+        log.info("batch %d: %d results, %d alerts, %d dead, score %.0f ms", len(events), report.results, report.alerts, report.dead, report.score_s * 1000)
 
     @app.agent(source, concurrency=1)
     async def score_frames(stream: faust.Stream) -> None:
         nonlocal stopping
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
-            batch = [Incoming(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
-            fut = loop.run_in_executor(executor, processor.process, batch)
-            try:
-                report = await asyncio.shield(fut)
-            except asyncio.CancelledError:
-                # Shutting down mid-batch: finish writing before faust acks these events.
+        delivering: asyncio.Task | None = None  # batch N, being written while batch N+1 scores
+        undelivered: tuple[list, ScoredBatch] | None = None  # scored, not yet handed to delivery
+        try:
+            async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
+                # take_events acks when this body returns; an extra reference per message holds the
+                # commit back until deliver_then_ack has made the batch durable. Acks stay in offset
+                # order because one batch is delivered at a time, in the order it was taken.
+                for event in events:
+                    event.message.incref()
+                batch = [Incoming(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
+                scoring = loop.run_in_executor(score_pool, processor.score, batch)
+                try:
+                    await asyncio.wait([scoring])  # not cancelled with the agent: the thread runs on regardless
+                    undelivered = (events, scoring.result())
+                except asyncio.CancelledError:
+                    await asyncio.wait([scoring])
+                    if scoring.exception() is None:
+                        undelivered = (events, scoring.result())
+                    raise
+                except Exception:
+                    log.critical("scoring a batch of %d frames failed; exiting without commit", len(batch), exc_info=True)
+                    os._exit(70)
+                if delivering is not None:
+                    await asyncio.shield(delivering)  # at most one batch in delivery
+                delivering, undelivered = asyncio.ensure_future(deliver_then_ack(*undelivered)), None
+        finally:
+            if (delivering is not None and not delivering.done()) or undelivered is not None:
                 stopping = True
-                log.warning("stopping: finishing the in-flight batch of %d frames before committing", len(batch))
-                await asyncio.wait([fut])
-                raise
-            except Exception:
-                # Results may not be durable: die without committing so the group redelivers.
-                log.critical("batch of %d frames failed; exiting without commit", len(batch), exc_info=True)
-                os._exit(70)
-            log.info("batch %d: %d results, %d alerts, %d dead, score %.0f ms", len(batch), report.results, report.alerts, report.dead, report.score_s * 1000)
+                log.warning("stopping: delivering the in-flight batches before committing")
+                if delivering is not None:
+                    await asyncio.wait([delivering])
+                if undelivered is not None:
+                    await deliver_then_ack(*undelivered)
+
+    if settings.model_poll_s > 0:
+
+        @app.timer(settings.model_poll_s)
+        async def watch_models() -> None:
+            """Swap in new model files (between batches) and tell operators what this worker runs."""
+            loop = asyncio.get_running_loop()
+            try:
+                changes = await loop.run_in_executor(None, processor.router.refresh)
+            except Exception:  # e.g. a file removed mid-scan: keep serving, look again next time
+                log.exception("checking for new model versions failed; serving the current ones")
+                changes = []
+            if changes:
+                log.warning("model rollout: %s", "; ".join(changes))
+                _record_models(processor)
+            try:
+                await loop.run_in_executor(deliver_pool, processor.record_alive)
+            except redis.RedisError as exc:
+                log.warning("could not record the worker's models in Redis: %s", exc)
 
     @app.timer(settings.new_topic_poll_s)
     async def watch_new_lines() -> None:
@@ -118,6 +172,26 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
             on_new_topics(new)
 
     return app
+
+
+def _record_lag(app: faust.App, events: list) -> None:
+    """Consumer lag per partition from the high watermark of the last fetch (no end_offsets: Tansu misreports them)."""
+    last: dict = {}
+    for e in events:
+        last[e.message.tp] = max(last.get(e.message.tp, -1), e.message.offset)
+    for tp, offset in last.items():
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # not known yet for this partition
+            continue
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset - 1))
+
+
+def _record_models(processor: BatchProcessor) -> None:
+    metrics.MODEL_INFO.clear()
+    for name, version in processor.router.table.versions().items():
+        metrics.MODEL_INFO.labels(name, version).set(1)
 
 
 def wait_for_topics(settings: Settings, timeout_s: float = 120.0) -> list[str]:
@@ -147,10 +221,12 @@ def run_worker(settings: Settings, models: list[str], device: str = "auto", logl
     # The scoring thread holds the GIL between kernels; the event loop wakes ~20 times a second for
     # fetches and timers. A longer switch interval stops it from taking the GIL mid-batch every 5 ms.
     sys.setswitchinterval(settings.gil_switch_s)
-    router = ModelRouter(list(models), device)
+    router = ModelRouter(list(models), device, settings.routes_file or None)
     store = ResultStore(settings)
     check_connection(store.client, settings)
     processor = BatchProcessor(settings, router, store, kafka_clients.producer(settings))
+    metrics.serve(settings)
+    _record_models(processor)
     topics = wait_for_topics(settings)
     log.info("worker %s subscribing to %s", processor.worker_id, ", ".join(topics))
     resubscribe: list[str] = []

@@ -1,32 +1,38 @@
 """One micro-batch, start to finish: decode -> score -> write Redis -> alert -> (caller commits).
 
-Transport-agnostic and synchronous, so the faust agent runs it in an executor
-(heartbeats keep flowing) and tests can drive it directly. Nothing here returns
-before the batch's results are durable in Redis and its alerts and dead letters
-are acknowledged by the broker; the caller acks offsets only after it returns.
+Two stages, so the worker can overlap them: ``score`` (decode, route, run the model:
+CPU/GPU bound) and ``deliver`` (write Redis, publish alerts and dead letters: mostly
+waiting on the network). ``process`` runs both. Transport-agnostic and synchronous,
+so the faust agent runs the stages in executors (heartbeats keep flowing) and tests
+can drive them directly. ``deliver`` does not return before the batch's results are
+durable in Redis and its alerts and dead letters are acknowledged by the broker; the
+caller acks offsets only after it returns.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import redis
 from kafka import KafkaProducer
 
+from duoscan import metrics
 from duoscan.config import Settings
 from models.components import largest_region
 from models.parallel import map_frames
 from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
 
-from .routing import ModelRouter
-from .store import ResultStore, encode_heatmap
+from .routing import ModelRouter, Route
+from .store import ResultStore, encode_heatmap, encode_preview
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +45,18 @@ class Incoming:
     offset: int
     value: bytes
     consumed_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass
+class ScoredBatch:
+    """What ``score`` hands to ``deliver``: results with their heatmaps, and the frames to dead-letter."""
+
+    size: int
+    results: list[Result] = field(default_factory=list)
+    heatmaps: list[bytes] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)  # aligned with results: previews are made while delivering
+    dead: list[tuple[Incoming, str]] = field(default_factory=list)
+    score_s: float = 0.0
 
 
 @dataclass
@@ -66,29 +84,38 @@ class BatchProcessor:
         self.worker_id = worker_id()
 
     def process(self, batch: Sequence[Incoming]) -> BatchReport:
-        report = BatchReport()
+        """Score and deliver one batch; offsets may be committed once this returns."""
+        return self.deliver(self.score(batch))
+
+    def score(self, batch: Sequence[Incoming]) -> ScoredBatch:
+        """Decode, route and score; touches neither Redis nor Kafka."""
         dead: list[tuple[Incoming, str]] = []
-        by_category: dict[str, list[tuple[Incoming, Frame]]] = defaultdict(list)
+        table = self.router.table  # read once: a model rollout takes effect between batches
+        by_route: dict[tuple[Path, float], list[tuple[Incoming, Frame]]] = defaultdict(list)
+        routes: dict[tuple[Path, float], Route] = {}
         for msg, frame in zip(batch, map_frames(self._decode, batch)):  # decoded on every core
             if isinstance(frame, SchemaError):
                 dead.append((msg, frame.reason))
                 continue
-            if self.router.get(frame.category) is None:
-                dead.append((msg, f"no model for category {frame.category!r}"))
+            route = table.resolve(frame.line, frame.station, frame.category)
+            if route is None:
+                dead.append((msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}"))
                 continue
-            by_category[frame.category].append((msg, frame))
+            routes[route.path, route.threshold] = route
+            by_route[route.path, route.threshold].append((msg, frame))
 
         results: list[Result] = []
         heatmaps: list[bytes] = []
+        scored_frames: list[Frame] = []
         t0 = time.perf_counter()
-        for category, items in by_category.items():
-            model = self.router.get(category)
-            assert model is not None
+        for key, items in by_route.items():
+            route = routes[key]
+            model, threshold = route.model, route.threshold
             frames = [f for _, f in items]
             try:
                 out = model.score(frames)
             except Exception as exc:  # a frame the model cannot handle must not stall the line
-                log.exception("scoring %d %s frames failed", len(frames), category)
+                log.exception("scoring %d frames with %s failed", len(frames), route.path.name)
                 dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
                 continue
             scored_ns = time.time_ns()
@@ -97,12 +124,12 @@ class BatchProcessor:
                 if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
                     dead.append((msg, f"model {model.name} could not score the frame: no usable input (e.g. a 3D-only model and no depth)"))
                     continue
-                anomalous = score > model.threshold
-                region = largest_region(pixel_map, model.threshold) if anomalous else None
+                anomalous = score > threshold
+                region = largest_region(pixel_map, threshold) if anomalous else None
                 results.append(
                     Result(
-                        frame_id=frame.frame_id, line=frame.line, station=frame.station, category=category,
-                        model=model.name, model_version=model.version, score=score, threshold=float(model.threshold),
+                        frame_id=frame.frame_id, line=frame.line, station=frame.station, category=frame.category,
+                        model=model.name, model_version=route.version, score=score, threshold=threshold,
                         verdict="anomalous" if anomalous else "ok", heatmap_key=self.store.heatmap_key(frame.frame_id),
                         modalities=list(mods), region=Region(*region) if region else None,
                         timings=Timings(frame.captured_ns, frame.published_ns, msg.consumed_ns, scored_ns, 0),
@@ -110,22 +137,41 @@ class BatchProcessor:
                     )
                 )
                 heatmaps.append(encode_heatmap(pixel_map))
-        report.score_s = time.perf_counter() - t0
+                scored_frames.append(frame)
+        score_s = time.perf_counter() - t0
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.SCORING_SECONDS.observe(score_s)
+        for msg in batch:
+            metrics.FRAMES_CONSUMED.labels(msg.topic).inc()
+        return ScoredBatch(len(batch), results, heatmaps, scored_frames, dead, score_s)
 
-        if results:
+    def deliver(self, scored: ScoredBatch) -> BatchReport:
+        """Make a scored batch durable: results and heatmaps in Redis, alerts and dead letters acked."""
+        report = BatchReport(score_s=scored.score_s)
+        t0 = time.perf_counter()
+        if scored.results:
+            previews = map_frames(self._preview, scored.frames) if self.settings.preview_px > 0 else None
             written_ns = time.time_ns()
-            results = [_with_written(r, written_ns) for r in results]
-            fresh = self._retry("write results to Redis", lambda: self.store.write(results, heatmaps))
+            results = [_with_written(r, written_ns) for r in scored.results]
+            fresh = self._retry("write results to Redis", lambda: self.store.write(results, scored.heatmaps, previews))
             report.results = len(results)
             report.duplicates = fresh.count(False)
             if report.duplicates:  # redelivered frames: their results were overwritten, not added
                 self._retry("count redeliveries", lambda: self.store.count("redelivered", report.duplicates))
             report.alerts = self._alert([r for r in results if r.anomalous])
-        if dead:
-            self._dead_letters(dead)
-            report.dead = len(dead)
-        self._retry("count processed frames", lambda: self.store.count_processed(self.worker_id, len(batch)))
+        if scored.dead:
+            self._dead_letters(scored.dead)
+            report.dead = len(scored.dead)
+        self._retry("count processed frames", lambda: self.store.count_processed(self.worker_id, scored.size))
+        _observe(report, scored, time.perf_counter() - t0)
         return report
+
+    def record_alive(self) -> None:
+        """Heartbeat plus the model versions this worker serves, in its Redis worker record."""
+        self.store.record_worker(self.worker_id, seen=str(time.time()), models=json.dumps(self.router.table.versions()))
+
+    def _preview(self, frame: Frame) -> bytes:
+        return encode_preview(frame.rgb, frame.xyz, self.settings.preview_px)
 
     def _decode(self, msg: Incoming) -> Frame | SchemaError:
         try:
@@ -187,6 +233,20 @@ class BatchProcessor:
                 log.error("Redis unavailable while trying to %s (%s); retrying in %.1f s, not committing", what, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.settings.redis_retry_max_s)
+
+
+def _observe(report: BatchReport, scored: ScoredBatch, delivery_s: float) -> None:
+    """Prometheus counters for a delivered batch (after it is durable, so they count what really happened)."""
+    metrics.DELIVERY_SECONDS.observe(delivery_s)
+    for r in scored.results:
+        metrics.RESULTS.labels(r.line, r.verdict).inc()
+    metrics.ALERTS.inc(report.alerts)
+    if scored.results:
+        written_ns = time.time_ns()
+        for r in scored.results:
+            metrics.END_TO_END_SECONDS.labels(r.line).observe(max(0, written_ns - r.timings.published_ns) / 1e9)
+    metrics.DEAD_LETTERS.inc(report.dead)
+    metrics.REDELIVERED.inc(report.duplicates)
 
 
 def _with_written(r: Result, written_ns: int) -> Result:

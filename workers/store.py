@@ -1,4 +1,4 @@
-"""Results in Redis: one hash per frame, its heatmap, a per-line stream, alert dedupe marks.
+"""Results in Redis: one hash per frame, its heatmap and preview, per-line and anomaly streams, alert dedupe marks.
 
 Every write is keyed by frame id, so a redelivered frame overwrites its earlier
 result instead of duplicating it (the per-line stream gets one entry per frame).
@@ -6,6 +6,7 @@ result instead of duplicating it (the per-line stream gets one entry per frame).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 import redis
+from PIL import Image
 
 from duoscan.config import Settings, mask_url
 from duoscan.security import redis_kwargs
@@ -43,6 +45,27 @@ def check_connection(client: redis.Redis, settings: Settings) -> None:
     except redis.AuthenticationError as exc:  # redis-py raises it for NOAUTH and WRONGPASS replies
         hint = "set DUOSCAN_REDIS_PASSWORD (and DUOSCAN_REDIS_USERNAME for an ACL user)"
         raise RedisAuthError(f"Redis at {where} refused authentication ({exc}); {hint}") from None
+
+
+def encode_preview(rgb: np.ndarray, xyz: np.ndarray, max_side: int) -> bytes:
+    """What the operator view shows of a frame, at most ``max_side`` px: RGB as JPEG, depth (Z) as float16.
+
+    Kept cheap for the worker (about a millisecond at 224 px); the view renders the depth image on request.
+    """
+    h, w = rgb.shape[:2]
+    step = max(1, -(-max(h, w) // max_side))  # integer stride: no resampling of the cloud
+    small = rgb[::step, ::step]
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, "JPEG", quality=85)
+    z = np.ascontiguousarray(xyz[::step, ::step, 2]).astype(np.float16)
+    return msgpack.packb({"rgb": buf.getvalue(), "z": encode_array(z, "zstd")}, use_bin_type=True)
+
+
+def decode_preview(blob: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB uint8, Z float32 or None) of a stored preview."""
+    d = msgpack.unpackb(blob, raw=False)
+    rgb = np.asarray(Image.open(io.BytesIO(d["rgb"])).convert("RGB"))
+    return rgb, (decode_array(d["z"], "preview z", max_bytes=64 * 1024 * 1024, ndim=2).astype(np.float32) if "z" in d else None)
 
 
 def encode_heatmap(pixel_map: np.ndarray) -> bytes:
@@ -93,13 +116,20 @@ class ResultStore:
     def stream_key(self, line: str) -> str:
         return f"{self.p}:results:{line}"
 
-    def write(self, results: Sequence[Result], heatmaps: Sequence[bytes]) -> list[bool]:
+    def preview_key(self, frame_id: str) -> str:
+        return f"{self.p}:preview:{frame_id}"
+
+    @property
+    def anomalies_key(self) -> str:
+        return f"{self.p}:anomalies"
+
+    def write(self, results: Sequence[Result], heatmaps: Sequence[bytes], previews: Sequence[bytes] | None = None) -> list[bool]:
         """Write a batch in one round trip; returns, per frame, whether it was new."""
         pipe = self.client.pipeline(transaction=False)
         s = self.settings
-        for r, blob in zip(results, heatmaps):
-            keys = [self.result_key(r.frame_id), r.heatmap_key, self.stream_key(r.line), f"{self.p}:lines"]
-            args: list[Any] = [s.result_ttl_s, s.stream_maxlen, blob, r.frame_id, r.line, r.verdict, repr(r.score)]
+        for r, blob, preview in zip(results, heatmaps, previews or [b""] * len(results)):
+            keys = [self.result_key(r.frame_id), r.heatmap_key, self.stream_key(r.line), f"{self.p}:lines", self.anomalies_key, self.preview_key(r.frame_id)]
+            args: list[Any] = [s.result_ttl_s, s.stream_maxlen, blob, r.frame_id, r.line, r.verdict, repr(r.score), preview, r.station, repr(r.threshold), r.category]
             self._write(keys=keys, args=args + _result_fields(r), client=pipe)
         return [bool(x) for x in pipe.execute()]
 
@@ -144,9 +174,10 @@ class ResultStore:
     def stats(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(f"{self.p}:stats").items()}
 
-    def record_worker(self, worker_id: str, field: str, value: str) -> None:
+    def record_worker(self, worker_id: str, **fields: str) -> None:
+        """Operator-facing facts about a worker (partitions, models, last seen); expire with it."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(f"{self.p}:worker:{worker_id}", field, value)
+        pipe.hset(f"{self.p}:worker:{worker_id}", mapping=fields)
         pipe.expire(f"{self.p}:worker:{worker_id}", 3600)
         pipe.execute()
 
