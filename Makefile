@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test up down clean help
+.PHONY: setup browser demo test up down clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +22,15 @@ setup: $(STAMP)  ## create .venv and install duoscan with its dependencies
 demo: setup  ## embedded broker + Redis, synthetic parts, 2 workers, summary, heatmaps in out/
 	$(PY) -m duoscan demo
 
-test: setup  ## the whole test suite against a real broker and Redis
+browser:  ## Debian's chromium + chromedriver for the operator-view tests (DUOSCAN_SKIP_BROWSER=1 to go without)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ -n "$$DUOSCAN_SKIP_BROWSER" ]; then echo "browser tests will be skipped (DUOSCAN_SKIP_BROWSER)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (Debian) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "the browser tests need Debian's chromium and chromium-driver: install them, or set DUOSCAN_SKIP_BROWSER=1" >&2; exit 1; fi
+
+test: setup browser  ## the whole test suite against a real broker and Redis (and headless Chromium)
 	$(PY) -m pytest -q
 
 up: setup  ## start the embedded broker and Redis in the background

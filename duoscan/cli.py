@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import SERVICES_FILE, STATE_DIR, Settings
+from .config import SERVICES_FILE, STATE_DIR, Settings, mask_url
 
 app = typer.Typer(help="duoscan: streaming 2D+3D anomaly inspection.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 console = Console()
@@ -22,7 +22,11 @@ console = Console()
 @app.callback()
 def _configure() -> None:
     """Apply the process-wide compute settings (backbone runtime, threads) before any command."""
-    apply_compute_settings(Settings.load())
+    try:
+        settings = Settings.load()
+    except ValueError:
+        return  # a broken config file: the command itself loads the settings and reports it
+    apply_compute_settings(settings)
 
 
 def apply_compute_settings(settings: Settings) -> None:
@@ -61,6 +65,58 @@ def up(lines: str = typer.Option("L1,L2", help="comma-separated line ids whose t
     SERVICES_FILE.write_text(json.dumps(state, indent=2))
     kafka_clients.ensure_topics(Settings.load(), [x for x in lines.split(",") if x])
     console.print(f"broker  [bold]{broker.bootstrap}[/]\nredis   [bold]{redis_server.url}[/]\nstate   {SERVICES_FILE} (other commands pick these up)")
+
+
+@app.command()
+def topics(lines: str = typer.Option("L1,L2", help="comma-separated line ids: one frames.<line> topic each")) -> None:
+    """Create the line topics plus the alerts and dead-letter topics if missing (the compose bootstrap job; idempotent)."""
+    from . import kafka_clients
+
+    try:
+        settings = Settings.load().check()
+        names = kafka_clients.ensure_topics(settings, [x for x in lines.split(",") if x])
+    except (ValueError, RuntimeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    t = Table("topic", "partitions", "replication", "max message bytes", "retention")
+    for name in names:
+        frames = settings.is_frames_topic(name)
+        cfg = kafka_clients.topic_configs(settings, frames)
+        retention = f"{settings.frames_retention_ms / 3_600_000:g} h" if frames else "broker default"
+        t.add_row(name, str(settings.partitions if frames else 1), str(settings.replication_factor), cfg["max.message.bytes"], retention)
+    console.print(t)
+
+
+@app.command()
+def health(
+    worker: bool = typer.Option(False, "--worker", help="also require a worker process on this host to have reported recently"),
+    within: float = typer.Option(60.0, help="seconds within which the worker must have reported (with --worker)"),
+) -> None:
+    """Exit 0 if Kafka and Redis answer (and, with --worker, this host's worker is alive): the containers' health check."""
+    import socket
+    import time
+
+    from . import kafka_clients
+    from workers.store import ResultStore, check_connection
+
+    try:
+        settings = Settings.load().check()
+        client = kafka_clients.admin(settings, timeout_s=5.0)
+        try:
+            client.list_topics()
+        finally:
+            client.close()
+        store = ResultStore(settings)
+        check_connection(store.client, settings)
+        if worker:
+            host = socket.gethostname()
+            seen = [float(w.get("seen", 0)) for wid, w in store.workers().items() if wid.startswith(f"{host}-")]
+            if not seen or time.time() - max(seen) > within:
+                raise RuntimeError(f"no worker on {host} reported in the last {within:g} s")
+    except Exception as exc:  # any failure is unhealthy; say which
+        console.print(f"[red]unhealthy:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print("healthy")
 
 
 @app.command()
@@ -241,7 +297,10 @@ def produce(
     from producers.replay import dataset_frames, paced, synthetic_frames
     from producers.sdk import FramePublisher
 
+    from . import metrics
+
     _logging("WARNING")
+    metrics.serve(Settings.load())
     frames = synthetic_frames(line, station, seed=seed, defect_rate=defect_rate, size=size) if source == "synthetic" else dataset_frames(Path(source), line, station, split)
     with FramePublisher(Settings.load()) as pub:
         for frame in track(paced(frames, fps, count), total=count, description=f"publishing to {pub.settings.frames_topic(line)}"):
@@ -273,24 +332,57 @@ def work(
 @app.command()
 def alerts(
     follow: bool = typer.Option(True, help="keep waiting for new alerts"),
-    group: str = typer.Option("duoscan-alerts", help="consumer group (offsets are committed)"),
+    group: str = typer.Option("duoscan-alerts", help="consumer group: offsets are committed after every output took the alerts (at-least-once)"),
+    out: Optional[list[str]] = typer.Option(None, "--out", help="JSON lines to '-' (stdout, the default) or appended to a file; repeatable"),
+    webhook: Optional[list[str]] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL, retrying 5xx/429/timeouts with backoff; repeatable"),
+    header: Optional[list[str]] = typer.Option(None, "--header", help="extra webhook header, 'Name: value' (e.g. an auth token); repeatable"),
+    max_backoff: float = typer.Option(30.0, help="longest wait between webhook retries, seconds"),
 ) -> None:
-    """Print alerts as JSON lines, as an MES adapter would consume them."""
-    from workers.alerts import follow_alerts
+    """Forward alerts to an MES: JSON lines (stdout or a file) and/or HTTP webhooks; schema in schemas/alert.schema.json."""
+    from workers.forward import JsonLines, Webhook, forward_alerts, parse_header
 
-    for alert in follow_alerts(Settings.load(), group=group, follow=follow):
-        print(alert.to_json(), flush=True)
+    from . import metrics
+
+    _logging("WARNING")
+    try:
+        settings = Settings.load().check()
+        headers = dict(parse_header(h) for h in header or [])
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    metrics.serve(settings)
+    outputs = [JsonLines(o) for o in (out or ([] if webhook else ["-"]))]
+    outputs += [Webhook(url, headers=headers, max_backoff_s=max_backoff) for url in webhook or []]
+    forward_alerts(settings, outputs, group=group, follow=follow)
+
+
+@app.command()
+def view(
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 to serve the floor)"),
+    port: int = typer.Option(8080, help="HTTP port"),
+) -> None:
+    """Serve the operator view: lines, latest verdicts with heatmap overlays, score trends, alerts, frame pages."""
+    import uvicorn
+
+    from .view.app import create_app
+
+    try:
+        settings = Settings.load().check()
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"operator view on [bold]http://{host}:{port}/[/] (Redis {mask_url(settings.redis_url)})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 @app.command()
 def config(action: str = typer.Argument("show", help="show: print the effective configuration; check: validate it")) -> None:
     """Print (`show`) or validate (`check`) the effective configuration; secrets are masked."""
-    settings = Settings.load()
     if action not in ("show", "check"):
         console.print(f"[red]error:[/red] unknown action {action!r} (show | check)")
         raise typer.Exit(2)
     try:
-        settings.check()
+        settings = Settings.load().check()
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

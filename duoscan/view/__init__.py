@@ -1,0 +1,1 @@
+"""The operator view: a small web app over Redis (`duoscan view`)."""

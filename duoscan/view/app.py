@@ -1,0 +1,143 @@
+"""The operator view: per line and station, the latest verdicts with heatmap overlays, score trends
+against the threshold, the alert list and a page per frame. Reads Redis only; never touches Kafka.
+
+A single static page (no build step, nothing fetched from the internet) polls the JSON API below.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from duoscan.config import Settings
+from duoscan.overlay import blend, colormap, render_depth
+from schemas import Result
+from workers.store import ResultStore, decode_preview
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _summary(r: Result) -> dict[str, Any]:
+    return {
+        "frame_id": r.frame_id, "line": r.line, "station": r.station, "category": r.category, "score": r.score,
+        "threshold": r.threshold, "verdict": r.verdict, "model": r.model, "model_version": r.model_version,
+        "degraded": r.degraded, "modalities": r.modalities, "time_ms": r.timings.written_ns // 1_000_000,
+        "latency_ms": round((r.timings.written_ns - r.timings.published_ns) / 1e6, 1) if r.timings.published_ns else None,
+        "region": {"area_px": r.region.area_px, "bbox": list(r.region.bbox)} if r.region else None,
+    }
+
+
+def _png(image: Image.Image) -> Response:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return Response(buf.getvalue(), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    store = ResultStore(settings)
+    r = store.client
+    app = FastAPI(title="duoscan operator view", docs_url="/api/docs", redoc_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def stream_entries(key: str, n: int) -> list[dict[str, str]]:
+        out = []
+        for entry_id, fields in r.xrevrange(key, count=n):
+            d = {k.decode(): v.decode() for k, v in fields.items()}
+            d["time_ms"] = int(entry_id.decode().split("-")[0])
+            out.append(d)
+        return out
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/lines")
+    def lines(n: int = Query(6, ge=1, le=50)) -> list[dict[str, Any]]:
+        """Every line with its stations' latest frames (newest first) and counts over the last entries."""
+        out = []
+        for line in sorted(x.decode() for x in r.smembers(f"{store.p}:lines")):
+            recent = stream_entries(store.stream_key(line), 200)
+            stations = sorted({e.get("station", "") for e in recent})
+            latest = store.read_results([e["frame_id"] for e in recent[: n * max(1, len(stations))]])
+            by_station = {s: [_summary(latest[e["frame_id"]]) for e in recent if e.get("station", "") == s and e["frame_id"] in latest][:n] for s in stations}
+            out.append({"line": line, "stations": by_station, "recent": len(recent), "anomalous": sum(e["verdict"] == "anomalous" for e in recent)})
+        return out
+
+    @app.get("/api/lines/{line}/trend")
+    def trend(line: str, n: int = Query(200, ge=1, le=5000)) -> list[dict[str, Any]]:
+        """Scores in time order with the threshold that applied to each frame."""
+        points = [
+            {"frame_id": e["frame_id"], "station": e.get("station", ""), "score": float(e["score"]), "threshold": float(e["threshold"]) if "threshold" in e else None,
+             "verdict": e["verdict"], "time_ms": e["time_ms"]}
+            for e in stream_entries(store.stream_key(line), n)
+        ]
+        return points[::-1]
+
+    @app.get("/api/alerts")
+    def alerts(line: str = "", station: str = "", category: str = "", n: int = Query(50, ge=1, le=1000), since_ms: int = 0) -> list[dict[str, Any]]:
+        """Anomalous frames, newest first, filtered by line / station / category / time."""
+        out = []
+        for e in stream_entries(store.anomalies_key, 5000):
+            if (line and e["line"] != line) or (station and e["station"] != station) or (category and e["category"] != category) or e["time_ms"] < since_ms:
+                continue
+            out.append({**e, "score": float(e["score"]), "threshold": float(e["threshold"])})
+            if len(out) >= n:
+                break
+        return out
+
+    @app.get("/api/frames/{frame_id}")
+    def frame(frame_id: str) -> dict[str, Any]:
+        result = store.read_result(frame_id)
+        if result is None:
+            raise HTTPException(404, f"no result for frame {frame_id} (expired after DUOSCAN_RESULT_TTL_S, or never scored)")
+        return _summary(result)
+
+    def preview(frame_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        blob = r.get(store.preview_key(frame_id))
+        if blob is None:
+            raise HTTPException(404, f"no preview for frame {frame_id} (DUOSCAN_PREVIEW_PX=0 on the worker, or expired)")
+        return decode_preview(blob)
+
+    @app.get("/img/{frame_id}/rgb.png", include_in_schema=False)
+    def rgb(frame_id: str) -> Response:
+        return _png(Image.fromarray(preview(frame_id)[0]))
+
+    @app.get("/img/{frame_id}/depth.png", include_in_schema=False)
+    def depth(frame_id: str) -> Response:
+        z = preview(frame_id)[1]
+        if z is None:
+            raise HTTPException(404, "frame had no point cloud")
+        return _png(Image.fromarray(render_depth(z)))
+
+    def result_and_map(frame_id: str) -> tuple[Result, np.ndarray]:
+        result = store.read_result(frame_id)
+        heatmap = store.read_heatmap(result.heatmap_key) if result else None
+        if result is None or heatmap is None:
+            raise HTTPException(404, f"no heatmap for frame {frame_id}")
+        return result, heatmap.astype(np.float32)
+
+    @app.get("/img/{frame_id}/heatmap.png", include_in_schema=False)
+    def heatmap(frame_id: str) -> Response:
+        result, m = result_and_map(frame_id)
+        return _png(Image.fromarray(colormap(m / (2 * result.threshold) if result.threshold > 0 else m / (m.max() + 1e-9))))
+
+    @app.get("/img/{frame_id}/overlay.png", include_in_schema=False)
+    def overlay(frame_id: str) -> Response:
+        """The heatmap over the RGB preview, the largest anomalous region outlined."""
+        result, m = result_and_map(frame_id)
+        return _png(blend(preview(frame_id)[0], m, result.threshold, result.region.bbox if result.region else None))
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        r.ping()
+        return {"ok": True, "time_ms": int(time.time() * 1000)}
+
+    return app
