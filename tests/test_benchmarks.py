@@ -1,0 +1,45 @@
+"""The pipeline benchmark still runs end to end and writes what its README section quotes (tiny settings).
+
+Not a timed test: it checks the script's output is complete and self-consistent, so the benchmark
+cannot silently rot between the runs that produce the published numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.integration
+
+
+def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
+    out = tmp_path / "pipeline.json"
+    env = {**os.environ, "DUOSCAN_MAX_BATCH": "4"}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/pipeline.py", "--category", "ring", "--model", str(models_dir / "ring.pt"), "--data", str(dataset),
+         "--batches", "4", "--frames", "24", "--latency-seconds", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert d["max_batch"] == 4 and d["model_fps"] > 0 and d["pipeline_fps"] > 0
+    assert d["ratio"] == pytest.approx(d["pipeline_fps"] / d["model_fps"], abs=1e-3)
+    (row,) = d["batch_sweep"]
+    assert row["max_batch"] == 4 and row["frames"] >= 24 and 0 < row["p50_ms"] <= row["p99_ms"]
+    assert d["p99_over_batch_scoring"] == pytest.approx(d["p99_ms"] / d["batch_scoring_ms"], abs=0.01)
+    scaling = d["scaling"]
+    assert scaling["one_worker"]["workers"] == 1 and scaling["two_workers"]["workers"] == 2
+    assert scaling["speedup"] == pytest.approx(scaling["two_workers"]["fps"] / scaling["one_worker"]["fps"], abs=0.01)
+    wire = {w["option"]: w for w in d["wire"]}
+    assert wire["raw float32"]["vs_raw"] == 1.0
+    lossless = [w for w in d["wire"] if w["lossless"]]
+    assert all(w["i_auroc_change"] == 0 for w in lossless), "lossless codecs cannot change a score"
+    assert min(w["vs_raw"] for w in lossless) < 0.5
+    assert out.with_suffix(".png").stat().st_size > 10_000
