@@ -245,6 +245,8 @@ def test_operator_view_in_chromium(settings, models_dir, view_server, browser):
     rows = wait_js(browser, "const r = document.querySelectorAll('#alerts tr[data-frame]'); return r.length ? [...r].map(x => x.dataset.frame) : null", 30, "alert rows")
     assert set(rows) == {r.frame_id for r in alerted}
     browser.save_screenshot(str(ARTIFACTS / "view-alerts.png"))
+    browser.find_element("css selector", f'#alerts tr[data-frame="{target.frame_id}"]').click()
+    wait_js(browser, f"const d = document.getElementById('frame-detail'); return d && d.dataset.frame === '{target.frame_id}'", 30, "a click on an alert row to open its frame")
 
     browser.get(view_server + "/")
     wait_js(browser, "return document.querySelector('.line-card[data-line=\"V\"]') !== null", 30, "the lines page")
