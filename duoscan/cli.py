@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -45,6 +45,20 @@ def _methods() -> list[str]:
     return list(REGISTRY)
 
 
+def _fail(message: object) -> NoReturn:
+    """A usage or configuration error: say it and exit 2."""
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _checked_settings() -> Settings:
+    """The effective settings, validated; a bad one ends the command naming the variable (exit 2)."""
+    try:
+        return Settings.load().check()
+    except ValueError as exc:
+        _fail(exc)
+
+
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -72,12 +86,11 @@ def topics(lines: str = typer.Option("L1,L2", help="comma-separated line ids: on
     """Create the line topics plus the alerts and dead-letter topics if missing (the compose bootstrap job; idempotent)."""
     from . import kafka_clients
 
+    settings = _checked_settings()
     try:
-        settings = Settings.load().check()
         names = kafka_clients.ensure_topics(settings, [x for x in lines.split(",") if x])
-    except (ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    except RuntimeError as exc:  # no broker reachable
+        _fail(exc)
     t = Table("topic", "partitions", "replication", "max message bytes", "retention")
     for name in names:
         frames = settings.is_frames_topic(name)
@@ -216,11 +229,9 @@ def calibrate(
     try:
         good = [s for s in iter_dataset(data, category, split) if s.label == 0]
     except FileNotFoundError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     if len(good) < 2:
-        console.print(f"[red]error:[/red] {len(good)} good frames of {category!r} in {data}/{category}/{split}; calibration needs at least 2")
-        raise typer.Exit(2)
+        _fail(f"{len(good)} good frames of {category!r} in {data}/{category}/{split}; calibration needs at least 2")
     before = m.threshold
     m.calibrate(good, target_fpr)  # the model's own calibration (cmdr also re-fits its degraded-path scale)
     path = m.save(out or model)
@@ -300,9 +311,10 @@ def produce(
     from . import metrics
 
     _logging("WARNING")
-    metrics.serve(Settings.load())
+    settings = Settings.load()
+    metrics.serve(settings)
     frames = synthetic_frames(line, station, seed=seed, defect_rate=defect_rate, size=size) if source == "synthetic" else dataset_frames(Path(source), line, station, split)
-    with FramePublisher(Settings.load()) as pub:
+    with FramePublisher(settings) as pub:
         for frame in track(paced(frames, fps, count), total=count, description=f"publishing to {pub.settings.frames_topic(line)}"):
             pub.publish_frame(frame)
     console.print(f"published {pub.sent} frames")
@@ -325,8 +337,7 @@ def work(
         settings = Settings.load(max_batch=max_batch, max_wait_s=max_wait).check()
         run_worker(settings, [str(p) for p in model or [Path("models/trained")]], device, loglevel)
     except (RedisAuthError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
 
 
 @app.command()
@@ -344,12 +355,11 @@ def alerts(
     from . import metrics
 
     _logging("WARNING")
+    settings = _checked_settings()
     try:
-        settings = Settings.load().check()
         headers = dict(parse_header(h) for h in header or [])
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(exc)
     metrics.serve(settings)
     outputs = [JsonLines(o) for o in (out or ([] if webhook else ["-"]))]
     outputs += [Webhook(url, headers=headers, max_backoff_s=max_backoff) for url in webhook or []]
@@ -366,11 +376,7 @@ def view(
 
     from .view.app import create_app
 
-    try:
-        settings = Settings.load().check()
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = _checked_settings()
     console.print(f"operator view on [bold]http://{host}:{port}/[/] (Redis {mask_url(settings.redis_url)})")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
@@ -379,13 +385,8 @@ def view(
 def config(action: str = typer.Argument("show", help="show: print the effective configuration; check: validate it")) -> None:
     """Print (`show`) or validate (`check`) the effective configuration; secrets are masked."""
     if action not in ("show", "check"):
-        console.print(f"[red]error:[/red] unknown action {action!r} (show | check)")
-        raise typer.Exit(2)
-    try:
-        settings = Settings.load().check()
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail(f"unknown action {action!r} (show | check)")
+    settings = _checked_settings()
     if action == "show":
         console.print_json(json.dumps(settings.masked()))
     else:

@@ -21,7 +21,7 @@ FRAMES_CONSUMED = Counter("duoscan_frames_consumed_total", "Frames taken from li
 BATCH_SIZE = Histogram("duoscan_batch_size", "Frames per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64))
 SCORING_SECONDS = Histogram("duoscan_scoring_seconds", "Model time per micro-batch", buckets=_LATENCY)
 DELIVERY_SECONDS = Histogram("duoscan_delivery_seconds", "Redis write + alert/dead-letter acks per micro-batch", buckets=_LATENCY)
-END_TO_END_SECONDS = Histogram("duoscan_end_to_end_latency_seconds", "Frame published -> result written in Redis", ["line"], buckets=_LATENCY)
+END_TO_END_SECONDS = Histogram("duoscan_end_to_end_latency_seconds", "Frame published -> its result written to Redis (Result.timings.written_ns)", ["line"], buckets=_LATENCY)
 RESULTS = Counter("duoscan_results_total", "Results written", ["line", "verdict"])
 ALERTS = Counter("duoscan_alerts_total", "Alerts published (at most once per anomalous frame)")
 DEAD_LETTERS = Counter("duoscan_dead_letters_total", "Frames sent to the dead-letter topic")

@@ -19,6 +19,11 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return (_STOPS[lo] * (1 - t) + _STOPS[lo + 1] * t).astype(np.uint8)
 
 
+def threshold_scaled(heatmap: np.ndarray, threshold: float) -> np.ndarray:
+    """The map on the colour ramp's scale: the threshold sits mid-ramp (max-normalised without one)."""
+    return heatmap / (2 * threshold) if threshold > 0 else heatmap / (heatmap.max() + 1e-9)
+
+
 def blend(rgb: np.ndarray, heatmap: np.ndarray, threshold: float, bbox: tuple[int, int, int, int] | None = None) -> Image.Image:
     """The heatmap blended over the RGB image (threshold mid-ramp), the region's box outlined in green.
 
@@ -31,7 +36,7 @@ def blend(rgb: np.ndarray, heatmap: np.ndarray, threshold: float, bbox: tuple[in
         heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize((w, h), Image.BILINEAR))
         if bbox:
             bbox = (int(bbox[0] * sx), int(bbox[1] * sy), int((bbox[2] + 1) * sx) - 1, int((bbox[3] + 1) * sy) - 1)
-    scaled = heatmap / (2 * threshold) if threshold > 0 else heatmap / (heatmap.max() + 1e-9)
+    scaled = threshold_scaled(heatmap, threshold)
     colour = colormap(scaled)
     alpha = np.clip(scaled, 0.15, 0.75)[..., None]
     image = Image.fromarray((rgb * (1 - alpha) + colour * alpha).astype(np.uint8))

@@ -18,7 +18,6 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
@@ -91,8 +90,7 @@ class BatchProcessor:
         """Decode, route and score; touches neither Redis nor Kafka."""
         dead: list[tuple[Incoming, str]] = []
         table = self.router.table  # read once: a model rollout takes effect between batches
-        by_route: dict[tuple[Path, float], list[tuple[Incoming, Frame]]] = defaultdict(list)
-        routes: dict[tuple[Path, float], Route] = {}
+        by_route: dict[Route, list[tuple[Incoming, Frame]]] = defaultdict(list)  # one model call per model + threshold
         for msg, frame in zip(batch, map_frames(self._decode, batch)):  # decoded on every core
             if isinstance(frame, SchemaError):
                 dead.append((msg, frame.reason))
@@ -101,15 +99,13 @@ class BatchProcessor:
             if route is None:
                 dead.append((msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}"))
                 continue
-            routes[route.path, route.threshold] = route
-            by_route[route.path, route.threshold].append((msg, frame))
+            by_route[route].append((msg, frame))
 
         results: list[Result] = []
         heatmaps: list[bytes] = []
         scored_frames: list[Frame] = []
         t0 = time.perf_counter()
-        for key, items in by_route.items():
-            route = routes[key]
+        for route, items in by_route.items():
             model, threshold = route.model, route.threshold
             frames = [f for _, f in items]
             try:
@@ -149,6 +145,7 @@ class BatchProcessor:
         """Make a scored batch durable: results and heatmaps in Redis, alerts and dead letters acked."""
         report = BatchReport(score_s=scored.score_s)
         t0 = time.perf_counter()
+        results: list[Result] = []
         if scored.results:
             previews = map_frames(self._preview, scored.frames) if self.settings.preview_px > 0 else None
             written_ns = time.time_ns()
@@ -163,7 +160,7 @@ class BatchProcessor:
             self._dead_letters(scored.dead)
             report.dead = len(scored.dead)
         self._retry("count processed frames", lambda: self.store.count_processed(self.worker_id, scored.size))
-        _observe(report, scored, time.perf_counter() - t0)
+        _observe(report, results, time.perf_counter() - t0)
         return report
 
     def record_alive(self) -> None:
@@ -235,16 +232,13 @@ class BatchProcessor:
                 delay = min(delay * 2, self.settings.redis_retry_max_s)
 
 
-def _observe(report: BatchReport, scored: ScoredBatch, delivery_s: float) -> None:
+def _observe(report: BatchReport, written: list[Result], delivery_s: float) -> None:
     """Prometheus counters for a delivered batch (after it is durable, so they count what really happened)."""
     metrics.DELIVERY_SECONDS.observe(delivery_s)
-    for r in scored.results:
+    for r in written:
         metrics.RESULTS.labels(r.line, r.verdict).inc()
+        metrics.END_TO_END_SECONDS.labels(r.line).observe(max(0, r.timings.written_ns - r.timings.published_ns) / 1e9)
     metrics.ALERTS.inc(report.alerts)
-    if scored.results:
-        written_ns = time.time_ns()
-        for r in scored.results:
-            metrics.END_TO_END_SECONDS.labels(r.line).observe(max(0, written_ns - r.timings.published_ns) / 1e9)
     metrics.DEAD_LETTERS.inc(report.dead)
     metrics.REDELIVERED.inc(report.duplicates)
 

@@ -61,11 +61,10 @@ def encode_preview(rgb: np.ndarray, xyz: np.ndarray, max_side: int) -> bytes:
     return msgpack.packb({"rgb": buf.getvalue(), "z": encode_array(z, "zstd")}, use_bin_type=True)
 
 
-def decode_preview(blob: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-    """(RGB uint8, Z float32 or None) of a stored preview."""
+def decode_preview(blob: bytes) -> tuple[bytes, np.ndarray | None]:
+    """(RGB as the stored JPEG bytes, Z float32 or None) of a stored preview."""
     d = msgpack.unpackb(blob, raw=False)
-    rgb = np.asarray(Image.open(io.BytesIO(d["rgb"])).convert("RGB"))
-    return rgb, (decode_array(d["z"], "preview z", max_bytes=64 * 1024 * 1024, ndim=2).astype(np.float32) if "z" in d else None)
+    return d["rgb"], (decode_array(d["z"], "preview z", max_bytes=64 * 1024 * 1024, ndim=2).astype(np.float32) if "z" in d else None)
 
 
 def encode_heatmap(pixel_map: np.ndarray) -> bytes:
@@ -123,12 +122,16 @@ class ResultStore:
     def anomalies_key(self) -> str:
         return f"{self.p}:anomalies"
 
+    @property
+    def lines_key(self) -> str:
+        return f"{self.p}:lines"
+
     def write(self, results: Sequence[Result], heatmaps: Sequence[bytes], previews: Sequence[bytes] | None = None) -> list[bool]:
         """Write a batch in one round trip; returns, per frame, whether it was new."""
         pipe = self.client.pipeline(transaction=False)
         s = self.settings
         for r, blob, preview in zip(results, heatmaps, previews or [b""] * len(results)):
-            keys = [self.result_key(r.frame_id), r.heatmap_key, self.stream_key(r.line), f"{self.p}:lines", self.anomalies_key, self.preview_key(r.frame_id)]
+            keys = [self.result_key(r.frame_id), r.heatmap_key, self.stream_key(r.line), self.lines_key, self.anomalies_key, self.preview_key(r.frame_id)]
             args: list[Any] = [s.result_ttl_s, s.stream_maxlen, blob, r.frame_id, r.line, r.verdict, repr(r.score), preview, r.station, repr(r.threshold), r.category]
             self._write(keys=keys, args=args + _result_fields(r), client=pipe)
         return [bool(x) for x in pipe.execute()]
@@ -194,6 +197,18 @@ class ResultStore:
         for fid in frame_ids:
             pipe.hgetall(self.result_key(fid))
         return {fid: _parse_result(h) for fid, h in zip(frame_ids, pipe.execute()) if h}
+
+    def lines(self) -> list[str]:
+        return sorted(x.decode() for x in self.client.smembers(self.lines_key))
+
+    def stream_entries(self, key: str, n: int) -> list[dict[str, Any]]:
+        """The newest ``n`` entries of a results or anomalies stream, newest first, with ``time_ms`` from the entry id."""
+        out = []
+        for entry_id, fields in self.client.xrevrange(key, count=n):
+            d: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
+            d["time_ms"] = int(entry_id.decode().split("-")[0])
+            out.append(d)
+        return out
 
     def read_heatmap(self, key: str) -> np.ndarray | None:
         blob = self.client.get(key)

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from duoscan.config import Settings
-from duoscan.overlay import blend, colormap, render_depth
+from duoscan.overlay import blend, colormap, render_depth, threshold_scaled
 from schemas import Result
 from workers.store import ResultStore, decode_preview
 
@@ -47,14 +47,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="duoscan operator view", docs_url="/api/docs", redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    def stream_entries(key: str, n: int) -> list[dict[str, str]]:
-        out = []
-        for entry_id, fields in r.xrevrange(key, count=n):
-            d = {k.decode(): v.decode() for k, v in fields.items()}
-            d["time_ms"] = int(entry_id.decode().split("-")[0])
-            out.append(d)
-        return out
-
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -63,8 +55,8 @@ def create_app(settings: Settings) -> FastAPI:
     def lines(n: int = Query(6, ge=1, le=50)) -> list[dict[str, Any]]:
         """Every line with its stations' latest frames (newest first) and counts over the last entries."""
         out = []
-        for line in sorted(x.decode() for x in r.smembers(f"{store.p}:lines")):
-            recent = stream_entries(store.stream_key(line), 200)
+        for line in store.lines():
+            recent = store.stream_entries(store.stream_key(line), 200)
             stations = sorted({e.get("station", "") for e in recent})
             latest = store.read_results([e["frame_id"] for e in recent[: n * max(1, len(stations))]])
             by_station = {s: [_summary(latest[e["frame_id"]]) for e in recent if e.get("station", "") == s and e["frame_id"] in latest][:n] for s in stations}
@@ -77,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         points = [
             {"frame_id": e["frame_id"], "station": e.get("station", ""), "score": float(e["score"]), "threshold": float(e["threshold"]) if "threshold" in e else None,
              "verdict": e["verdict"], "time_ms": e["time_ms"]}
-            for e in stream_entries(store.stream_key(line), n)
+            for e in store.stream_entries(store.stream_key(line), n)
         ]
         return points[::-1]
 
@@ -85,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     def alerts(line: str = "", station: str = "", category: str = "", n: int = Query(50, ge=1, le=1000), since_ms: int = 0) -> list[dict[str, Any]]:
         """Anomalous frames, newest first, filtered by line / station / category / time."""
         out = []
-        for e in stream_entries(store.anomalies_key, 5000):
+        for e in store.stream_entries(store.anomalies_key, 5000):
             if (line and e["line"] != line) or (station and e["station"] != station) or (category and e["category"] != category) or e["time_ms"] < since_ms:
                 continue
             out.append({**e, "score": float(e["score"]), "threshold": float(e["threshold"])})
@@ -100,15 +92,15 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, f"no result for frame {frame_id} (expired after DUOSCAN_RESULT_TTL_S, or never scored)")
         return _summary(result)
 
-    def preview(frame_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+    def preview(frame_id: str) -> tuple[bytes, np.ndarray | None]:
         blob = r.get(store.preview_key(frame_id))
         if blob is None:
             raise HTTPException(404, f"no preview for frame {frame_id} (DUOSCAN_PREVIEW_PX=0 on the worker, or expired)")
         return decode_preview(blob)
 
-    @app.get("/img/{frame_id}/rgb.png", include_in_schema=False)
+    @app.get("/img/{frame_id}/rgb.jpg", include_in_schema=False)
     def rgb(frame_id: str) -> Response:
-        return _png(Image.fromarray(preview(frame_id)[0]))
+        return Response(preview(frame_id)[0], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/img/{frame_id}/depth.png", include_in_schema=False)
     def depth(frame_id: str) -> Response:
@@ -127,13 +119,14 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/img/{frame_id}/heatmap.png", include_in_schema=False)
     def heatmap(frame_id: str) -> Response:
         result, m = result_and_map(frame_id)
-        return _png(Image.fromarray(colormap(m / (2 * result.threshold) if result.threshold > 0 else m / (m.max() + 1e-9))))
+        return _png(Image.fromarray(colormap(threshold_scaled(m, result.threshold))))
 
     @app.get("/img/{frame_id}/overlay.png", include_in_schema=False)
     def overlay(frame_id: str) -> Response:
         """The heatmap over the RGB preview, the largest anomalous region outlined."""
         result, m = result_and_map(frame_id)
-        return _png(blend(preview(frame_id)[0], m, result.threshold, result.region.bbox if result.region else None))
+        rgb = np.asarray(Image.open(io.BytesIO(preview(frame_id)[0])).convert("RGB"))
+        return _png(blend(rgb, m, result.threshold, result.region.bbox if result.region else None))
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:

@@ -76,7 +76,7 @@ async function renderFrame(id) {
   const img = (name, file, caption) => `<figure><img id="${name}" alt="${name}" src="/img/${enc(id)}/${file}"><figcaption>${caption}</figcaption></figure>`;
   const region = f.region ? `${f.region.area_px} px, box ${f.region.bbox.join(", ")}` : "none";
   return `<section id="frame-detail" data-frame="${esc(id)}"><h2>frame ${esc(id)} ${badge(f)}</h2>
-    <div class="detail">${img("overlay", "overlay.png", "heatmap over RGB, largest anomalous region outlined")}${img("rgb", "rgb.png", "RGB")}${img("depth", "depth.png", "depth (nearer = brighter)")}${img("heatmap", "heatmap.png", "anomaly map (threshold mid-ramp)")}</div>
+    <div class="detail">${img("overlay", "overlay.png", "heatmap over RGB, largest anomalous region outlined")}${img("rgb", "rgb.jpg", "RGB")}${img("depth", "depth.png", "depth (nearer = brighter)")}${img("heatmap", "heatmap.png", "anomaly map (threshold mid-ramp)")}</div>
     <table><tbody>
       <tr><th>line / station</th><td><a href="#/line/${enc(f.line)}">${esc(f.line)}</a> / ${esc(f.station)}</td></tr>
       <tr><th>category</th><td>${esc(f.category)}</td></tr>
