@@ -61,6 +61,8 @@ class DrillReport:
     unconfirmed_alerts: int = 0
     dlq_messages: int = 0
     dlq_duplicates: int = 0
+    dlq_unique: int = 0  # distinct source offsets in the DLQ: must equal malformed_sent
+    dlq_resent: int = 0  # dead letters re-sent because the worker that claimed them died first (at least once)
     dlq_reasons: dict[str, int] = field(default_factory=dict)
     worker_crashes_survived: int = 0
     redis_outages_survived: int = 0
@@ -230,13 +232,15 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         report.unconfirmed_alerts = len(store.unconfirmed("alerted"))
         letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 3.0)]
         report.dlq_messages = len(letters)
-        report.dlq_duplicates = len(letters) - len({(d.source_topic, d.source_partition, d.source_offset) for d in letters})
+        report.dlq_unique = len({(d.source_topic, d.source_partition, d.source_offset) for d in letters})
+        report.dlq_duplicates = len(letters) - report.dlq_unique
+        report.dlq_resent = store.stats().get("dead_resent", 0)
         report.dlq_reasons = dict(Counter(_reason_kind(d.reason) for d in letters).most_common())
         survivors = [p for p in procs if p is not victim]
         report.worker_crashes_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
         report.redis_outages_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
         report.redis_retry_log_lines = sum(Path(p.log_path).read_text(errors="replace").count("Redis unavailable") for p in survivors)  # type: ignore[attr-defined]
-        report.goal_met = report.lost == 0 and report.duplicate_alerts == 0 and report.duplicate_results == 0 and report.dlq_messages == report.malformed_sent and report.final_lag == 0
+        report.goal_met = report.lost == 0 and report.duplicate_alerts == 0 and report.duplicate_results == 0 and report.dlq_unique == report.malformed_sent and report.dlq_duplicates <= report.dlq_resent and report.final_lag == 0
     finally:
         stop_workers(procs)
         redis_server.stop()

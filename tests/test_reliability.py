@@ -20,7 +20,7 @@ from duoscan.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from producers.hostile import HOSTILE_KINDS
 from producers.replay import synthetic_frames
 from producers.sdk import BrokerUnavailableError, FramePublisher, PublishError
-from schemas import Alert
+from schemas import Alert, DeadLetter
 from workers.store import ResultStore
 
 from .conftest import ROOT, wait_for_join, wait_until
@@ -36,9 +36,10 @@ def test_drill_sigkill_redis_outage_and_hostile_input(broker, models_dir, tmp_pa
     log = "\n".join(report.events)
     assert report.frames_sent == 60 and report.malformed_sent == len(HOSTILE_KINDS)
     assert report.lost == 0 and report.results_in_redis == 60, log
-    assert report.duplicate_results == 0 and report.duplicate_alerts == 0 and report.dlq_duplicates == 0
+    assert report.duplicate_results == 0 and report.duplicate_alerts == 0
+    assert report.dlq_duplicates <= report.dlq_resent, "a dead letter is duplicated only when a dead worker's claim was re-sent"
     assert report.alerts_published == report.anomalous_results > 0 and report.missing_alerts == 0
-    assert report.dlq_messages == report.malformed_sent, report.dlq_reasons
+    assert report.dlq_unique == report.malformed_sent, (report.dlq_reasons, log)
     assert report.worker_crashes_survived == 1 and report.redis_outages_survived == 1
     assert report.redis_retry_log_lines > 0, "the survivor logged that it was waiting for Redis"
     assert report.final_lag == 0
@@ -75,6 +76,24 @@ def test_alert_claimed_by_a_dead_worker_is_not_sent_twice(settings, models_dir):
     assert again.alerts == 0 and again.duplicates == len(batch)
     assert len(kafka_clients.read_topic(settings, settings.alerts_topic, 1.0)) == first.alerts
     assert store.unconfirmed("alerted") == {flagged[0]}
+
+
+def test_dead_letter_claimed_by_a_dead_worker_is_sent_again(settings, models_dir):
+    """Unlike an alert, a dead letter whose claim a dead worker left pending is re-sent: a malformed
+    frame is never lost (a duplicate would carry the same source offset)."""
+    from workers.processor import Incoming
+
+    kafka_clients.ensure_topics(settings, ["D"])
+    topic = settings.frames_topic("D")
+    batch = [Incoming(topic, 0, i, b"not a frame %d" % i) for i in range(3)]
+    store = ResultStore(settings)
+    store.client.set(store.mark_key("dead", f"{topic}:0:1"), "pending:dead-worker-1")
+    report = _processor(settings, models_dir).process(batch)
+    assert report.dead == 3
+    letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]
+    assert sorted(d.source_offset for d in letters) == [0, 1, 2]
+    assert store.stats().get("dead_resent") == 1 and store.unconfirmed("dead") == set()
+    assert store.marks("dead", [f"{topic}:0:{i}" for i in range(3)]) == ["sent"] * 3
 
 
 def test_failed_alert_publish_releases_claims_so_the_redelivery_alerts(settings, models_dir):

@@ -5,10 +5,12 @@ message when an agent runs concurrently (faust-streaming issue #606), so we scal
 by adding processes to the consumer group. No tables: the embedded broker misreports
 end offsets, which breaks table recovery; all state lives in Redis.
 
-Batches are pipelined: batch N+1 scores while batch N is written to Redis and its
-alerts are published. Each message carries an extra reference until its batch is
-delivered, so faust (which commits acked offsets in the background) only commits an
-offset once its result is in Redis and its alerts are acknowledged.
+Batches are pipelined in three stages, each on its own thread: batch N+2 decodes
+while batch N+1 scores and batch N is written to Redis and its alerts are published.
+Each message carries an extra reference until its batch is delivered, so faust
+(which commits acked offsets in the background) only commits an offset once its
+result is in Redis and its alerts are acknowledged. faust commits the first run of
+consecutive acked offsets, so batches are acked strictly in the order they were taken.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import faust
@@ -30,7 +32,7 @@ from duoscan.config import STATE_DIR, Settings
 from duoscan.kafka_clients import frame_topics
 from duoscan.security import faust_credentials
 
-from .processor import BatchProcessor, Incoming, ScoredBatch
+from .processor import BatchProcessor, Incoming
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
         stream_buffer_maxsize=max(64, settings.max_batch * 4),
     )
     source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
+    decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
     score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
     deliver_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver")
     stopping = False
@@ -93,8 +96,24 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
         except redis.RedisError as exc:
             log.warning("could not record the assignment in Redis: %s", exc)
 
-    async def deliver_then_ack(events: list, scored: ScoredBatch) -> None:
-        """Write batch N while batch N+1 scores; its offsets become committable only afterwards."""
+    def start(batch: list[Incoming]) -> Future:
+        """Queue the batch's decode and score. Each stage is one thread, fed in the order batches are
+        taken, so batch N+1 decodes while batch N scores and scores right after it."""
+        decoded = decode_pool.submit(processor.decode, batch)
+        return score_pool.submit(lambda: processor.score(decoded.result()))
+
+    async def finish(events: list, scoring: Future, before: asyncio.Task | None) -> bool:
+        """Wait for the batch's scores, then deliver it after the batch taken before it; only then
+        drop the reference that holds its offsets back from faust's commit. False: not delivered."""
+        try:
+            scored = await asyncio.shield(asyncio.wrap_future(scoring))  # cancelling this task never cancels the scoring
+        except Exception:
+            log.critical("scoring a batch of %d frames failed; exiting without commit", len(events), exc_info=True)
+            os._exit(70)
+        if before is not None:
+            await asyncio.wait([before])  # one batch in delivery at a time, in the order taken: acks stay in offset order
+            if before.cancelled() or not before.result():
+                return False  # an earlier batch was not delivered: acking this one would let faust commit past it
         try:
             report = await asyncio.get_running_loop().run_in_executor(deliver_pool, processor.deliver, scored)
         except Exception:
@@ -105,44 +124,32 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
             event.ack()  # drops the reference taken in score_frames: now faust may commit it
         _record_lag(app, events)
         log.info("batch %d: %d results, %d alerts, %d dead, score %.0f ms", len(events), report.results, report.alerts, report.dead, report.score_s * 1000)
+        return True
 
     @app.agent(source, concurrency=1)
     async def score_frames(stream: faust.Stream) -> None:
         nonlocal stopping
-        loop = asyncio.get_running_loop()
-        delivering: asyncio.Task | None = None  # batch N, being written while batch N+1 scores
-        undelivered: tuple[list, ScoredBatch] | None = None  # scored, not yet handed to delivery
+        in_flight: list[asyncio.Task] = []  # batches taken and not yet delivered, oldest first
+        last: asyncio.Task | None = None  # the batch taken most recently
         try:
             async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
                 # take_events acks when this body returns; an extra reference per message holds the
-                # commit back until deliver_then_ack has made the batch durable. Acks stay in offset
-                # order because one batch is delivered at a time, in the order it was taken.
+                # commit back until finish() has made the batch durable.
                 for event in events:
                     event.message.incref()
                 batch = [Incoming(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
-                scoring = loop.run_in_executor(score_pool, processor.score, batch)
-                try:
-                    await asyncio.wait([scoring])  # not cancelled with the agent: the thread runs on regardless
-                    undelivered = (events, scoring.result())
-                except asyncio.CancelledError:
-                    await asyncio.wait([scoring])
-                    if scoring.exception() is None:
-                        undelivered = (events, scoring.result())
-                    raise
-                except Exception:
-                    log.critical("scoring a batch of %d frames failed; exiting without commit", len(batch), exc_info=True)
-                    os._exit(70)
-                if delivering is not None:
-                    await asyncio.shield(delivering)  # at most one batch in delivery
-                delivering, undelivered = asyncio.ensure_future(deliver_then_ack(*undelivered)), None
+                last = asyncio.ensure_future(finish(events, start(batch), last))  # chained even when the one before is done
+                in_flight = [t for t in in_flight if not t.done()] + [last]
+                if len(in_flight) >= 2:
+                    # back-pressure: one batch queued behind the one scoring is enough to keep the model
+                    # busy; take more once the older is delivered (this wait is cancellable, the batch is not)
+                    await asyncio.wait([in_flight[0]])
         finally:
-            if (delivering is not None and not delivering.done()) or undelivered is not None:
+            pending = [t for t in in_flight if not t.done()]
+            if pending:
                 stopping = True
-                log.warning("stopping: delivering the in-flight batches before committing")
-                if delivering is not None:
-                    await asyncio.wait([delivering])
-                if undelivered is not None:
-                    await deliver_then_ack(*undelivered)
+                log.warning("stopping: delivering the %d in-flight batch(es) before committing", len(pending))
+                await asyncio.wait(pending)
 
     if settings.model_poll_s > 0:
 

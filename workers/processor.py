@@ -1,8 +1,9 @@
 """One micro-batch, start to finish: decode -> score -> write Redis -> alert -> (caller commits).
 
-Two stages, so the worker can overlap them: ``score`` (decode, route, run the model:
-CPU/GPU bound) and ``deliver`` (write Redis, publish alerts and dead letters: mostly
-waiting on the network). ``process`` runs both. Transport-agnostic and synchronous,
+Three stages, so the worker can overlap them: ``decode`` (check and unpack the
+messages), ``score`` (route, run the model: CPU/GPU bound) and ``deliver`` (write
+Redis, publish alerts and dead letters: mostly waiting on the network). ``process``
+runs all three. Transport-agnostic and synchronous,
 so the faust agent runs the stages in executors (heartbeats keep flowing) and tests
 can drive them directly. ``deliver`` does not return before the batch's results are
 durable in Redis and its alerts and dead letters are acknowledged by the broker; the
@@ -27,7 +28,6 @@ from kafka import KafkaProducer
 from duoscan import metrics
 from duoscan.config import Settings
 from models.components import largest_region
-from models.parallel import map_frames
 from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
 
 from .routing import ModelRouter, Route
@@ -44,6 +44,14 @@ class Incoming:
     offset: int
     value: bytes
     consumed_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass
+class DecodedBatch:
+    """What ``decode`` hands to ``score``: the messages and, aligned with them, a frame or why it is malformed."""
+
+    messages: list[Incoming]
+    frames: list[Frame | SchemaError]
 
 
 @dataclass
@@ -83,15 +91,21 @@ class BatchProcessor:
         self.worker_id = worker_id()
 
     def process(self, batch: Sequence[Incoming]) -> BatchReport:
-        """Score and deliver one batch; offsets may be committed once this returns."""
-        return self.deliver(self.score(batch))
+        """Decode, score and deliver one batch; offsets may be committed once this returns."""
+        return self.deliver(self.score(self.decode(batch)))
 
-    def score(self, batch: Sequence[Incoming]) -> ScoredBatch:
-        """Decode, route and score; touches neither Redis nor Kafka."""
+    def decode(self, batch: Sequence[Incoming]) -> DecodedBatch:
+        """Each message as a checked frame, or the reason it is malformed. Serial on purpose: the
+        worker runs this stage on its own thread while the previous batch scores on every core."""
+        return DecodedBatch(list(batch), [self._decode(msg) for msg in batch])
+
+    def score(self, decoded: DecodedBatch) -> ScoredBatch:
+        """Route and score decoded frames; touches neither Redis nor Kafka."""
+        batch = decoded.messages
         dead: list[tuple[Incoming, str]] = []
         table = self.router.table  # read once: a model rollout takes effect between batches
         by_route: dict[Route, list[tuple[Incoming, Frame]]] = defaultdict(list)  # one model call per model + threshold
-        for msg, frame in zip(batch, map_frames(self._decode, batch)):  # decoded on every core
+        for msg, frame in zip(batch, decoded.frames):
             if isinstance(frame, SchemaError):
                 dead.append((msg, frame.reason))
                 continue
@@ -147,7 +161,8 @@ class BatchProcessor:
         t0 = time.perf_counter()
         results: list[Result] = []
         if scored.results:
-            previews = map_frames(self._preview, scored.frames) if self.settings.preview_px > 0 else None
+            # on this thread, not the shared frame pool: queued there they would hold up the next batch's scoring
+            previews = [self._preview(f) for f in scored.frames] if self.settings.preview_px > 0 else None
             written_ns = time.time_ns()
             results = [_with_written(r, written_ns) for r in scored.results]
             fresh = self._retry("write results to Redis", lambda: self.store.write(results, scored.heatmaps, previews))
@@ -187,13 +202,18 @@ class BatchProcessor:
             log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
             letter = DeadLetter(reason=reason, source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset, frame_id=peek_frame_id(msg.value) or "", payload=msg.value)
             sends.append((f"{msg.topic}:{msg.partition}:{msg.offset}", None, letter.encode()))
-        self._publish_once("dead", self.settings.dlq_topic, sends)
+        self._publish_once("dead", self.settings.dlq_topic, sends, resend_orphans=True)
 
-    def _publish_once(self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]]) -> int:
+    def _publish_once(self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]], resend_orphans: bool = False) -> int:
         """Claim each id in Redis, publish what we won, wait for the acks, confirm.
 
         A redelivered batch finds the claims and publishes nothing twice. If a publish fails we
         release our claims and raise, so the batch is not acked and the redelivery publishes.
+        A claim left ``pending`` by a worker that died between claiming and confirming is the one
+        case where it is unknown whether the message went out: alerts are then not re-sent (an MES
+        must not see an alert twice; the frame is listed for reconciliation), dead letters
+        (``resend_orphans``) are, since a malformed frame must never be lost and a duplicate carries
+        the same source topic, partition and offset.
         """
         if not sends:
             return 0
@@ -204,7 +224,11 @@ class BatchProcessor:
         if taken:
             marks = self._retry(f"read {kind} marks", lambda: self.store.marks(kind, taken))
             orphaned = [i for i, m in zip(taken, marks) if m and m.startswith("pending:")]
-            if orphaned:
+            if orphaned and resend_orphans:
+                log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; re-sending (at least once): %s", len(orphaned), kind, ", ".join(orphaned))
+                todo += [s for s in sends if s[0] in set(orphaned)]
+                self._retry(f"count re-sent {kind}", lambda: self.store.count(f"{kind}_resent", len(orphaned)))
+            elif orphaned:
                 log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent (at most once), listed in %s:unconfirmed: %s", len(orphaned), kind, kind, ", ".join(orphaned))
                 self._retry(f"list unconfirmed {kind}", lambda: self.store.note_unconfirmed(kind, orphaned))
         try:
