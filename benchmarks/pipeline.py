@@ -3,11 +3,16 @@
     python benchmarks/pipeline.py --json out/pipeline.json [--method cmdr] [--size 224|400|800]
 
 One run measures, on the embedded broker and a real Redis, with ``duoscan work`` processes:
-  model_fps      the model alone scoring pre-decoded batches in-process (the workers' batch size), measured
-                 before streaming and again right after each batch size's stream; the mean of the two
+  model_fps      the model alone scoring pre-decoded batches in-process (the workers' batch size)
   pipeline_fps   sustained producer -> Kafka -> worker -> Redis throughput with the same model
-  ratio          pipeline_fps / model_fps
-  p50_ms/p99_ms  publish -> result-written latency at ~70 % of the sustained throughput
+  ratio          pipeline_fps / model_fps, the median over --rounds rounds that alternate the two
+                 (model, stream, model, stream, ...; each stream against the mean of the model runs
+                 either side of it): this shared machine's speed drifts by 10-20 % over minutes
+  cpu_ratio      the model alone's CPU time per frame / the whole pipeline's (worker, broker, Redis and
+                 this script), median over the same rounds: what the stream adds, in a unit that other
+                 tenants of the host move less than frames/s
+  p50_ms/p99_ms  publish -> result-written latency at ~70 % of the sustained throughput (or of the model
+                 alone's speed, if that is lower)
   batch_sweep    throughput and p50/p99 latency for max batch 1, 2, 4, 8, 16
   wire           bytes per frame for each wire option and the I-AUROC change it causes
   scaling        throughput with 1 and 2 workers (one intra-op thread each) and the cores present
@@ -28,10 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -66,24 +73,40 @@ def stream_frames(category: str, size: int, n: int, seed: int) -> list[Frame]:
     return [next(gens[i % 8]) for i in range(n)]
 
 
-def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int = 3) -> float:
+class Speed(NamedTuple):
+    fps: float
+    cpu_ms: float  # CPU time (all threads) per frame: moved less than frames/s by other tenants of the host
+
+
+def cpu_seconds(pids: list[int], children: bool = False) -> float:
+    """User + system CPU seconds of these processes (and, with ``children``, their descendants) so far."""
+    total = 0.0
+    for pid in pids:
+        proc = psutil.Process(pid)
+        for p in [proc, *(proc.children(recursive=True) if children else [])]:
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int = 3) -> Speed:
     from models import load_model, resolve_device
 
     model = load_model(model_path, resolve_device("auto"))
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
 
-    def one_pass() -> float:
-        t0 = time.perf_counter()
+    def one_pass() -> Speed:
+        c0, t0 = cpu_seconds([os.getpid()]), time.perf_counter()
         for i in range(0, len(frames), batch):
             model.score(frames[i : i + batch])
-        return len(frames) / (time.perf_counter() - t0)
+        return Speed(len(frames) / (time.perf_counter() - t0), (cpu_seconds([os.getpid()]) - c0) / len(frames) * 1000)
 
     # on one executor thread, as the worker scores: torch's OpenMP pool behaves differently there
     # (batch 1 ran at 8 frames/s on the main thread and 15 on an executor thread here)
     with ThreadPoolExecutor(max_workers=1) as ex:
         ex.submit(model.score, frames[:batch]).result()  # warm-up
         runs = [ex.submit(one_pass).result() for _ in range(repeats)]
-    return statistics.median(runs)
+    return Speed(statistics.median(r.fps for r in runs), statistics.median(r.cpu_ms for r in runs))
 
 
 def wire_table(model_path: Path, data: Path, category: str) -> list[dict]:
@@ -128,7 +151,7 @@ class Stack:
         self.redis.stop()
         self.broker.stop()
 
-    def run_config(self, frames_for: callable, workers: int, max_batch: int, threads: int, n_sat: int, latency_s: float) -> dict:
+    def run_config(self, frames_for: callable, workers: int, max_batch: int, threads: int, n_sat: int, latency_s: float, rate_cap: float = float("inf")) -> dict:
         from producers.sdk import FramePublisher
         from workers.store import ResultStore
 
@@ -144,7 +167,8 @@ class Stack:
         def wait_written(n: int, what: str) -> None:
             # one XLEN per poll (the line's stream gets one entry per new frame): reading every
             # result while waiting would steal CPU from the worker being measured
-            wait_until(lambda: store.client.xlen(store.stream_key("B")) >= n, 600, what, interval=0.05)
+            # (throughput comes from the results' own write stamps, so a slow poll does not change it)
+            wait_until(lambda: store.client.xlen(store.stream_key("B")) >= n, 600, what, interval=0.25)
 
         try:
             wait_for_assignment(store, ids, 4, 180)
@@ -162,6 +186,8 @@ class Stack:
                 for f in sat:
                     f.published_ns = time.time_ns()
                     payloads.append(f.encode(codec=s.codec, xyz_float16=s.xyz_float16))  # type: ignore[arg-type]
+                pids = {"workers": [p.pid for p in procs], "broker": [self.broker.pid], "redis": [self.redis.pid], "benchmark": [os.getpid()]}
+                cpu0 = {k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()}  # the script's children are the others
                 t0 = time.time_ns()
                 for f, p in zip(sat, payloads):
                     pub.send_raw("B", f.key, p, f.frame_id)
@@ -169,6 +195,8 @@ class Stack:
                 sat_ids = [f.frame_id for f in sat]
                 expected += len(sat)
                 wait_written(expected, "saturation results")
+                cpu_ms = {k: round((cpu_seconds(v, children=k != "benchmark") - cpu0[k]) / len(sat) * 1000, 1) for k, v in pids.items()}
+                cpu_ms["total"] = round(sum(cpu_ms.values()), 1)
                 res = store.read_results(sat_ids)
                 written = sorted(r.timings.written_ns for r in res.values())
                 # sustained: frames written after the first batch landed, over the time since it landed
@@ -177,9 +205,10 @@ class Stack:
                 later = [w for w in written if w > first]
                 fps = len(later) / ((written[-1] - first) / 1e9) if later else float("nan")
                 end_to_end = len(sat) / ((written[-1] - t0) / 1e9)
-                # latency at ~70 % of that throughput, frames encoded and stamped as a sensor would
-                rate = 0.7 * fps
-                lat = frames_for(max(20, int(latency_s * rate)))
+                # latency at ~70 % of that throughput, frames encoded and stamped as a sensor would; capped by
+                # the model alone's speed, so a lucky saturation sample cannot push this run into overload
+                rate = 0.7 * min(fps, rate_cap)
+                lat = frames_for(max(20, int(latency_s * rate))) if latency_s > 0 else []
                 start = time.perf_counter()
                 for i, f in enumerate(lat):
                     delay = start + i / rate - time.perf_counter()
@@ -191,11 +220,31 @@ class Stack:
                 lat_ids = [f.frame_id for f in lat]
                 expected += len(lat)
                 wait_written(expected, "latency results")
-                ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()]
+                ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()] or [float("nan")]
             return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
-                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat)}
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat),
+                    "cpu_ms_per_frame": cpu_ms}
         finally:
             stop_workers(procs)
+
+
+def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int) -> list[dict]:
+    """Model alone and pipeline alternated ``n`` times at one batch size; each stream's ratio is against
+    the mean of the model measurements just before and just after it."""
+    rounds = []
+    before = model_speed(model_path, bench_frames, batch)
+    for i in range(n):
+        row = stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0)
+        fps, cpu = row["fps"], row["cpu_ms_per_frame"]
+        after = model_speed(model_path, bench_frames, batch)
+        model = (before.fps + after.fps) / 2
+        model_cpu = (before.cpu_ms + after.cpu_ms) / 2
+        rounds.append({"model_fps_before": round(before.fps, 2), "pipeline_fps": fps, "model_fps_after": round(after.fps, 2), "model_fps": round(model, 2), "ratio": round(fps / model, 3),
+                       "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3)})
+        console.print(f"ratio round {i + 1}/{n}: model {before.fps:.1f} -> {after.fps:.1f}, pipeline {fps:.1f} frames/s, ratio {fps / model:.2f}; "
+                      f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f})")
+        before = after
+    return rounds
 
 
 def plot(sweep: list[dict], model_fps_by_batch: dict[int, float], path: Path) -> None:
@@ -235,6 +284,7 @@ def main() -> int:
     ap.add_argument("--batches", default="1,2,4,8,16")
     ap.add_argument("--frames", type=int, default=160, help="frames per saturation run")
     ap.add_argument("--latency-seconds", type=float, default=12.0)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating model / stream rounds for the ratio at the workers' batch size")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     args = ap.parse_args()
@@ -260,7 +310,7 @@ def main() -> int:
     seed = itertools.count(1)
     frames_for = lambda n: stream_frames(args.category, args.size, n, next(seed))  # noqa: E731
     bench_frames = frames_for(32)
-    model_fps_by_batch = {b: round(model_speed(model_path, bench_frames, b), 2) for b in batches}
+    model_fps_by_batch = {b: round(model_speed(model_path, bench_frames, b).fps, 2) for b in batches}
     console.print(f"model alone, before streaming: {model_fps_by_batch} frames/s")
     wire = wire_table(model_path, data, args.category) if data else []
 
@@ -268,17 +318,19 @@ def main() -> int:
     try:
         sweep = []
         for b in batches:
-            row = stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds)
+            row = stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds, rate_cap=model_fps_by_batch[b])
             # This machine is shared and its speed drifts over minutes: measure the model again right after the
             # stream ran (workers stopped, broker and Redis idle) and use the mean of the two measurements.
-            again = model_speed(model_path, bench_frames, b)
+            again = model_speed(model_path, bench_frames, b).fps
             row["model_fps_runs"] = [model_fps_by_batch[b], round(again, 2)]
             model_fps_by_batch[b] = round((model_fps_by_batch[b] + again) / 2, 2)
             row["model_fps"] = model_fps_by_batch[b]
             sweep.append(row)
             console.print(f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms at {row['latency_rate_fps']:.1f} frames/s")
         main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(frames_for, 1, default_batch, 0, args.frames, args.latency_seconds)
-        model_fps = model_fps_by_batch.get(default_batch) or round(model_speed(model_path, bench_frames, default_batch), 2)
+        rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames)
+        model_fps = round(statistics.median(r["model_fps"] for r in rounds), 2)
+        pipeline_fps = round(statistics.median(r["pipeline_fps"] for r in rounds), 2)
         one = stack.run_config(frames_for, workers=1, max_batch=default_batch, threads=1, n_sat=args.frames, latency_s=4)
         two = stack.run_config(frames_for, workers=2, max_batch=default_batch, threads=1, n_sat=args.frames, latency_s=4)
     finally:
@@ -288,8 +340,9 @@ def main() -> int:
     out = {
         "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": Settings.load().codec,
         "backbone_runtime": Settings.load().backbone_runtime, "cores": os.cpu_count(),
-        "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": main_row["fps"],
-        "ratio": round(main_row["fps"] / model_fps, 3), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
+        "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
+        "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
         "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
         "batch_sweep": sweep, "wire": wire,
         "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2)},
@@ -313,7 +366,7 @@ def main() -> int:
         for r in wire:
             w.add_row(r["option"], f"{r['bytes_per_frame']:,}", f"{r['vs_raw']:.3f}", str(r["lossless"]), f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['i_auroc_change']:+.4f}")
         console.print(w)
-    console.print(f"ratio {out['ratio']} | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
+    console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
                   f"2 workers / 1 worker (1 thread each) {out['scaling']['speedup']}x on {os.cpu_count()} cores")
     console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")
     tmp.cleanup()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,23 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     env = {**os.environ, "DUOSCAN_MAX_BATCH": "4"}
     done = subprocess.run(
         [sys.executable, "benchmarks/pipeline.py", "--category", "ring", "--model", str(models_dir / "ring.pt"), "--data", str(dataset),
-         "--batches", "4", "--frames", "24", "--latency-seconds", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)],
+         "--batches", "4", "--frames", "24", "--latency-seconds", "2", "--rounds", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     d = json.loads(out.read_text())
     assert d["max_batch"] == 4 and d["model_fps"] > 0 and d["pipeline_fps"] > 0
-    assert d["ratio"] == pytest.approx(d["pipeline_fps"] / d["model_fps"], abs=1e-3)
+    rounds = d["ratio_rounds"]
+    assert len(rounds) == 2 and rounds[1]["model_fps_before"] == rounds[0]["model_fps_after"], "rounds alternate: one model run between streams"
+    for r in rounds:
+        assert r["model_fps"] == pytest.approx((r["model_fps_before"] + r["model_fps_after"]) / 2, abs=0.01)
+        assert r["ratio"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], abs=1e-3)
+        cpu = r["pipeline_cpu_ms_per_frame"]
+        assert cpu["workers"] > 0 and cpu["total"] == pytest.approx(cpu["workers"] + cpu["broker"] + cpu["redis"] + cpu["benchmark"], abs=0.3)
+        assert r["cpu_ratio"] == pytest.approx(r["model_cpu_ms_per_frame"] / cpu["total"], abs=2e-3)
+    assert d["cpu_ratio"] == pytest.approx(statistics.median(r["cpu_ratio"] for r in rounds), abs=1e-3)
+    assert d["ratio"] == pytest.approx(statistics.median(r["ratio"] for r in rounds), abs=1e-3)
+    assert d["pipeline_fps"] == pytest.approx(statistics.median(r["pipeline_fps"] for r in rounds), abs=0.01)
     (row,) = d["batch_sweep"]
     assert row["max_batch"] == 4 and row["frames"] >= 24 and 0 < row["p50_ms"] <= row["p99_ms"]
     assert d["p99_over_batch_scoring"] == pytest.approx(d["p99_ms"] / d["batch_scoring_ms"], abs=0.01)
