@@ -194,7 +194,7 @@ class BatchProcessor:
     def _alert(self, anomalous: list[Result]) -> int:
         """Publish one alert per anomalous frame, at most once across redeliveries and crashes."""
         sends = [(r.frame_id, r.frame_id.encode(), Alert.from_result(r).encode()) for r in anomalous]
-        return self._publish_once("alerted", self.settings.alerts_topic, sends)
+        return self._publish_claimed("alerted", self.settings.alerts_topic, sends)
 
     def _dead_letters(self, dead: list[tuple[Incoming, str]]) -> None:
         sends = []
@@ -202,9 +202,9 @@ class BatchProcessor:
             log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
             letter = DeadLetter(reason=reason, source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset, frame_id=peek_frame_id(msg.value) or "", payload=msg.value)
             sends.append((f"{msg.topic}:{msg.partition}:{msg.offset}", None, letter.encode()))
-        self._publish_once("dead", self.settings.dlq_topic, sends, resend_orphans=True)
+        self._publish_claimed("dead", self.settings.dlq_topic, sends, resend_orphans=True)
 
-    def _publish_once(self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]], resend_orphans: bool = False) -> int:
+    def _publish_claimed(self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]], resend_orphans: bool = False) -> int:
         """Claim each id in Redis, publish what we won, wait for the acks, confirm.
 
         A redelivered batch finds the claims and publishes nothing twice. If a publish fails we
@@ -219,18 +219,18 @@ class BatchProcessor:
             return 0
         ids = [i for i, _, _ in sends]
         won = self._retry(f"claim {kind} marks", lambda: self.store.claim(kind, ids, self.worker_id))
-        todo = [s for s, w in zip(sends, won) if w]
         taken = [i for i, w in zip(ids, won) if not w]
+        resend: set[str] = set()
         if taken:
             marks = self._retry(f"read {kind} marks", lambda: self.store.marks(kind, taken))
             orphaned = [i for i, m in zip(taken, marks) if m and m.startswith("pending:")]
             if orphaned and resend_orphans:
                 log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; re-sending (at least once): %s", len(orphaned), kind, ", ".join(orphaned))
-                todo += [s for s in sends if s[0] in set(orphaned)]
-                self._retry(f"count re-sent {kind}", lambda: self.store.count(f"{kind}_resent", len(orphaned)))
+                resend = set(orphaned)
             elif orphaned:
                 log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent (at most once), listed in %s:unconfirmed: %s", len(orphaned), kind, kind, ", ".join(orphaned))
                 self._retry(f"list unconfirmed {kind}", lambda: self.store.note_unconfirmed(kind, orphaned))
+        todo = [s for s, w in zip(sends, won) if w or s[0] in resend]
         try:
             futures = [self.producer.send(topic, key=key, value=value) for _, key, value in todo]
             for fut in futures:
@@ -240,6 +240,8 @@ class BatchProcessor:
             raise
         if todo:
             self._retry(f"confirm {kind} marks", lambda: self.store.confirm(kind, [i for i, _, _ in todo]))
+        if resend:  # counted once the broker has them: a failed publish is re-sent, and counted, by the redelivery
+            self._retry(f"count re-sent {kind}", lambda: self.store.count(f"{kind}_resent", len(resend)))
         return len(todo)
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
