@@ -43,6 +43,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from duoscan import kafka_clients  # noqa: E402
+from duoscan.cli import apply_compute_settings  # noqa: E402
 from duoscan.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
 from duoscan.stack import spawn_worker, stop_workers, wait_for_assignment, wait_until, worker_ids  # noqa: E402
@@ -87,6 +88,27 @@ def cpu_seconds(pids: list[int], children: bool = False) -> float:
             t = p.cpu_times()
             total += t.user + t.system
     return total
+
+
+def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of these processes' live threads, summed by OS thread name (Linux ``/proc``;
+    empty elsewhere). Workers name their stage threads (decode, score, deliver, frames); threads a
+    stage starts (OpenMP, onnxruntime) carry its name, the rest keep the process's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, float] = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:  # the thread ended
+                continue
+            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            by_name[name] = by_name.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / tick  # utime + stime
+    return by_name
 
 
 def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int = 3) -> Speed:
@@ -188,6 +210,7 @@ class Stack:
                     payloads.append(f.encode(codec=s.codec, xyz_float16=s.xyz_float16))  # type: ignore[arg-type]
                 pids = {"workers": [p.pid for p in procs], "broker": [self.broker.pid], "redis": [self.redis.pid], "benchmark": [os.getpid()]}
                 cpu0 = {k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()}  # the script's children are the others
+                threads0 = thread_cpu_seconds(pids["workers"])
                 t0 = time.time_ns()
                 for f, p in zip(sat, payloads):
                     pub.send_raw("B", f.key, p, f.frame_id)
@@ -197,6 +220,8 @@ class Stack:
                 wait_written(expected, "saturation results")
                 cpu_ms = {k: round((cpu_seconds(v, children=k != "benchmark") - cpu0[k]) / len(sat) * 1000, 1) for k, v in pids.items()}
                 cpu_ms["total"] = round(sum(cpu_ms.values()), 1)
+                threads1 = thread_cpu_seconds(pids["workers"])
+                thread_ms = {k: round((v - threads0.get(k, 0.0)) / len(sat) * 1000, 1) for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])}
                 res = store.read_results(sat_ids)
                 written = sorted(r.timings.written_ns for r in res.values())
                 # sustained: frames written after the first batch landed, over the time since it landed
@@ -223,7 +248,7 @@ class Stack:
                 ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()] or [float("nan")]
             return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
                     "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat),
-                    "cpu_ms_per_frame": cpu_ms}
+                    "cpu_ms_per_frame": cpu_ms, "worker_thread_cpu_ms_per_frame": thread_ms}
         finally:
             stop_workers(procs)
 
@@ -240,11 +265,19 @@ def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_fra
         model = (before.fps + after.fps) / 2
         model_cpu = (before.cpu_ms + after.cpu_ms) / 2
         rounds.append({"model_fps_before": round(before.fps, 2), "pipeline_fps": fps, "model_fps_after": round(after.fps, 2), "model_fps": round(model, 2), "ratio": round(fps / model, 3),
-                       "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3)})
+                       "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3),
+                       "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
         console.print(f"ratio round {i + 1}/{n}: model {before.fps:.1f} -> {after.fps:.1f}, pipeline {fps:.1f} frames/s, ratio {fps / model:.2f}; "
                       f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f})")
         before = after
     return rounds
+
+
+def median_by_thread(rounds: list[dict]) -> dict[str, float]:
+    """Each worker thread name's median CPU ms per frame over the rounds (0 in a round it did not run), largest first."""
+    names = {n for r in rounds for n in r["worker_thread_cpu_ms_per_frame"]}
+    med = {n: round(statistics.median(r["worker_thread_cpu_ms_per_frame"].get(n, 0.0) for r in rounds), 1) for n in names}
+    return dict(sorted(med.items(), key=lambda kv: -kv[1]))
 
 
 def plot(sweep: list[dict], model_fps_by_batch: dict[int, float], path: Path) -> None:
@@ -289,6 +322,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
+    apply_compute_settings(Settings.load())  # the model alone runs with the threads and runtime the workers have
     batches = [int(b) for b in args.batches.split(",")]
     default_batch = Settings.load().max_batch
     tmp = tempfile.TemporaryDirectory(prefix="duoscan-pipeline-")
@@ -339,10 +373,10 @@ def main() -> int:
     batch_ms = default_batch / model_fps * 1000
     out = {
         "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": Settings.load().codec,
-        "backbone_runtime": Settings.load().backbone_runtime, "cores": os.cpu_count(),
+        "backbone_runtime": Settings.load().backbone_runtime, "blas_threads": Settings.load().blas_threads, "cores": os.cpu_count(),
         "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
         "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
-        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
         "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
         "batch_sweep": sweep, "wire": wire,
         "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2)},
@@ -366,6 +400,9 @@ def main() -> int:
         for r in wire:
             w.add_row(r["option"], f"{r['bytes_per_frame']:,}", f"{r['vs_raw']:.3f}", str(r["lossless"]), f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['i_auroc_change']:+.4f}")
         console.print(w)
+    threads = out["worker_thread_cpu_ms_per_frame"]
+    if threads:
+        console.print("worker CPU ms per frame by thread (median of the rounds): " + ", ".join(f"{k} {v:.1f}" for k, v in threads.items()))
     console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
                   f"2 workers / 1 worker (1 thread each) {out['scaling']['speedup']}x on {os.cpu_count()} cores")
     console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from duoscan.cli import apply_compute_settings
+from duoscan.config import Settings
 from models import load_model, resolve_device
 from producers.dataset import iter_dataset
 
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", type=Path, default=Path("out/scoring.json"))
     args = ap.parse_args()
+    apply_compute_settings(Settings.load())  # threads and backbone runtime as a worker has them
     frames = list(iter_dataset(args.data, args.category, "test"))[: args.frames]
     device = resolve_device(args.device)
     rows = []

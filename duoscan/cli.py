@@ -37,6 +37,11 @@ def apply_compute_settings(settings: Settings) -> None:
     set_runtime(settings.backbone_runtime, settings.onnx_cache_dir or None)
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
+    if settings.blas_threads > 0:
+        import scipy.linalg  # noqa: F401  (loads SciPy's own OpenBLAS, so the limit reaches it too)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=settings.blas_threads, user_api="blas")  # process-wide, not only a with-block
 
 
 def _methods() -> list[str]:

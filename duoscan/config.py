@@ -61,6 +61,9 @@ class Settings:
     backbone_runtime: str = "auto"  # auto | torch | onnx
     onnx_cache_dir: str = ""  # exported .onnx files (default ~/.cache/duoscan/onnx)
     torch_threads: int = 0  # intra-op threads per worker process; 0 = all cores
+    # NumPy/SciPy BLAS threads per process (0 = the library's default, one per core). Per-frame work already
+    # runs one frame per core (models/parallel.py); OpenBLAS threads on top of that oversubscribe the cores.
+    blas_threads: int = 1
     gil_switch_s: float = 0.05  # worker's sys.setswitchinterval: the event loop would otherwise take the GIL from scoring every 5 ms
     model_path: str = "models/baseline.pt"
     routes_file: str = ""  # line/station/category -> model table; default: routes.toml beside the models

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .parallel import os_thread_named
+
 log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnx")
 _runtime = os.environ.get("DUOSCAN_BACKBONE_RUNTIME", "auto")
@@ -64,7 +66,8 @@ class OnnxBackbone(nn.Module):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # polite when other processes share the cores
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        with os_thread_named("onnx"):  # its intra-op threads start here and keep the name: their CPU time shows apart
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.path = path
 

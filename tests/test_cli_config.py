@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +15,7 @@ from typer.testing import CliRunner
 from duoscan.cli import app
 from duoscan.config import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["up", "down", "topics", "health", "synth", "train", "calibrate", "evaluate", "benchmark-table", "produce", "work", "alerts", "view", "config", "demo"]
 
 
@@ -146,3 +152,44 @@ def test_calibrate_sets_and_stores_the_threshold(dataset, models_dir, tmp_path):
     assert load_model(models_dir / "ring.pt").threshold == base.threshold, "--out leaves the original alone"
     missing = CliRunner().invoke(app, ["calibrate", "--model", str(loose), "--data", str(dataset), "--category", "widget"])
     assert missing.exit_code == 2 and "widget" in missing.output
+
+
+@pytest.mark.parametrize("blas, expected", [("1", {1}), ("2", {2})])
+def test_blas_threads_setting_limits_every_loaded_blas(blas, expected):
+    # a fresh process: the limit is process-wide and must reach SciPy's own OpenBLAS as well as NumPy's
+    code = (
+        "from duoscan.cli import apply_compute_settings; from duoscan.config import Settings; "
+        "apply_compute_settings(Settings.load()); from threadpoolctl import threadpool_info; "
+        "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}), "
+        "len([i for i in threadpool_info() if i['user_api'] == 'blas']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DUOSCAN_BLAS_THREADS": blas}, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    limits, libraries = done.stdout.split("] ")
+    assert set(json.loads(limits + "]")) == expected and int(libraries) >= 1
+
+
+def test_stage_threads_carry_their_name_for_the_os():
+    from models.parallel import name_os_thread, os_thread_named
+
+    def comm() -> str:
+        return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("no /proc here")
+    seen: list[str] = []
+
+    def stage() -> None:
+        name_os_thread("decode")
+        seen.append(comm())
+        with os_thread_named("onnx"):
+            seen.append(comm())
+            child = threading.Thread(target=lambda: seen.append(comm()))  # native threads inherit the name
+            child.start()
+            child.join()
+        seen.append(comm())
+
+    t = threading.Thread(target=stage)
+    t.start()
+    t.join()
+    assert seen == ["decode", "onnx", "onnx", "decode"]
