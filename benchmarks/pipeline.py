@@ -322,9 +322,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
-    apply_compute_settings(Settings.load())  # the model alone runs with the threads and runtime the workers have
+    settings = Settings.load()
+    apply_compute_settings(settings)  # the model alone runs with the threads and runtime the workers have
     batches = [int(b) for b in args.batches.split(",")]
-    default_batch = Settings.load().max_batch
+    default_batch = settings.max_batch
     tmp = tempfile.TemporaryDirectory(prefix="duoscan-pipeline-")
     workdir = args.workdir or Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -372,8 +373,8 @@ def main() -> int:
 
     batch_ms = default_batch / model_fps * 1000
     out = {
-        "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": Settings.load().codec,
-        "backbone_runtime": Settings.load().backbone_runtime, "blas_threads": Settings.load().blas_threads, "cores": os.cpu_count(),
+        "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": settings.codec,
+        "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
         "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
         "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
         "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],

@@ -29,7 +29,7 @@ def map_frames(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     if _pool is None or _size != threads:
         if _pool is not None:
             _pool.shutdown(wait=False)
-        _pool, _size = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="frames", initializer=name_os_thread, initargs=("frames",)), threads
+        _pool, _size = named_pool("frames", threads), threads
     return list(_pool.map(fn, items))
 
 
@@ -41,6 +41,11 @@ def name_os_thread(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # 15 = PR_SET_NAME
     except (OSError, AttributeError):
         pass
+
+
+def named_pool(name: str, workers: int = 1) -> ThreadPoolExecutor:
+    """A thread pool whose threads carry ``name`` for Python and for the OS (see :func:`name_os_thread`)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=name_os_thread, initargs=(name,))
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable
 
 import faust
@@ -31,7 +31,7 @@ from duoscan import metrics
 from duoscan.config import STATE_DIR, Settings
 from duoscan.kafka_clients import frame_topics
 from duoscan.security import faust_credentials
-from models.parallel import name_os_thread
+from models.parallel import named_pool
 
 from .processor import BatchProcessor, Incoming
 
@@ -82,9 +82,9 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
         stream_buffer_maxsize=max(64, settings.max_batch * 4),
     )
     source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
-    decode_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode", initializer=name_os_thread, initargs=("decode",))
-    score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score", initializer=name_os_thread, initargs=("score",))
-    deliver_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver", initializer=name_os_thread, initargs=("deliver",))
+    decode_pool = named_pool("decode")
+    score_pool = named_pool("score")
+    deliver_pool = named_pool("deliver")
     stopping = False
     processor.should_stop = lambda: stopping
 
