@@ -67,10 +67,28 @@ def train_model(method: str, category: str, size: int, workdir: Path) -> tuple[P
     return out / f"{category}.pt", data
 
 
-def stream_frames(category: str, size: int, n: int, seed: int) -> list[Frame]:
+def balanced_stations(line: str, n: int, partitions: int) -> list[str]:
+    """``n`` station names whose keys the producer's default partitioner (murmur2, as Kafka's Java
+    client) spreads evenly over ``partitions``. Stations S0..S7 of line B hash 3/1/2/2 onto 4
+    partitions, which capped 2 workers at 1.6x one worker however many cores were free."""
+    from kafka.partitioner.default import murmur2
+
+    per, count, names = -(-n // partitions), [0] * partitions, []
+    for i in itertools.count():
+        p = (murmur2(f"{line}/S{i}".encode()) & 0x7FFFFFFF) % partitions
+        if count[p] < per:
+            count[p] += 1
+            names.append(f"S{i}")
+            if len(names) == n:
+                return names
+    raise AssertionError("unreachable")
+
+
+def stream_frames(category: str, size: int, n: int, seed: int, partitions: int = 4) -> list[Frame]:
+    """``n`` synthetic frames from 8 stations of line B, two per partition, taken round robin."""
     from producers.replay import synthetic_frames
 
-    gens = [synthetic_frames("B", f"S{s}", categories=(category,), seed=seed * 10 + s, defect_rate=0.2, size=size) for s in range(8)]
+    gens = [synthetic_frames("B", name, categories=(category,), seed=seed * 10 + s, defect_rate=0.2, size=size) for s, name in enumerate(balanced_stations("B", 8, partitions))]
     return [next(gens[i % 8]) for i in range(n)]
 
 
@@ -114,7 +132,7 @@ def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
 def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int = 3) -> Speed:
     from models import load_model, resolve_device
 
-    model = load_model(model_path, resolve_device("auto"))
+    model = load_model(model_path, resolve_device(Settings.load().device))  # the device the workers score on
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
 
     def one_pass() -> Speed:
@@ -136,7 +154,7 @@ def wire_table(model_path: Path, data: Path, category: str) -> list[dict]:
     from models.metrics import image_auroc
     from producers.dataset import iter_samples
 
-    model = load_model(model_path, resolve_device("auto"))
+    model = load_model(model_path, resolve_device(Settings.load().device))
     samples = list(iter_samples(data, category, "test"))
     labels = [int(s.mask.any()) for s in samples]
     frames = [Frame(line="B", station="S1", category=category, rgb=s.rgb, xyz=s.xyz) for s in samples]
@@ -212,9 +230,11 @@ class Stack:
                 cpu0 = {k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()}  # the script's children are the others
                 threads0 = thread_cpu_seconds(pids["workers"])
                 t0 = time.time_ns()
-                for f, p in zip(sat, payloads):
-                    pub.send_raw("B", f.key, p, f.frame_id)
+                sent = [pub.send_raw("B", f.key, p, f.frame_id) for f, p in zip(sat, payloads)]
                 pub.flush()
+                per_partition = [0] * s.partitions  # where the broker put them: a worker's share of the load
+                for fut in sent:
+                    per_partition[fut.get().partition] += 1
                 sat_ids = [f.frame_id for f in sat]
                 expected += len(sat)
                 wait_written(expected, "saturation results")
@@ -247,7 +267,7 @@ class Stack:
                 wait_written(expected, "latency results")
                 ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()] or [float("nan")]
             return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
-                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat),
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat), "frames_per_partition": per_partition,
                     "cpu_ms_per_frame": cpu_ms, "worker_thread_cpu_ms_per_frame": thread_ms}
         finally:
             stop_workers(procs)
@@ -322,6 +342,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
+    from models import resolve_device
+
     settings = Settings.load()
     apply_compute_settings(settings)  # the model alone runs with the threads and runtime the workers have
     batches = [int(b) for b in args.batches.split(",")]
@@ -374,7 +396,7 @@ def main() -> int:
     batch_ms = default_batch / model_fps * 1000
     out = {
         "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": settings.codec,
-        "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
+        "device": resolve_device(settings.device), "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
         "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
         "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
         "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
@@ -388,7 +410,7 @@ def main() -> int:
     png = args.json.with_suffix(".png")
     plot(sweep, model_fps_by_batch, png)
 
-    t = Table(title=f"{args.method} at {args.size} px, batch {default_batch}, {os.cpu_count()} cores")
+    t = Table(title=f"{args.method} at {args.size} px, batch {default_batch}, on {out['device']}, {os.cpu_count()} cores")
     for col in ("max batch", "model fps", "pipeline fps", "ratio", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for r in sweep:

@@ -328,7 +328,7 @@ def produce(
 @app.command()
 def work(
     model: Optional[list[Path]] = typer.Option(None, "--model", "--models", help="model file or folder of <category>.pt files (repeatable)"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: DUOSCAN_DEVICE, else auto)"),
     max_batch: Optional[int] = typer.Option(None, help="micro-batch size limit"),
     max_wait: Optional[float] = typer.Option(None, help="micro-batch wait limit in seconds"),
     loglevel: str = typer.Option("info"),
@@ -339,8 +339,8 @@ def work(
 
     _logging(loglevel)
     try:
-        settings = Settings.load(max_batch=max_batch, max_wait_s=max_wait).check()
-        run_worker(settings, [str(p) for p in model or [Path("models/trained")]], device, loglevel)
+        settings = Settings.load(device=device, max_batch=max_batch, max_wait_s=max_wait).check()
+        run_worker(settings, [str(p) for p in model or [Path("models/trained")]], loglevel)
     except (RedisAuthError, ValueError) as exc:
         _fail(exc)
 

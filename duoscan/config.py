@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -143,6 +144,8 @@ class Settings:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ValueError(f"DUOSCAN_{name.upper()} points at {path}, which is not a file")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"DUOSCAN_DEVICE must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"DUOSCAN_REDIS_URL must start with redis://, rediss:// (TLS) or unix://, not {mask_url(self.redis_url)!r}")
         return self

@@ -51,6 +51,8 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     assert d["p99_over_batch_scoring"] == pytest.approx(d["p99_ms"] / d["batch_scoring_ms"], abs=0.01)
     scaling = d["scaling"]
     assert scaling["one_worker"]["workers"] == 1 and scaling["two_workers"]["workers"] == 2
+    for row in (scaling["one_worker"], scaling["two_workers"]):  # stations spread evenly: each of two workers gets half the frames
+        assert sum(row["frames_per_partition"]) == row["frames"] and max(row["frames_per_partition"]) - min(row["frames_per_partition"]) <= 1
     assert scaling["speedup"] == pytest.approx(scaling["two_workers"]["fps"] / scaling["one_worker"]["fps"], abs=0.01)
     wire = {w["option"]: w for w in d["wire"]}
     assert wire["raw float32"]["vs_raw"] == 1.0

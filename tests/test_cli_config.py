@@ -131,6 +131,7 @@ def test_security_settings_reach_every_client_and_stay_masked(tmp_path):
         ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "DUOSCAN_KAFKA_SASL_USERNAME"),
         ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/no/such/ca.pem"}, "DUOSCAN_KAFKA_SSL_CAFILE"),
         ({"redis_url": "http://redis:6379"}, "DUOSCAN_REDIS_URL"),
+        ({"device": "gpu"}, "DUOSCAN_DEVICE"),
     ],
 )
 def test_unusable_security_settings_name_the_variable(change, message):
@@ -193,3 +194,23 @@ def test_stage_threads_carry_their_name_for_the_os():
     t.start()
     t.join()
     assert seen == ["decode", "onnx", "onnx", "decode"]
+
+
+@pytest.mark.parametrize("env, flag, expected", [(None, [], "auto"), ("cpu", [], "cpu"), ("cpu", ["--device", "cuda"], "cuda")])
+def test_the_worker_scores_on_the_configured_device(monkeypatch, env, flag, expected):
+    """``duoscan work`` takes DUOSCAN_DEVICE unless --device says otherwise (it once always passed "auto",
+    so a GPU worker benchmarked "on CPU" scored on the GPU)."""
+    import workers.app
+
+    seen: list = []
+    monkeypatch.setattr(workers.app, "run_worker", lambda settings, models, loglevel: seen.append(settings))
+    if env is None:
+        monkeypatch.delenv("DUOSCAN_DEVICE", raising=False)
+    else:
+        monkeypatch.setenv("DUOSCAN_DEVICE", env)
+    result = CliRunner().invoke(app, ["work", "--model", "m.pt", *flag])
+    assert result.exit_code == 0, result.output
+    assert [s.device for s in seen] == [expected]
+    monkeypatch.setenv("DUOSCAN_DEVICE", "gpu")
+    bad = CliRunner().invoke(app, ["work", "--model", "m.pt"])
+    assert bad.exit_code != 0 and "DUOSCAN_DEVICE" in bad.output

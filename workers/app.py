@@ -219,7 +219,7 @@ def wait_for_topics(settings: Settings, timeout_s: float = 120.0) -> list[str]:
         time.sleep(1.0)
 
 
-def run_worker(settings: Settings, models: list[str], device: str = "auto", loglevel: str = "info") -> None:
+def run_worker(settings: Settings, models: list[str], loglevel: str = "info") -> None:
     """Run one worker process until SIGTERM/SIGINT; re-exec itself to pick up new lines."""
     from duoscan import kafka_clients
 
@@ -229,7 +229,7 @@ def run_worker(settings: Settings, models: list[str], device: str = "auto", logl
     # The scoring thread holds the GIL between kernels; the event loop wakes ~20 times a second for
     # fetches and timers. A longer switch interval stops it from taking the GIL mid-batch every 5 ms.
     sys.setswitchinterval(settings.gil_switch_s)
-    router = ModelRouter(list(models), device, settings.routes_file or None)
+    router = ModelRouter(list(models), settings.device, settings.routes_file or None)
     store = ResultStore(settings)
     check_connection(store.client, settings)
     processor = BatchProcessor(settings, router, store, kafka_clients.producer(settings))
