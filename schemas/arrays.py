@@ -105,13 +105,18 @@ def _delta_filter(arr: np.ndarray) -> bytes:
 def _delta_unfilter(raw: bytes, dtype: np.dtype, shape: list[int]) -> np.ndarray:
     size = dtype.itemsize
     planes = np.frombuffer(raw, np.uint8).reshape(size, -1)
-    interleaved = np.empty((planes.shape[1], size), np.uint8)
-    for k in range(size):  # one strided store per byte plane: 4x faster than copying planes.T
-        interleaved[:, k] = planes[k]
-    u = interleaved.view(_UINT[size]).reshape(_planar(shape))
-    np.cumsum(u, axis=-1, dtype=u.dtype, out=u)
-    a = u.view(dtype)
-    return np.ascontiguousarray(a.transpose(1, 2, 0)) if len(shape) == 3 else a.reshape(shape)
+    if size == 1:
+        u = planes.reshape(_planar(shape))
+    else:
+        interleaved = np.empty((planes.shape[1], size), np.uint8)
+        for k in range(size):  # one strided store per byte plane: 4x faster than copying planes.T
+            interleaved[:, k] = planes[k]
+        u = interleaved.view(_UINT[size]).reshape(_planar(shape))
+    if len(shape) == 3:  # the running sum writes straight into H×W×C: no separate transpose copy
+        out = np.empty(shape, _UINT[size])
+        np.cumsum(u, axis=-1, dtype=out.dtype, out=out.transpose(2, 0, 1))
+        return out.view(dtype)
+    return np.cumsum(u, axis=-1, dtype=u.dtype).view(dtype).reshape(shape)
 
 
 def _decompress(data: bytes, codec: str, nbytes: int, field: str) -> bytes:
