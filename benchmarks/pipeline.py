@@ -15,7 +15,9 @@ One run measures, on the embedded broker and a real Redis, with ``duoscan work``
                  alone's speed, if that is lower)
   batch_sweep    throughput and p50/p99 latency for max batch 1, 2, 4, 8, 16
   wire           bytes per frame for each wire option and the I-AUROC change it causes
-  scaling        throughput with 1 and 2 workers (one intra-op thread each) and the cores present
+  scaling        throughput with 1 and 2 workers (one intra-op thread each), each against the model alone in
+                 as many processes of one thread (benchmarks/processes.py; its 2/1 speedup says whether 2 cores
+                 were free), and the cores present
 It prints a table, saves JSON and a PNG plot (throughput and latency against batch size).
 """
 
@@ -48,6 +50,8 @@ from duoscan.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
 from duoscan.stack import spawn_worker, stop_workers, wait_for_assignment, wait_until, worker_ids  # noqa: E402
 from schemas import Frame  # noqa: E402
+
+from benchmarks.processes import run_config as processes_speed  # noqa: E402
 
 console = Console()
 WIRE_OPTIONS = [("raw float32", "none", False), ("zstd", "zstd", False), ("lz4", "lz4", False), ("zstd-delta", "zstd-delta", False),
@@ -293,6 +297,20 @@ def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_fra
     return rounds
 
 
+def scaling_run(stack: Stack, frames_for: callable, workers: int, batch: int, n_sat: int, alone: dict) -> dict:
+    """``workers`` workers of one intra-op thread each, against the model alone in as many processes of one
+    thread (``benchmarks/processes.py``), measured right before and right after the stream. The model alone
+    says what the cores allow: 2 processes at ~2x one means the 2 cores were free for them."""
+    before = processes_speed(workers, 1, alone)["fps"]
+    row = stack.run_config(frames_for, workers=workers, max_batch=batch, threads=1, n_sat=n_sat, latency_s=4)
+    after = processes_speed(workers, 1, alone)["fps"]
+    row["model_fps_runs"] = [before, after]
+    row["model_fps"] = round((before + after) / 2, 2)
+    row["ratio"] = round(row["fps"] / row["model_fps"], 3)
+    console.print(f"{workers} worker(s) x 1 thread: {row['fps']:.1f} frames/s; the model alone in {workers} process(es) x 1 thread {before:.1f} -> {after:.1f}, ratio {row['ratio']:.2f}")
+    return row
+
+
 def median_by_thread(rounds: list[dict]) -> dict[str, float]:
     """Each worker thread name's median CPU ms per frame over the rounds (0 in a round it did not run), largest first."""
     names = {n for r in rounds for n in r["worker_thread_cpu_ms_per_frame"]}
@@ -388,8 +406,8 @@ def main() -> int:
         rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames)
         model_fps = round(statistics.median(r["model_fps"] for r in rounds), 2)
         pipeline_fps = round(statistics.median(r["pipeline_fps"] for r in rounds), 2)
-        one = stack.run_config(frames_for, workers=1, max_batch=default_batch, threads=1, n_sat=args.frames, latency_s=4)
-        two = stack.run_config(frames_for, workers=2, max_batch=default_batch, threads=1, n_sat=args.frames, latency_s=4)
+        alone = {"model": str(model_path), "category": args.category, "size": args.size, "batch": default_batch, "frames": 32, "repeats": 3, "device": ""}
+        one, two = (scaling_run(stack, frames_for, k, default_batch, args.frames, alone) for k in (1, 2))
     finally:
         stack.close()
 
@@ -402,7 +420,8 @@ def main() -> int:
         "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
         "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
         "batch_sweep": sweep, "wire": wire,
-        "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2)},
+        "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2),
+                    "model_speedup": round(two["model_fps"] / one["model_fps"], 2)},
         "wall_s": round(time.monotonic() - t_start, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -426,8 +445,10 @@ def main() -> int:
     threads = out["worker_thread_cpu_ms_per_frame"]
     if threads:
         console.print("worker CPU ms per frame by thread (median of the rounds): " + ", ".join(f"{k} {v:.1f}" for k, v in threads.items()))
+    sc = out["scaling"]
     console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
-                  f"2 workers / 1 worker (1 thread each) {out['scaling']['speedup']}x on {os.cpu_count()} cores")
+                  f"2 workers / 1 worker (1 thread each) {sc['speedup']}x on {os.cpu_count()} cores, the model alone in 2 / 1 processes {sc['model_speedup']}x; "
+                  f"ratio with 1 and 2 workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}")
     console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")
     tmp.cleanup()
     return 0

@@ -53,6 +53,10 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     assert scaling["one_worker"]["workers"] == 1 and scaling["two_workers"]["workers"] == 2
     for row in (scaling["one_worker"], scaling["two_workers"]):  # stations spread evenly: each of two workers gets half the frames
         assert sum(row["frames_per_partition"]) == row["frames"] and max(row["frames_per_partition"]) - min(row["frames_per_partition"]) <= 1
+    for row in (scaling["one_worker"], scaling["two_workers"]):  # each against the model alone in as many 1-thread processes
+        assert len(row["model_fps_runs"]) == 2 and row["model_fps"] == pytest.approx(sum(row["model_fps_runs"]) / 2, abs=0.01)
+        assert row["ratio"] == pytest.approx(row["fps"] / row["model_fps"], abs=1e-3)
+    assert scaling["model_speedup"] == pytest.approx(scaling["two_workers"]["model_fps"] / scaling["one_worker"]["model_fps"], abs=0.01)
     assert scaling["speedup"] == pytest.approx(scaling["two_workers"]["fps"] / scaling["one_worker"]["fps"], abs=0.01)
     wire = {w["option"]: w for w in d["wire"]}
     assert wire["raw float32"]["vs_raw"] == 1.0
@@ -60,3 +64,22 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     assert all(w["i_auroc_change"] == 0 for w in lossless), "lossless codecs cannot change a score"
     assert min(w["vs_raw"] for w in lossless) < 0.5
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_processes_benchmark_reports_each_configuration(models_dir, tmp_path):
+    out = tmp_path / "processes.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/processes.py", "--model", str(models_dir / "ring.pt"), "--category", "ring", "--size", "64",
+         "--configs", "1x1,2x1", "--frames", "8", "--batch", "4", "--repeats", "1", "--device", "cpu", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    d = json.loads(out.read_text())
+    one, two = d["configs"]
+    assert (one["processes"], one["threads"], two["processes"], two["threads"]) == (1, 1, 2, 1)
+    assert len(one["fps_per_process"]) == 1 and len(two["fps_per_process"]) == 2 and min(two["fps_per_process"]) > 0
+    assert two["fps"] == pytest.approx(sum(two["fps_per_process"]), abs=0.02), "the configuration's speed is all its processes together"
+    assert one["vs_first"] == 1.0 and two["vs_first"] == pytest.approx(two["fps"] / one["fps"], abs=0.01)
+    assert one["device"] == "cpu" and one["cpu_ms_per_frame"] > 0
+    bad = subprocess.run([sys.executable, "benchmarks/processes.py", "--model", "m.pt", "--configs", "2by4"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "PROCESSESxTHREADS" in bad.stderr
