@@ -49,11 +49,13 @@ from duoscan.cli import apply_compute_settings  # noqa: E402
 from duoscan.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
 from duoscan.stack import spawn_worker, stop_workers, wait_for_assignment, wait_until, worker_ids  # noqa: E402
+from models import resolve_device  # noqa: E402
 from schemas import Frame  # noqa: E402
 
 from benchmarks.processes import run_config as processes_speed  # noqa: E402
 
 console = Console()
+PARTITIONS = 4  # per benchmark topic: up to 4 workers can share it
 WIRE_OPTIONS = [("raw float32", "none", False), ("zstd", "zstd", False), ("lz4", "lz4", False), ("zstd-delta", "zstd-delta", False),
                 ("lz4-delta", "lz4-delta", False), ("zstd-delta + float16 xyz", "zstd-delta", True), ("zstd + float16 xyz", "zstd", True)]
 
@@ -88,7 +90,7 @@ def balanced_stations(line: str, n: int, partitions: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def stream_frames(category: str, size: int, n: int, seed: int, partitions: int = 4) -> list[Frame]:
+def stream_frames(category: str, size: int, n: int, seed: int, partitions: int = PARTITIONS) -> list[Frame]:
     """``n`` synthetic frames from 8 stations of line B, two per partition, taken round robin."""
     from producers.replay import synthetic_frames
 
@@ -133,10 +135,10 @@ def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
     return by_name
 
 
-def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int = 3) -> Speed:
-    from models import load_model, resolve_device
+def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, repeats: int = 3) -> Speed:
+    from models import load_model
 
-    model = load_model(model_path, resolve_device(Settings.load().device))  # the device the workers score on
+    model = load_model(model_path, device)
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
 
     def one_pass() -> Speed:
@@ -153,12 +155,12 @@ def model_speed(model_path: Path, frames: list[Frame], batch: int, repeats: int 
     return Speed(statistics.median(r.fps for r in runs), statistics.median(r.cpu_ms for r in runs))
 
 
-def wire_table(model_path: Path, data: Path, category: str) -> list[dict]:
-    from models import load_model, resolve_device
+def wire_table(model_path: Path, data: Path, category: str, device: str) -> list[dict]:
+    from models import load_model
     from models.metrics import image_auroc
     from producers.dataset import iter_samples
 
-    model = load_model(model_path, resolve_device(Settings.load().device))
+    model = load_model(model_path, device)
     samples = list(iter_samples(data, category, "test"))
     labels = [int(s.mask.any()) for s in samples]
     frames = [Frame(line="B", station="S1", category=category, rgb=s.rgb, xyz=s.xyz) for s in samples]
@@ -201,7 +203,7 @@ class Stack:
 
         tag = "p" + uuid.uuid4().hex[:6]
         s = Settings.load(bootstrap_servers=self.broker.bootstrap, redis_url=self.redis.url, topic_prefix=f"{tag}.frames.", dlq_topic=f"{tag}.dlq",
-                          alerts_topic=f"{tag}.alerts", group_id=f"{tag}-w", key_prefix=tag, partitions=4, max_batch=max_batch, torch_threads=threads)
+                          alerts_topic=f"{tag}.alerts", group_id=f"{tag}-w", key_prefix=tag, partitions=PARTITIONS, max_batch=max_batch, torch_threads=threads)
         kafka_clients.ensure_topics(s, ["B"])
         procs = [spawn_worker(s, [self.models], self.workdir / f"{tag}-w{i}.log") for i in range(workers)]
         store = ResultStore(s)
@@ -277,15 +279,15 @@ class Stack:
             stop_workers(procs)
 
 
-def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int) -> list[dict]:
+def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int, device: str) -> list[dict]:
     """Model alone and pipeline alternated ``n`` times at one batch size; each stream's ratio is against
     the mean of the model measurements just before and just after it."""
     rounds = []
-    before = model_speed(model_path, bench_frames, batch)
+    before = model_speed(model_path, bench_frames, batch, device)
     for i in range(n):
         row = stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0)
         fps, cpu = row["fps"], row["cpu_ms_per_frame"]
-        after = model_speed(model_path, bench_frames, batch)
+        after = model_speed(model_path, bench_frames, batch, device)
         model = (before.fps + after.fps) / 2
         model_cpu = (before.cpu_ms + after.cpu_ms) / 2
         rounds.append({"model_fps_before": round(before.fps, 2), "pipeline_fps": fps, "model_fps_after": round(after.fps, 2), "model_fps": round(model, 2), "ratio": round(fps / model, 3),
@@ -360,10 +362,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
-    from models import resolve_device
-
     settings = Settings.load()
     apply_compute_settings(settings)  # the model alone runs with the threads and runtime the workers have
+    device = resolve_device(settings.device)  # and on the device they score on
     batches = [int(b) for b in args.batches.split(",")]
     default_batch = settings.max_batch
     tmp = tempfile.TemporaryDirectory(prefix="duoscan-pipeline-")
@@ -385,9 +386,9 @@ def main() -> int:
     seed = itertools.count(1)
     frames_for = lambda n: stream_frames(args.category, args.size, n, next(seed))  # noqa: E731
     bench_frames = frames_for(32)
-    model_fps_by_batch = {b: round(model_speed(model_path, bench_frames, b).fps, 2) for b in batches}
+    model_fps_by_batch = {b: round(model_speed(model_path, bench_frames, b, device).fps, 2) for b in batches}
     console.print(f"model alone, before streaming: {model_fps_by_batch} frames/s")
-    wire = wire_table(model_path, data, args.category) if data else []
+    wire = wire_table(model_path, data, args.category, device) if data else []
 
     stack = Stack(workdir, model_path)
     try:
@@ -396,14 +397,14 @@ def main() -> int:
             row = stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds, rate_cap=model_fps_by_batch[b])
             # This machine is shared and its speed drifts over minutes: measure the model again right after the
             # stream ran (workers stopped, broker and Redis idle) and use the mean of the two measurements.
-            again = model_speed(model_path, bench_frames, b).fps
+            again = model_speed(model_path, bench_frames, b, device).fps
             row["model_fps_runs"] = [model_fps_by_batch[b], round(again, 2)]
             model_fps_by_batch[b] = round((model_fps_by_batch[b] + again) / 2, 2)
             row["model_fps"] = model_fps_by_batch[b]
             sweep.append(row)
             console.print(f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms at {row['latency_rate_fps']:.1f} frames/s")
         main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(frames_for, 1, default_batch, 0, args.frames, args.latency_seconds)
-        rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames)
+        rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames, device)
         model_fps = round(statistics.median(r["model_fps"] for r in rounds), 2)
         pipeline_fps = round(statistics.median(r["pipeline_fps"] for r in rounds), 2)
         alone = {"model": str(model_path), "category": args.category, "size": args.size, "batch": default_batch, "frames": 32, "repeats": 3, "device": ""}
@@ -414,7 +415,7 @@ def main() -> int:
     batch_ms = default_batch / model_fps * 1000
     out = {
         "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": settings.codec,
-        "device": resolve_device(settings.device), "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
+        "device": device, "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
         "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
         "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
         "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
