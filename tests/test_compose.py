@@ -68,7 +68,8 @@ def test_workers_scale_and_reserve_gpus_with_a_cpu_profile():
     assert "COMPOSE_PROFILES=cpu" in env_file, "plain `docker compose up` starts CPU workers"
     for w in (cpu, gpu):
         assert any(v.endswith(":/models:ro") for v in w["volumes"]), "models come from a volume"
-        assert "--device" in w["command"] and w["command"][w["command"].index("--device") + 1] == "auto"
+        assert "--device" not in w["command"], "the device comes from DUOSCAN_DEVICE, which --device would override"
+        assert substitute(w["environment"]["DUOSCAN_DEVICE"]) == "auto", "a replica takes the GPU it sees, else the CPU"
         assert w["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
