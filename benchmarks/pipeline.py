@@ -74,14 +74,12 @@ def train_model(method: str, category: str, size: int, workdir: Path) -> tuple[P
 
 
 def balanced_stations(line: str, n: int, partitions: int) -> list[str]:
-    """``n`` station names whose keys the producer's default partitioner (murmur2, as Kafka's Java
-    client) spreads evenly over ``partitions``. Stations S0..S7 of line B hash 3/1/2/2 onto 4
+    """``n`` station names whose keys the producer's default partitioner spreads evenly over
+    ``partitions`` (``duoscan stations`` shows any names' spread). Stations S0..S7 of line B hash 3/1/2/2 onto 4
     partitions, which capped 2 workers at 1.6x one worker however many cores were free."""
-    from kafka.partitioner.default import murmur2
-
     per, count, names = -(-n // partitions), [0] * partitions, []
     for i in itertools.count():
-        p = (murmur2(f"{line}/S{i}".encode()) & 0x7FFFFFFF) % partitions
+        p = kafka_clients.partition_for(Frame.key_for(line, f"S{i}"), partitions)
         if count[p] < per:
             count[p] += 1
             names.append(f"S{i}")

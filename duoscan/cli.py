@@ -326,6 +326,31 @@ def produce(
 
 
 @app.command()
+def stations(
+    names: list[str] = typer.Argument(..., metavar="STATION...", help="the stations of one line"),
+    line: str = typer.Option(..., help="the line they publish to"),
+    partitions: Optional[int] = typer.Option(None, min=1, help="partitions of the line's topic (default: DUOSCAN_PARTITIONS)"),
+) -> None:
+    """Which partition each station's frames land on, so how evenly the line's workers can share it."""
+    from schemas import Frame
+
+    from .kafka_clients import partition_for
+
+    n = partitions or _checked_settings().partitions
+    by_partition: dict[int, list[str]] = {p: [] for p in range(n)}
+    for name in names:
+        by_partition[partition_for(Frame.key_for(line, name), n)].append(name)
+    table = Table("partition", "stations", "share of the line's frames (equal rates)")
+    for p, members in by_partition.items():
+        table.add_row(str(p), " ".join(members) or "-", f"{len(members) / len(names):.0%}")
+    console.print(table)
+    counts = [len(m) for m in by_partition.values() if len(names) >= n or m]
+    if max(counts) - min(counts) > 1:
+        console.print(f"[yellow]uneven:[/yellow] one partition carries {max(counts)} of {len(names)} stations; the worker that holds it "
+                      f"bounds the line's throughput. Other station names or another partition count spread them differently.")
+
+
+@app.command()
 def work(
     model: Optional[list[Path]] = typer.Option(None, "--model", "--models", help="model file or folder of <category>.pt files (repeatable)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: DUOSCAN_DEVICE, else auto)"),

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 _OVERHEAD = 64 * 1024
 
 
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the producer's default partitioner gives a keyed record: murmur2, as Kafka's Java
+    client, so producers in other languages with default settings agree."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def producer(settings: Settings, **extra: Any) -> KafkaProducer:
     return KafkaProducer(**{**producer_config(settings), **extra})
 

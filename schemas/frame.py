@@ -44,7 +44,11 @@ class Frame:
     @property
     def key(self) -> bytes:
         """Kafka key: one station's frames land on one partition, in order."""
-        return f"{self.line}/{self.station}".encode()
+        return self.key_for(self.line, self.station)
+
+    @staticmethod
+    def key_for(line: str, station: str) -> bytes:
+        return f"{line}/{station}".encode()
 
     def validate(self, limits: DecodeLimits | None = None) -> "Frame":
         limits = limits or DecodeLimits()

@@ -16,7 +16,11 @@ from duoscan.cli import app
 from duoscan.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["up", "down", "topics", "health", "synth", "train", "calibrate", "evaluate", "benchmark-table", "produce", "work", "alerts", "view", "config", "demo"]
+COMMANDS = ["up", "down", "topics", "health", "synth", "synth-anomalies", "train", "calibrate", "evaluate", "benchmark-table", "produce", "stations", "work", "alerts", "view", "config", "demo"]
+
+
+def test_the_help_check_covers_every_command():
+    assert {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands} == set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

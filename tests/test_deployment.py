@@ -210,3 +210,25 @@ def test_per_category_counts_are_what_the_stream_sent():
     counts = Counter(f.category for f in frames)
     assert len(counts) >= 2 and counts[frames[0].category] >= 20
     assert len({f.station for f in frames}) == 1
+
+
+@pytest.mark.integration
+def test_stations_command_predicts_where_the_broker_puts_each_station(settings):
+    """`duoscan stations` is what operators size a line's workers by: it must match the real placement."""
+    s = settings.replace(partitions=4)
+    kafka_clients.ensure_topics(s, ["L7"])
+    names = [f"S{i}" for i in range(8)]
+    placed = {}
+    with FramePublisher(s) as pub:
+        for name in names:
+            frame = next(synthetic_frames("L7", name, categories=("ring",), size=32))
+            placed[name] = pub.publish_frame(frame)
+        pub.flush()
+    placed = {name: fut.get(timeout=30).partition for name, fut in placed.items()}
+    assert len(set(placed.values())) > 1, "eight stations over four partitions cannot all land on one"
+    result = CliRunner().invoke(app, ["stations", "--line", "L7", "--partitions", "4", *names])
+    assert result.exit_code == 0, result.output
+    rows = {int(line.split("│")[1]): line.split("│")[2].split() for line in result.output.splitlines() if line.startswith("│")}
+    assert {name: p for p, members in rows.items() for name in members if name != "-"} == placed
+    per_partition = [list(placed.values()).count(p) for p in range(4)]
+    assert ("uneven" in result.output) == (max(per_partition) - min(per_partition) > 1)
