@@ -344,7 +344,9 @@ def stations(
     for p, members in by_partition.items():
         table.add_row(str(p), " ".join(members) or "-", f"{len(members) / len(names):.0%}")
     console.print(table)
-    counts = [len(m) for m in by_partition.values() if len(names) >= n or m]
+    counts = [len(m) for m in by_partition.values()]
+    if len(names) < n:  # fewer stations than partitions: some must stay empty
+        counts = [c for c in counts if c]
     if max(counts) - min(counts) > 1:
         console.print(f"[yellow]uneven:[/yellow] one partition carries {max(counts)} of {len(names)} stations; the worker that holds it "
                       f"bounds the line's throughput. Other station names or another partition count spread them differently.")

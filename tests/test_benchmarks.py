@@ -42,7 +42,8 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
         threads = r["worker_thread_cpu_ms_per_frame"]  # the worker names its stage threads for the OS
         assert {"decode", "score", "deliver"} <= threads.keys() and threads["score"] > 0
         assert sum(threads.values()) <= cpu["workers"] + 3, "threads are a part of their worker's CPU (clock-tick rounding aside)"
-    assert d["worker_thread_cpu_ms_per_frame"]["score"] == pytest.approx(statistics.median(r["worker_thread_cpu_ms_per_frame"]["score"] for r in rounds), abs=0.051)  # kept to 0.1 ms: a median of two may sit half-way
+    # the same median, kept to 0.1 ms as the JSON keeps it (a median of two rounds may sit half-way)
+    assert d["worker_thread_cpu_ms_per_frame"]["score"] == round(statistics.median(r["worker_thread_cpu_ms_per_frame"]["score"] for r in rounds), 1)
     assert d["cpu_ratio"] == pytest.approx(statistics.median(r["cpu_ratio"] for r in rounds), abs=1e-3)
     assert d["ratio"] == pytest.approx(statistics.median(r["ratio"] for r in rounds), abs=1e-3)
     assert d["pipeline_fps"] == pytest.approx(statistics.median(r["pipeline_fps"] for r in rounds), abs=0.01)
