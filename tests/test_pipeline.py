@@ -55,6 +55,7 @@ def test_frames_flow_end_to_end(settings, start_worker):
         assert r.modalities == ["rgb", "xyz"]
         heatmap = store.read_heatmap(r.heatmap_key)
         assert heatmap is not None and heatmap.shape == f.rgb.shape[:2]
+        assert heatmap.max() == pytest.approx(r.score, rel=1e-3), "the frame's own map (the baseline scores a frame by its map's maximum), to float16 precision"
         assert r.verdict == ("anomalous" if r.score > r.threshold else "ok")
         if r.anomalous:
             assert r.region is not None and r.region.area_px > 0

@@ -56,11 +56,11 @@ class DecodedBatch:
 
 @dataclass
 class ScoredBatch:
-    """What ``score`` hands to ``deliver``: results with their heatmaps, and the frames to dead-letter."""
+    """What ``score`` hands to ``deliver``: results with their pixel maps, and the frames to dead-letter."""
 
     size: int
     results: list[Result] = field(default_factory=list)
-    heatmaps: list[bytes] = field(default_factory=list)
+    pixel_maps: list[np.ndarray] = field(default_factory=list)  # encoded while delivering, off the scoring thread
     frames: list[Frame] = field(default_factory=list)  # aligned with results: previews are made while delivering
     dead: list[tuple[Incoming, str]] = field(default_factory=list)
     score_s: float = 0.0
@@ -116,7 +116,7 @@ class BatchProcessor:
             by_route[route].append((msg, frame))
 
         results: list[Result] = []
-        heatmaps: list[bytes] = []
+        pixel_maps: list[np.ndarray] = []
         scored_frames: list[Frame] = []
         t0 = time.perf_counter()
         for route, items in by_route.items():
@@ -146,14 +146,14 @@ class BatchProcessor:
                         degraded=bool(worse),
                     )
                 )
-                heatmaps.append(encode_heatmap(pixel_map))
+                pixel_maps.append(pixel_map)
                 scored_frames.append(frame)
         score_s = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.SCORING_SECONDS.observe(score_s)
         for msg in batch:
             metrics.FRAMES_CONSUMED.labels(msg.topic).inc()
-        return ScoredBatch(len(batch), results, heatmaps, scored_frames, dead, score_s)
+        return ScoredBatch(len(batch), results, pixel_maps, scored_frames, dead, score_s)
 
     def deliver(self, scored: ScoredBatch) -> BatchReport:
         """Make a scored batch durable: results and heatmaps in Redis, alerts and dead letters acked."""
@@ -161,11 +161,12 @@ class BatchProcessor:
         t0 = time.perf_counter()
         results: list[Result] = []
         if scored.results:
-            # on this thread, not the shared frame pool: queued there they would hold up the next batch's scoring
+            # on this thread, not the scoring thread or the shared frame pool: the next batch scores meanwhile
+            heatmaps = [encode_heatmap(m) for m in scored.pixel_maps]
             previews = [self._preview(f) for f in scored.frames] if self.settings.preview_px > 0 else None
             written_ns = time.time_ns()
             results = [_with_written(r, written_ns) for r in scored.results]
-            fresh = self._retry("write results to Redis", lambda: self.store.write(results, scored.heatmaps, previews))
+            fresh = self._retry("write results to Redis", lambda: self.store.write(results, heatmaps, previews))
             report.results = len(results)
             report.duplicates = fresh.count(False)
             if report.duplicates:  # redelivered frames: their results were overwritten, not added
