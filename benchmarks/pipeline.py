@@ -31,11 +31,9 @@ import signal
 import statistics
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from pathlib import Path
-from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,6 +51,7 @@ from models import resolve_device  # noqa: E402
 from schemas import Frame  # noqa: E402
 
 from benchmarks.processes import run_config as processes_speed  # noqa: E402
+from benchmarks.timing import Speed, between, timed_passes  # noqa: E402
 
 console = Console()
 PARTITIONS = 4  # per benchmark topic: up to 4 workers can share it
@@ -96,11 +95,6 @@ def stream_frames(category: str, size: int, n: int, seed: int, partitions: int =
     return [next(gens[i % 8]) for i in range(n)]
 
 
-class Speed(NamedTuple):
-    fps: float
-    cpu_ms: float  # CPU time (all threads) per frame: moved less than frames/s by other tenants of the host
-
-
 def cpu_seconds(pids: list[int], children: bool = False) -> float:
     """User + system CPU seconds of these processes (and, with ``children``, their descendants) so far."""
     total = 0.0
@@ -138,18 +132,7 @@ def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, 
 
     model = load_model(model_path, device)
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
-
-    def one_pass() -> Speed:
-        c0, t0 = cpu_seconds([os.getpid()]), time.perf_counter()
-        for i in range(0, len(frames), batch):
-            model.score(frames[i : i + batch])
-        return Speed(len(frames) / (time.perf_counter() - t0), (cpu_seconds([os.getpid()]) - c0) / len(frames) * 1000)
-
-    # on one executor thread, as the worker scores: torch's OpenMP pool behaves differently there
-    # (batch 1 ran at 8 frames/s on the main thread and 15 on an executor thread here)
-    with ThreadPoolExecutor(max_workers=1) as ex:
-        ex.submit(model.score, frames[:batch]).result()  # warm-up
-        runs = [ex.submit(one_pass).result() for _ in range(repeats)]
+    runs = timed_passes(model, frames, batch, repeats, device)
     return Speed(statistics.median(r.fps for r in runs), statistics.median(r.cpu_ms for r in runs))
 
 
@@ -278,20 +261,17 @@ class Stack:
 
 
 def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int, device: str) -> list[dict]:
-    """Model alone and pipeline alternated ``n`` times at one batch size; each stream's ratio is against
-    the mean of the model measurements just before and just after it."""
-    rounds = []
-    before = model_speed(model_path, bench_frames, batch, device)
+    """Model alone and pipeline alternated ``n`` times at one batch size: one model run between streams."""
+    rounds, before = [], None
     for i in range(n):
-        row = stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0)
-        fps, cpu = row["fps"], row["cpu_ms_per_frame"]
-        after = model_speed(model_path, bench_frames, batch, device)
-        model = (before.fps + after.fps) / 2
-        model_cpu = (before.cpu_ms + after.cpu_ms) / 2
-        rounds.append({"model_fps_before": round(before.fps, 2), "pipeline_fps": fps, "model_fps_after": round(after.fps, 2), "model_fps": round(model, 2), "ratio": round(fps / model, 3),
+        row, before, after = between(lambda: model_speed(model_path, bench_frames, batch, device),
+                                     lambda: stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0), before)
+        cpu, model_cpu = row["cpu_ms_per_frame"], (before.cpu_ms + after.cpu_ms) / 2
+        (b, a), model = row["model_fps_runs"], row["model_fps"]
+        rounds.append({"model_fps_before": b, "pipeline_fps": row["fps"], "model_fps_after": a, "model_fps": model, "ratio": row["ratio"],
                        "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3),
                        "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
-        console.print(f"ratio round {i + 1}/{n}: model {before.fps:.1f} -> {after.fps:.1f}, pipeline {fps:.1f} frames/s, ratio {fps / model:.2f}; "
+        console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f}; "
                       f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f})")
         before = after
     return rounds
@@ -301,13 +281,13 @@ def scaling_run(stack: Stack, frames_for: callable, workers: int, batch: int, n_
     """``workers`` workers of one intra-op thread each, against the model alone in as many processes of one
     thread (``benchmarks/processes.py``), measured right before and right after the stream. The model alone
     says what the cores allow: 2 processes at ~2x one means the 2 cores were free for them."""
-    before = processes_speed(workers, 1, alone)["fps"]
-    row = stack.run_config(frames_for, workers=workers, max_batch=batch, threads=1, n_sat=n_sat, latency_s=4)
-    after = processes_speed(workers, 1, alone)["fps"]
-    row["model_fps_runs"] = [before, after]
-    row["model_fps"] = round((before + after) / 2, 2)
-    row["ratio"] = round(row["fps"] / row["model_fps"], 3)
-    console.print(f"{workers} worker(s) x 1 thread: {row['fps']:.1f} frames/s; the model alone in {workers} process(es) x 1 thread {before:.1f} -> {after:.1f}, ratio {row['ratio']:.2f}")
+
+    def model_alone() -> Speed:
+        d = processes_speed(workers, 1, alone)
+        return Speed(d["fps"], d["cpu_ms_per_frame"])
+
+    row, before, after = between(model_alone, lambda: stack.run_config(frames_for, workers=workers, max_batch=batch, threads=1, n_sat=n_sat, latency_s=4))
+    console.print(f"{workers} worker(s) x 1 thread: {row['fps']:.1f} frames/s; the model alone in {workers} process(es) x 1 thread {before.fps:.1f} -> {after.fps:.1f}, ratio {row['ratio']:.2f}")
     return row
 
 
@@ -384,7 +364,8 @@ def main() -> int:
     seed = itertools.count(1)
     frames_for = lambda n: stream_frames(args.category, args.size, n, next(seed))  # noqa: E731
     bench_frames = frames_for(32)
-    model_fps_by_batch = {b: round(model_speed(model_path, bench_frames, b, device).fps, 2) for b in batches}
+    first = {b: model_speed(model_path, bench_frames, b, device) for b in batches}
+    model_fps_by_batch = {b: round(first[b].fps, 2) for b in batches}
     console.print(f"model alone, before streaming: {model_fps_by_batch} frames/s")
     wire = wire_table(model_path, data, args.category, device) if data else []
 
@@ -392,13 +373,9 @@ def main() -> int:
     try:
         sweep = []
         for b in batches:
-            row = stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds, rate_cap=model_fps_by_batch[b])
-            # This machine is shared and its speed drifts over minutes: measure the model again right after the
-            # stream ran (workers stopped, broker and Redis idle) and use the mean of the two measurements.
-            again = model_speed(model_path, bench_frames, b, device).fps
-            row["model_fps_runs"] = [model_fps_by_batch[b], round(again, 2)]
-            model_fps_by_batch[b] = round((model_fps_by_batch[b] + again) / 2, 2)
-            row["model_fps"] = model_fps_by_batch[b]
+            row, _, _ = between(lambda: model_speed(model_path, bench_frames, b, device),
+                                lambda: stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds, rate_cap=first[b].fps), first[b])
+            model_fps_by_batch[b] = row["model_fps"]
             sweep.append(row)
             console.print(f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms at {row['latency_rate_fps']:.1f} frames/s")
         main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(frames_for, 1, default_batch, 0, args.frames, args.latency_seconds)

@@ -18,8 +18,6 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,29 +33,16 @@ def score_in_process(args: tuple) -> dict:
     from producers.replay import synthetic_frames
     from schemas import Frame
 
+    from benchmarks.timing import timed_passes
+
     settings = Settings.load()
     apply_compute_settings(settings)
     device = resolve_device(opts["device"] or settings.device)
     gens = [synthetic_frames("B", f"S{s}", categories=(opts["category"],), seed=100 * index + s, defect_rate=0.2, size=opts["size"]) for s in range(8)]
     frames = [Frame.decode(next(gens[i % 8]).encode()) for i in range(opts["frames"])]  # as a worker gets them: off the wire
     model = load_model(opts["model"], device)
-    batch = opts["batch"]
-
-    def one_pass() -> tuple[float, float]:
-        c0, t0 = time.process_time(), time.perf_counter()
-        for i in range(0, len(frames), batch):
-            model.score(frames[i : i + batch])
-        if device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize()
-        return len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000
-
-    with ThreadPoolExecutor(max_workers=1) as ex:  # on an executor thread, as a worker scores
-        ex.submit(model.score, frames[:batch]).result()
-        barrier.wait()
-        runs = [ex.submit(one_pass).result() for _ in range(opts["repeats"])]
-    return {"fps": statistics.median(r[0] for r in runs), "cpu_ms_per_frame": statistics.median(r[1] for r in runs), "device": device}
+    runs = timed_passes(model, frames, opts["batch"], opts["repeats"], device, ready=barrier.wait)
+    return {"fps": statistics.median(r.fps for r in runs), "cpu_ms_per_frame": statistics.median(r.cpu_ms for r in runs), "device": device}
 
 
 def run_config(processes: int, threads: int, opts: dict) -> dict:

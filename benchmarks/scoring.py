@@ -12,16 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from concurrent.futures import ThreadPoolExecutor
+import sys
 from pathlib import Path
 
 import torch
 
-from duoscan.cli import apply_compute_settings
-from duoscan.config import Settings
-from models import load_model, resolve_device
-from producers.dataset import iter_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import timed_passes  # noqa: E402
+from duoscan.cli import apply_compute_settings  # noqa: E402
+from duoscan.config import Settings  # noqa: E402
+from models import load_model, resolve_device  # noqa: E402
+from producers.dataset import iter_dataset  # noqa: E402
 
 
 def main() -> None:
@@ -41,19 +43,8 @@ def main() -> None:
     rows = []
     for path in args.model:
         model = load_model(path, device)
-        # scored on one executor thread, as a worker does (torch's OpenMP pool is slower on the
-        # main thread here at small batches)
-        ex = ThreadPoolExecutor(max_workers=1)
-        ex.submit(model.score, frames[:1]).result()  # warm-up: lazy backbone load, allocator
         for b in args.batch:
-
-            def one_pass() -> float:
-                t0 = time.perf_counter()
-                for i in range(0, len(frames), b):
-                    model.score(frames[i : i + b])
-                return len(frames) / (time.perf_counter() - t0)
-
-            runs = [ex.submit(one_pass).result() for _ in range(args.repeats)]
+            runs = [r.fps for r in timed_passes(model, frames, b, args.repeats, device)]
             rows.append({"model": str(path), "method": model.name, "config": model.config(), "batch": b, "fps_median": statistics.median(runs), "fps_runs": runs})
             print(f"{path.name:32s} batch {b:2d}: {statistics.median(runs):6.1f} frames/s (runs {', '.join(f'{r:.1f}' for r in runs)})", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
