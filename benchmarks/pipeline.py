@@ -132,8 +132,7 @@ def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, 
 
     model = load_model(model_path, device)
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
-    runs = timed_passes(model, frames, batch, repeats, device)
-    return Speed(statistics.median(r.fps for r in runs), statistics.median(r.cpu_ms for r in runs))
+    return Speed.median(timed_passes(model, frames, batch, repeats, device))
 
 
 def wire_table(model_path: Path, data: Path, category: str, device: str) -> list[dict]:

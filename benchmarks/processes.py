@@ -33,7 +33,7 @@ def score_in_process(args: tuple) -> dict:
     from producers.replay import synthetic_frames
     from schemas import Frame
 
-    from benchmarks.timing import timed_passes
+    from benchmarks.timing import Speed, timed_passes
 
     settings = Settings.load()
     apply_compute_settings(settings)
@@ -41,8 +41,8 @@ def score_in_process(args: tuple) -> dict:
     gens = [synthetic_frames("B", f"S{s}", categories=(opts["category"],), seed=100 * index + s, defect_rate=0.2, size=opts["size"]) for s in range(8)]
     frames = [Frame.decode(next(gens[i % 8]).encode()) for i in range(opts["frames"])]  # as a worker gets them: off the wire
     model = load_model(opts["model"], device)
-    runs = timed_passes(model, frames, opts["batch"], opts["repeats"], device, ready=barrier.wait)
-    return {"fps": statistics.median(r.fps for r in runs), "cpu_ms_per_frame": statistics.median(r.cpu_ms for r in runs), "device": device}
+    speed = Speed.median(timed_passes(model, frames, opts["batch"], opts["repeats"], device, ready=barrier.wait))
+    return {"fps": speed.fps, "cpu_ms_per_frame": speed.cpu_ms, "device": device}
 
 
 def run_config(processes: int, threads: int, opts: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple, Sequence
@@ -10,6 +11,11 @@ from typing import Callable, NamedTuple, Sequence
 class Speed(NamedTuple):
     fps: float
     cpu_ms: float  # CPU time of the whole process (all its threads) per frame: moved less than frames/s by other tenants
+
+    @classmethod
+    def median(cls, runs: Sequence["Speed"]) -> "Speed":
+        """Each field's median over ``runs`` (passes, or measurements)."""
+        return cls(statistics.median(r.fps for r in runs), statistics.median(r.cpu_ms for r in runs))
 
 
 def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None) -> list[Speed]:
@@ -40,7 +46,8 @@ def between(model_speed: Callable[[], Speed], stream: Callable[[], dict], before
     """Run ``stream`` between two timings of the model alone (``before``: one taken already, e.g. after the
     previous stream) and add them to its row: this shared machine's speed drifts by 10-20 % over minutes, so a
     stream is compared with the mean of the model runs either side of it. Returns the row and both timings."""
-    before = before or model_speed()
+    if before is None:
+        before = model_speed()
     row = stream()
     after = model_speed()
     row["model_fps_runs"] = [round(before.fps, 2), round(after.fps, 2)]
