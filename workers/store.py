@@ -57,7 +57,7 @@ def encode_preview(rgb: np.ndarray, xyz: np.ndarray, max_side: int) -> bytes:
     small = rgb[::step, ::step]
     buf = io.BytesIO()
     Image.fromarray(small).save(buf, "JPEG", quality=85)
-    z = np.ascontiguousarray(xyz[::step, ::step, 2]).astype(np.float16)
+    z = to_float16(xyz[::step, ::step, 2])
     return msgpack.packb({"rgb": buf.getvalue(), "z": encode_array(z, "zstd")}, use_bin_type=True)
 
 
@@ -69,9 +69,30 @@ def decode_preview(blob: bytes) -> tuple[bytes, np.ndarray | None]:
 
 def encode_heatmap(pixel_map: np.ndarray) -> bytes:
     """float16 + zstd: ~4x smaller than float32 and plenty for a display/threshold map."""
-    # NumPy's cast, not torch's faster one: on the deliver thread torch's would open an OpenMP team whose
-    # threads then spin ~3 ms after each call (3.2 ms of CPU per map here, against NumPy's 0.4)
-    return msgpack.packb(encode_array(pixel_map.astype(np.float16), "zstd"), use_bin_type=True)
+    return msgpack.packb(encode_array(to_float16(pixel_map), "zstd"), use_bin_type=True)
+
+
+_F16_CHUNK = 16384  # elements: under torch's parallel grain (32768), so each copy runs on the calling thread
+
+
+def to_float16(a: np.ndarray) -> np.ndarray:
+    """``a.astype(np.float16)``, bit for bit, about 5x faster.
+
+    NumPy has no vectorised float16 cast (0.35 ms per 224x224 map here, ~1 ms of the deliver thread's time
+    per frame under load); torch's is. A whole-array torch cast would run on an OpenMP team opened by the
+    calling thread, whose threads spin after each call (3.2 ms of CPU per map, measured), so it is done in
+    chunks small enough for torch to stay on this thread.
+    """
+    import torch  # the worker has it loaded already; readers of stored maps need not
+
+    src = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    if not src.flags.writeable:  # torch.from_numpy warns on read-only arrays (it is only read here)
+        src = src.copy()
+    out = np.empty(src.shape, np.float16)
+    s, d = torch.from_numpy(src), torch.from_numpy(out)
+    for i in range(0, src.size, _F16_CHUNK):
+        d[i : i + _F16_CHUNK].copy_(s[i : i + _F16_CHUNK])
+    return out.reshape(a.shape)
 
 
 def decode_heatmap(blob: bytes) -> np.ndarray:
