@@ -51,7 +51,7 @@ from models import resolve_device  # noqa: E402
 from schemas import Frame  # noqa: E402
 
 from benchmarks.processes import run_config as processes_speed  # noqa: E402
-from benchmarks.timing import Speed, between, timed_passes  # noqa: E402
+from benchmarks.timing import Speed, between, host_cpu, steal_pct, timed_passes  # noqa: E402
 
 console = Console()
 PARTITIONS = 4  # per benchmark topic: up to 4 workers can share it
@@ -215,6 +215,7 @@ class Stack:
                 pids = {"workers": [p.pid for p in procs], "broker": [self.broker.pid], "redis": [self.redis.pid], "benchmark": [os.getpid()]}
                 cpu0 = {k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()}  # the script's children are the others
                 threads0 = thread_cpu_seconds(pids["workers"])
+                host0 = host_cpu()
                 t0 = time.time_ns()
                 sent = [pub.send_raw("B", f.key, p, f.frame_id) for f, p in zip(sat, payloads)]
                 pub.flush()
@@ -224,6 +225,7 @@ class Stack:
                 sat_ids = [f.frame_id for f in sat]
                 expected += len(sat)
                 wait_written(expected, "saturation results")
+                steal = steal_pct(host0)
                 cpu_ms = {k: round((cpu_seconds(v, children=k != "benchmark") - cpu0[k]) / len(sat) * 1000, 1) for k, v in pids.items()}
                 cpu_ms["total"] = round(sum(cpu_ms.values()), 1)
                 threads1 = thread_cpu_seconds(pids["workers"])
@@ -253,7 +255,7 @@ class Stack:
                 wait_written(expected, "latency results")
                 ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()] or [float("nan")]
             return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
-                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat), "frames_per_partition": per_partition,
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat), "frames_per_partition": per_partition, "steal_pct": steal,
                     "cpu_ms_per_frame": cpu_ms, "worker_thread_cpu_ms_per_frame": thread_ms}
         finally:
             stop_workers(procs)
@@ -269,9 +271,11 @@ def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_fra
         (b, a), model = row["model_fps_runs"], row["model_fps"]
         rounds.append({"model_fps_before": b, "pipeline_fps": row["fps"], "model_fps_after": a, "model_fps": model, "ratio": row["ratio"],
                        "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3),
+                       "steal_pct": {"model_before": before.steal_pct, "pipeline": row["steal_pct"], "model_after": after.steal_pct},
                        "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
         console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f}; "
-                      f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f})")
+                      f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f}); "
+                      f"host steal {before.steal_pct:.0f} / {row['steal_pct']:.0f} / {after.steal_pct:.0f} %")
         before = after
     return rounds
 

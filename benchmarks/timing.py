@@ -11,11 +11,32 @@ from typing import Callable, NamedTuple, Sequence
 class Speed(NamedTuple):
     fps: float
     cpu_ms: float  # CPU time of the whole process (all its threads) per frame: moved less than frames/s by other tenants
+    steal_pct: float = float("nan")  # the host's CPU time taken by other guests meanwhile (see host_cpu)
 
     @classmethod
     def median(cls, runs: Sequence["Speed"]) -> "Speed":
         """Each field's median over ``runs`` (passes, or measurements)."""
-        return cls(statistics.median(r.fps for r in runs), statistics.median(r.cpu_ms for r in runs))
+        return cls(*(statistics.median(r[i] for r in runs) for i in range(len(cls._fields))))
+
+
+def host_cpu() -> tuple[int, int]:
+    """(steal, total) CPU time of the whole host so far, in clock ticks, from Linux's ``/proc/stat``; (0, 0) elsewhere.
+
+    On a virtual machine "steal" is time the hypervisor ran other guests while ours wanted the CPU. It is
+    what moves this shared host's speed from minute to minute (vmstat showed 1-38 % during one model run),
+    so benchmarks report it next to each timing."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return 0, 0
+    return ticks[7], sum(ticks)
+
+
+def steal_pct(since: tuple[int, int]) -> float:
+    """Steal as a percentage of all the host's CPU time since ``since`` (a :func:`host_cpu` reading); NaN without data."""
+    steal, total = host_cpu()
+    return round(100 * (steal - since[0]) / (total - since[1]), 1) if total > since[1] else float("nan")
 
 
 def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None) -> list[Speed]:
@@ -27,14 +48,14 @@ def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str 
     """
 
     def one_pass() -> Speed:
-        c0, t0 = time.process_time(), time.perf_counter()
+        c0, t0, h0 = time.process_time(), time.perf_counter(), host_cpu()
         for i in range(0, len(frames), batch):
             model.score(frames[i : i + batch])
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.synchronize()
-        return Speed(len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000)
+        return Speed(len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000, steal_pct(h0))
 
     with ThreadPoolExecutor(max_workers=1) as ex:
         ex.submit(model.score, frames[:batch]).result()
@@ -52,5 +73,6 @@ def between(model_speed: Callable[[], Speed], stream: Callable[[], dict], before
     after = model_speed()
     row["model_fps_runs"] = [round(before.fps, 2), round(after.fps, 2)]
     row["model_fps"] = round((before.fps + after.fps) / 2, 2)
+    row["model_steal_pct"] = [before.steal_pct, after.steal_pct]
     row["ratio"] = round(row["fps"] / row["model_fps"], 3)
     return row, before, after

@@ -36,6 +36,7 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     for r in rounds:
         assert r["model_fps"] == pytest.approx((r["model_fps_before"] + r["model_fps_after"]) / 2, abs=0.01)
         assert r["ratio"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], abs=1e-3)
+        assert set(r["steal_pct"]) == {"model_before", "pipeline", "model_after"} and all(0 <= v <= 100 for v in r["steal_pct"].values())
         cpu = r["pipeline_cpu_ms_per_frame"]
         assert cpu["workers"] > 0 and cpu["total"] == pytest.approx(cpu["workers"] + cpu["broker"] + cpu["redis"] + cpu["benchmark"], abs=0.3)
         assert r["cpu_ratio"] == pytest.approx(r["model_cpu_ms_per_frame"] / cpu["total"], abs=2e-3)
