@@ -11,6 +11,9 @@ One run measures, on the embedded broker and a real Redis, with ``duoscan work``
   cpu_ratio      the model alone's CPU time per frame / the whole pipeline's (worker, broker, Redis and
                  this script), median over the same rounds: what the stream adds, in a unit that other
                  tenants of the host move less than frames/s
+  model_cpu_share  the CPU time of the worker's model threads (frames, score, onnx) / the whole pipeline's,
+                 within each stream, median over the rounds: both parts are measured over the same seconds,
+                 so the host's speed cancels out; what a CPU-bound pipeline on shared cores can reach
   p50_ms/p99_ms  publish -> result-written latency at ~70 % of the sustained throughput (or of the model
                  alone's speed, if that is lower)
   batch_sweep    throughput and p50/p99 latency for max batch 1, 2, 4, 8, 16
@@ -261,6 +264,15 @@ class Stack:
             stop_workers(procs)
 
 
+MODEL_THREADS = ("frames", "score", "onnx")  # the worker's threads that run the model (see thread_cpu_seconds)
+
+
+def model_cpu_share(row: dict) -> float:
+    """The share of a stream's CPU time (worker, broker, Redis, script) that the worker's model threads used."""
+    threads, cpu = row["worker_thread_cpu_ms_per_frame"], row["cpu_ms_per_frame"]
+    return round(sum(threads.get(t, 0.0) for t in MODEL_THREADS) / cpu["total"], 3)
+
+
 def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int, device: str) -> list[dict]:
     """Model alone and pipeline alternated ``n`` times at one batch size: one model run between streams."""
     rounds, before = [], None
@@ -271,10 +283,11 @@ def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_fra
         (b, a), model = row["model_fps_runs"], row["model_fps"]
         rounds.append({"model_fps_before": b, "pipeline_fps": row["fps"], "model_fps_after": a, "model_fps": model, "ratio": row["ratio"],
                        "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3),
-                       "steal_pct": {"model_before": before.steal_pct, "pipeline": row["steal_pct"], "model_after": after.steal_pct},
+                       "model_cpu_share": model_cpu_share(row), "steal_pct": {"model_before": before.steal_pct, "pipeline": row["steal_pct"], "model_after": after.steal_pct},
                        "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
         console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f}; "
-                      f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f}); "
+                      f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f}, its model threads "
+                      f"{model_cpu_share(row):.0%} of the pipeline's); "
                       f"host steal {before.steal_pct:.0f} / {row['steal_pct']:.0f} / {after.steal_pct:.0f} %")
         before = after
     return rounds
@@ -287,7 +300,7 @@ def scaling_run(stack: Stack, frames_for: callable, workers: int, batch: int, n_
 
     def model_alone() -> Speed:
         d = processes_speed(workers, 1, alone)
-        return Speed(d["fps"], d["cpu_ms_per_frame"])
+        return Speed(d["fps"], d["cpu_ms_per_frame"], d["steal_pct"])
 
     row, before, after = between(model_alone, lambda: stack.run_config(frames_for, workers=workers, max_batch=batch, threads=1, n_sat=n_sat, latency_s=4))
     console.print(f"{workers} worker(s) x 1 thread: {row['fps']:.1f} frames/s; the model alone in {workers} process(es) x 1 thread {before.fps:.1f} -> {after.fps:.1f}, ratio {row['ratio']:.2f}")
@@ -396,7 +409,7 @@ def main() -> int:
         "device": device, "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
         "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
         "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
-        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "model_cpu_share": round(statistics.median(r["model_cpu_share"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
         "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
         "batch_sweep": sweep, "wire": wire,
         "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2),
@@ -425,7 +438,8 @@ def main() -> int:
     if threads:
         console.print("worker CPU ms per frame by thread (median of the rounds): " + ", ".join(f"{k} {v:.1f}" for k, v in threads.items()))
     sc = out["scaling"]
-    console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
+    console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); the model threads' share of the pipeline's CPU "
+                  f"{out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
                   f"2 workers / 1 worker (1 thread each) {sc['speedup']}x on {os.cpu_count()} cores, the model alone in 2 / 1 processes {sc['model_speedup']}x; "
                   f"ratio with 1 and 2 workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}")
     console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")

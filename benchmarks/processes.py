@@ -42,7 +42,7 @@ def score_in_process(args: tuple) -> dict:
     frames = [Frame.decode(next(gens[i % 8]).encode()) for i in range(opts["frames"])]  # as a worker gets them: off the wire
     model = load_model(opts["model"], device)
     speed = Speed.median(timed_passes(model, frames, opts["batch"], opts["repeats"], device, ready=barrier.wait))
-    return {"fps": speed.fps, "cpu_ms_per_frame": speed.cpu_ms, "device": device}
+    return {"fps": speed.fps, "cpu_ms_per_frame": speed.cpu_ms, "steal_pct": speed.steal_pct, "device": device}
 
 
 def run_config(processes: int, threads: int, opts: dict) -> dict:
@@ -52,7 +52,8 @@ def run_config(processes: int, threads: int, opts: dict) -> dict:
         with ctx.Pool(processes) as pool:
             per = pool.map(score_in_process, [(i, threads, opts, barrier) for i in range(processes)])
     return {"processes": processes, "threads": threads, "fps": round(sum(p["fps"] for p in per), 2), "fps_per_process": [round(p["fps"], 2) for p in per],
-            "cpu_ms_per_frame": round(statistics.mean(p["cpu_ms_per_frame"] for p in per), 1), "device": per[0]["device"]}
+            "cpu_ms_per_frame": round(statistics.mean(p["cpu_ms_per_frame"] for p in per), 1),
+            "steal_pct": round(statistics.mean(p["steal_pct"] for p in per), 1), "device": per[0]["device"]}  # the host's: the processes overlap
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:

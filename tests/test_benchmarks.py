@@ -43,9 +43,12 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
         threads = r["worker_thread_cpu_ms_per_frame"]  # the worker names its stage threads for the OS
         assert {"decode", "score", "deliver"} <= threads.keys() and threads["score"] > 0
         assert sum(threads.values()) <= cpu["workers"] + 3, "threads are a part of their worker's CPU (clock-tick rounding aside)"
+        model_threads = sum(threads.get(t, 0.0) for t in ("frames", "score", "onnx"))
+        assert 0 < r["model_cpu_share"] < 1 and r["model_cpu_share"] == pytest.approx(model_threads / cpu["total"], abs=2e-3)
     # the same median, kept to 0.1 ms as the JSON keeps it (a median of two rounds may sit half-way)
     assert d["worker_thread_cpu_ms_per_frame"]["score"] == round(statistics.median(r["worker_thread_cpu_ms_per_frame"]["score"] for r in rounds), 1)
     assert d["cpu_ratio"] == pytest.approx(statistics.median(r["cpu_ratio"] for r in rounds), abs=1e-3)
+    assert d["model_cpu_share"] == pytest.approx(statistics.median(r["model_cpu_share"] for r in rounds), abs=1e-3)
     assert d["ratio"] == pytest.approx(statistics.median(r["ratio"] for r in rounds), abs=1e-3)
     assert d["pipeline_fps"] == pytest.approx(statistics.median(r["pipeline_fps"] for r in rounds), abs=0.01)
     (row,) = d["batch_sweep"]
@@ -58,6 +61,7 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     for row in (scaling["one_worker"], scaling["two_workers"]):  # each against the model alone in as many 1-thread processes
         assert len(row["model_fps_runs"]) == 2 and row["model_fps"] == pytest.approx(sum(row["model_fps_runs"]) / 2, abs=0.01)
         assert row["ratio"] == pytest.approx(row["fps"] / row["model_fps"], abs=1e-3)
+        assert all(0 <= v <= 100 for v in [row["steal_pct"], *row["model_steal_pct"]])
     assert scaling["model_speedup"] == pytest.approx(scaling["two_workers"]["model_fps"] / scaling["one_worker"]["model_fps"], abs=0.01)
     assert scaling["speedup"] == pytest.approx(scaling["two_workers"]["fps"] / scaling["one_worker"]["fps"], abs=0.01)
     wire = {w["option"]: w for w in d["wire"]}
