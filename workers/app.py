@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 def _limit_fetch_wait(ms: int) -> None:
     """faust hardcodes ``fetch_max_wait_ms=1500`` for its group consumer.
 
-    Tansu holds each fetch for the whole max wait, so that alone would add ~0.75 s of
-    latency per frame; we lower it for the consumers faust creates in this process.
+    On Tansu, aiokafka's fetches that find no records are held for up to that wait (frames waited
+    up to ~0.75 s each); we lower it for the consumers faust creates in this process.
     """
     import aiokafka
 
