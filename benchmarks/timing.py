@@ -22,9 +22,9 @@ class Speed(NamedTuple):
 def host_cpu() -> tuple[int, int]:
     """(steal, total) CPU time of the whole host so far, in clock ticks, from Linux's ``/proc/stat``; (0, 0) elsewhere.
 
-    On a virtual machine "steal" is time the hypervisor ran other guests while ours wanted the CPU. It is
-    what moves this shared host's speed from minute to minute (vmstat showed 1-38 % during one model run),
-    so benchmarks report it next to each timing."""
+    On a virtual machine "steal" is time the hypervisor ran other guests while ours wanted the CPU (vmstat
+    showed 1-38 % during one model run here), so benchmarks report it next to each timing. It is not the only
+    thing that moves this host's speed: rounds 20 % apart have shown 0 % steal."""
     try:
         with open("/proc/stat") as f:
             ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
