@@ -287,7 +287,7 @@ def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_fra
                        "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
         console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f}; "
                       f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f}, its model threads "
-                      f"{model_cpu_share(row):.0%} of the pipeline's); "
+                      f"{rounds[-1]['model_cpu_share']:.0%} of the pipeline's); "
                       f"host steal {before.steal_pct:.0f} / {row['steal_pct']:.0f} / {after.steal_pct:.0f} %")
         before = after
     return rounds
