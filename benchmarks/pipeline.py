@@ -8,13 +8,10 @@ One run measures, on the embedded broker and a real Redis, with ``duoscan work``
   ratio          pipeline_fps / model_fps, the median over --rounds rounds that alternate the two
                  (model, stream, model, stream, ...; each stream against the mean of the model runs
                  either side of it): this shared machine's speed drifts by 10-20 % over minutes
-  ratio_staged   the same against the model alone with its two stages overlapped across batches as the
-                 worker runs them (prepare of batch N+1 while batch N scores): the stricter comparison,
-                 since model_fps calls model.score one batch after another
   cpu_ratio      the model alone's CPU time per frame / the whole pipeline's (worker, broker, Redis and
                  this script), median over the same rounds: what the stream adds, in a unit that other
                  tenants of the host move less than frames/s
-  model_cpu_share  the CPU time of the worker's model threads (prepare, frames, score, onnx) / the whole pipeline's,
+  model_cpu_share  the CPU time of the worker's model threads (frames, score, onnx) / the whole pipeline's,
                  within each stream, median over the rounds: both parts are measured over the same seconds,
                  so the host's speed cancels out; what a CPU-bound pipeline on shared cores can reach
   p50_ms/p99_ms  publish -> result-written latency at ~70 % of the sustained throughput (or of the model
@@ -133,13 +130,12 @@ def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
     return by_name
 
 
-def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, repeats: int = 3, staged: bool = False) -> Speed:
-    """The model alone; ``staged``: its two stages overlapped across batches, as a worker runs them."""
+def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, repeats: int = 3) -> Speed:
     from models import load_model
 
     model = load_model(model_path, device)
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
-    return Speed.median(timed_passes(model, frames, batch, repeats, device, staged=staged))
+    return Speed.median(timed_passes(model, frames, batch, repeats, device))
 
 
 def wire_table(model_path: Path, data: Path, category: str, device: str) -> list[dict]:
@@ -268,7 +264,7 @@ class Stack:
             stop_workers(procs)
 
 
-MODEL_THREADS = ("prepare", "frames", "score", "onnx")  # the worker's threads that run the model (see thread_cpu_seconds)
+MODEL_THREADS = ("frames", "score", "onnx")  # the worker's threads that run the model (see thread_cpu_seconds)
 
 
 def model_cpu_share(row: dict) -> float:
@@ -278,29 +274,22 @@ def model_cpu_share(row: dict) -> float:
 
 
 def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int, device: str) -> list[dict]:
-    """Model alone and pipeline alternated ``n`` times at one batch size: one model run between streams.
-
-    Each stream is also compared with the model alone with its stages overlapped as the worker runs them
-    (``prepare`` of the next batch while this one scores), timed right after the plain timing either side."""
-    rounds, before, staged_before = [], None, model_speed(model_path, bench_frames, batch, device, staged=True)
+    """Model alone and pipeline alternated ``n`` times at one batch size: one model run between streams."""
+    rounds, before = [], None
     for i in range(n):
         row, before, after = between(lambda: model_speed(model_path, bench_frames, batch, device),
                                      lambda: stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0), before)
-        staged_after = model_speed(model_path, bench_frames, batch, device, staged=True)
-        staged = (staged_before.fps + staged_after.fps) / 2
         cpu, model_cpu = row["cpu_ms_per_frame"], (before.cpu_ms + after.cpu_ms) / 2
         (b, a), model = row["model_fps_runs"], row["model_fps"]
         rounds.append({"model_fps_before": b, "pipeline_fps": row["fps"], "model_fps_after": a, "model_fps": model, "ratio": row["ratio"],
-                       "model_fps_staged": round(staged, 2), "ratio_staged": round(row["fps"] / staged, 3),
                        "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3),
                        "model_cpu_share": model_cpu_share(row), "steal_pct": {"model_before": before.steal_pct, "pipeline": row["steal_pct"], "model_after": after.steal_pct},
                        "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
-        console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f} (stages overlapped {staged_before.fps:.1f} -> {staged_after.fps:.1f}), "
-                      f"pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f} ({rounds[-1]['ratio_staged']:.2f}); "
+        console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f}; "
                       f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f}, its model threads "
                       f"{rounds[-1]['model_cpu_share']:.0%} of the pipeline's); "
                       f"host steal {before.steal_pct:.0f} / {row['steal_pct']:.0f} / {after.steal_pct:.0f} %")
-        before, staged_before = after, staged_after
+        before = after
     return rounds
 
 
@@ -420,7 +409,6 @@ def main() -> int:
         "device": device, "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
         "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
         "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
-        "model_fps_staged": round(statistics.median(r["model_fps_staged"] for r in rounds), 2), "ratio_staged": round(statistics.median(r["ratio_staged"] for r in rounds), 3),
         "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "model_cpu_share": round(statistics.median(r["model_cpu_share"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
         "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
         "batch_sweep": sweep, "wire": wire,
@@ -450,8 +438,7 @@ def main() -> int:
     if threads:
         console.print("worker CPU ms per frame by thread (median of the rounds): " + ", ".join(f"{k} {v:.1f}" for k, v in threads.items()))
     sc = out["scaling"]
-    console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); against the model alone with stages overlapped "
-                  f"{out['ratio_staged']} (median of {[r['ratio_staged'] for r in rounds]}); the model threads' share of the pipeline's CPU "
+    console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); the model threads' share of the pipeline's CPU "
                   f"{out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
                   f"2 workers / 1 worker (1 thread each) {sc['speedup']}x on {os.cpu_count()} cores, the model alone in 2 / 1 processes {sc['model_speedup']}x; "
                   f"ratio with 1 and 2 workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}")

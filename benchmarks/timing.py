@@ -39,38 +39,28 @@ def steal_pct(since: tuple[int, int]) -> float:
     return round(100 * (steal - since[0]) / (total - since[1]), 1) if total > since[1] else float("nan")
 
 
-def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None, staged: bool = False) -> list[Speed]:
+def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None) -> list[Speed]:
     """``repeats`` passes of ``model.score`` over ``frames`` in batches of ``batch``, after a warm-up batch.
 
     On one executor thread, as a worker scores: torch's OpenMP pool behaves differently on the main thread
     (batch 1 ran at 8 frames/s there and at 15 on an executor thread here). ``ready`` runs between the warm-up
-    and the first timed pass (e.g. a barrier for processes that start timing together). ``staged``: as a
-    worker runs the model, ``prepare`` of batch N+1 on one thread while ``score_prepared`` of batch N runs
-    on another.
+    and the first timed pass (e.g. a barrier for processes that start timing together).
     """
 
-    def one_pass(first: ThreadPoolExecutor, second: ThreadPoolExecutor) -> Speed:
+    def one_pass() -> Speed:
         c0, t0, h0 = time.process_time(), time.perf_counter(), host_cpu()
-        batches = [frames[i : i + batch] for i in range(0, len(frames), batch)]
-        if staged:
-            prepared = [first.submit(model.prepare, b) for b in batches]
-            for p in [second.submit(lambda p=p: model.score_prepared(p.result())) for p in prepared]:
-                p.result()
-        else:
-            for b in batches:
-                model.score(b)
+        for i in range(0, len(frames), batch):
+            model.score(frames[i : i + batch])
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.synchronize()
         return Speed(len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000, steal_pct(h0))
 
-    with ThreadPoolExecutor(max_workers=1) as ex, ThreadPoolExecutor(max_workers=1) as first, ThreadPoolExecutor(max_workers=1) as second:
+    with ThreadPoolExecutor(max_workers=1) as ex:
         ex.submit(model.score, frames[:batch]).result()
-        if staged:  # warm both stage threads too (each opens its own OpenMP team)
-            second.submit(model.score_prepared, first.submit(model.prepare, frames[:batch]).result()).result()
         ready()
-        return [ex.submit(one_pass, first, second).result() for _ in range(repeats)]
+        return [ex.submit(one_pass).result() for _ in range(repeats)]
 
 
 def between(model_speed: Callable[[], Speed], stream: Callable[[], dict], before: Speed | None = None) -> tuple[dict, Speed, Speed]:

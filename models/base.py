@@ -55,20 +55,6 @@ class AnomalyModel(ABC):
     @abstractmethod
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput: ...
 
-    def prepare(self, batch: Sequence[FrameLike]) -> Any:
-        """First of two scoring stages: the batch's per-frame work (preprocessing, features).
-
-        ``score(batch)`` gives the same output as ``score_prepared(prepare(batch))``. A caller with
-        a stream of batches (the worker) runs ``prepare`` of the next batch on one thread while
-        ``score_prepared`` of this one runs on another, so each stage fills the cores the other
-        leaves idle. Methods without a split keep the default: all the work happens in ``score``.
-        """
-        return list(batch)
-
-    def score_prepared(self, prepared: Any) -> AnomalyOutput:
-        """Second scoring stage: what ``prepare`` returned, scored (see ``prepare``)."""
-        return self.score(prepared)
-
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-serialisable constructor arguments."""

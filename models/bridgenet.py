@@ -26,7 +26,7 @@ Where we differ from the reference, and why:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, register
 from .bridgenet_net import BridgeNetNet, bce_focal
-from .feature_method import Features, NeuralFeatureMethod
+from .feature_method import NeuralFeatureMethod
 from .preprocess import Prepared
 from .synthesis import MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
 from .visible_depth import grey_image, part_region, visible_depth
@@ -156,8 +156,10 @@ class BridgeNet(NeuralFeatureMethod):
 
     # --- score --------------------------------------------------------------------------------
     @torch.no_grad()
-    def score_prepared(self, prepared: Features) -> AnomalyOutput:
-        frames, feats, valid = prepared
+    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
+        if self.net is None:
+            raise RuntimeError("bridgenet model is not fitted")
+        prepared, feats, valid = self._features_on_device(batch)
         logits = self.net(self._standardise(feats))
         prob = logits if self.opts["output"] == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
         missing = self._depth_missing(valid, self.opts["degraded_below"])
@@ -167,10 +169,10 @@ class BridgeNet(NeuralFeatureMethod):
         else:
             grid_map = prob[self.mods[0]]
         maps = self._to_maps(grid_map, self.opts["resolution"], self.opts["sigma"])
-        scores = maps.reshape(len(frames), -1).max(1).astype(np.float32)
-        mods = [list(self.mods) for _ in frames]
+        scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
+        mods = [list(self.mods) for _ in batch]
         for i in np.flatnonzero(missing.numpy()):
             mods[i] = ["rgb"] if "rgb" in self.mods else []
             if not mods[i]:  # depth-only model and no depth: nothing to score with
                 scores[i] = np.nan
-        return AnomalyOutput(scores, self._frame_maps(maps, frames), mods, degraded=[bool(b) for b in missing])
+        return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=[bool(b) for b in missing])

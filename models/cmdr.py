@@ -28,7 +28,7 @@ Where we differ from the reference code, and why:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
-from .feature_method import Features, NeuralFeatureMethod
+from .feature_method import NeuralFeatureMethod
 
 FUSION = ("both", "map", "rec")
 
@@ -129,19 +129,19 @@ class CMDR(NeuralFeatureMethod):
         fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o["fusion"]]
         return fused, d["rec_rgb"]
 
-    def _score_paths(self, features: Features) -> tuple[list, np.ndarray, np.ndarray | None, torch.Tensor]:
-        prepared, feats, valid = features
+    def _score_paths(self, batch: Sequence[FrameLike]) -> tuple[list, np.ndarray, np.ndarray | None, torch.Tensor]:
+        if self.net is None:
+            raise RuntimeError("cmdr model is not fitted")
+        prepared, feats, valid = self._features_on_device(batch)
         fused, rgb_only = self._grid_maps(self._standardise(feats), valid)
         r, s = self.opts["resolution"], self.opts["sigma"]
         return prepared, self._to_maps(fused, r, s), None if rgb_only is None else self._to_maps(rgb_only, r, s), self._depth_missing(valid, self.opts["degraded_below"])
 
     @torch.no_grad()
-    def score_prepared(self, prepared: Features) -> AnomalyOutput:
-        """Mapping and reconstruction distances, fusion, full-size maps."""
-        frames, maps, rgb_maps, degraded = self._score_paths(prepared)
-        n = len(frames)
-        mods = [list(self.mods) for _ in range(n)]
-        scores = maps.reshape(n, -1).max(1).astype(np.float32)
+    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
+        prepared, maps, rgb_maps, degraded = self._score_paths(batch)
+        mods = [list(self.mods) for _ in batch]
+        scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         for i in np.flatnonzero(degraded.numpy()):
             if rgb_maps is not None:  # fused model: the RGB branch carries on, on the fused scale
                 maps[i] = rgb_maps[i] * float(self.stats["degraded_scale"])
@@ -150,7 +150,7 @@ class CMDR(NeuralFeatureMethod):
             else:  # 3D-only model with no usable cloud: nothing to score with
                 scores[i] = np.nan
                 mods[i] = []
-        return AnomalyOutput(scores, self._frame_maps(maps, frames), mods, degraded=[bool(b) for b in degraded])
+        return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=[bool(b) for b in degraded])
 
     # --- calibration ------------------------------------------------------------------------------
     def _path_scores(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:

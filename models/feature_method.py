@@ -11,14 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from rich.progress import Progress
 
-from .base import AnomalyModel, AnomalyOutput, FrameLike
+from .base import AnomalyModel, FrameLike
 from .components import gaussian_blur
 from .features import FeatureConfig, FeaturePipeline
 from .preprocess import Prepared, PreprocessConfig, to_frame_resolution
 
 MODALITIES = {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}
-
-Features = tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]  # frames, B×C×G×G per modality, B×G×G validity
 
 
 class FeatureMethod(AnomalyModel):
@@ -36,7 +34,7 @@ class FeatureMethod(AnomalyModel):
         names = [n for m in self.mods for n in self.extractors[m]]
         self.pipeline = FeaturePipeline(names, PreprocessConfig(resolution=resolution), FeatureConfig(grid=grid), device, cache_dir)
 
-    def modality_features(self, frames: Sequence[FrameLike]) -> Features:
+    def modality_features(self, frames: Sequence[FrameLike]) -> tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Per modality: B×C×G×G features (its extractors concatenated) and B×G×G validity
         (RGB: everywhere; 3D: cells where the first 3D extractor has enough measured points)."""
         prepared, raw = self.pipeline(frames)
@@ -44,7 +42,7 @@ class FeatureMethod(AnomalyModel):
         valid = {m: (raw[self.extractors[m][0]][1] > 0).float() for m in self.mods}
         return prepared, feats, valid
 
-    def _features_on_device(self, frames: Sequence[FrameLike]) -> Features:
+    def _features_on_device(self, frames: Sequence[FrameLike]) -> tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         prepared, feats, valid = self.modality_features(frames)
         return prepared, {m: f.to(self.device) for m, f in feats.items()}, {m: v.to(self.device) for m, v in valid.items()}
 
@@ -108,19 +106,6 @@ class NeuralFeatureMethod(FeatureMethod):
     named statistics (``stats``); subclasses build the network (``_net``) and define the loss."""
 
     net: nn.Module | None
-
-    @torch.no_grad()
-    def prepare(self, batch: Sequence[FrameLike]) -> Features:
-        """Preprocessing and backbone / point features: most of a batch's CPU time."""
-        if self.net is None:
-            raise RuntimeError(f"{self.name} model is not fitted")
-        return self._features_on_device(batch)
-
-    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
-        return self.score_prepared(self.prepare(batch))
-
-    def score_prepared(self, prepared: Features) -> AnomalyOutput:
-        raise NotImplementedError
 
     def _init_state(self, opts: dict[str, Any]) -> None:
         self.opts = opts

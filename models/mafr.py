@@ -26,14 +26,14 @@ the reference's setting.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, register
-from .feature_method import Features, NeuralFeatureMethod
+from .feature_method import NeuralFeatureMethod
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 
 COMBINE = ("product", "sum", "max")
@@ -115,8 +115,10 @@ class MAFR(NeuralFeatureMethod):
         return self.to(self.device)
 
     @torch.no_grad()
-    def score_prepared(self, prepared: Features) -> AnomalyOutput:
-        frames, feats, valid = prepared
+    def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
+        if self.net is None:
+            raise RuntimeError("mafr model is not fitted")
+        prepared, feats, valid = self._features_on_device(batch)
         x = self._standardise(feats)
         err = self._errors(x, self.net(x))
         d = {m: err[m] / self.stats[f"{m}_err"] * valid[m] for m in self.mods}
@@ -133,5 +135,5 @@ class MAFR(NeuralFeatureMethod):
         if self.opts["normalise"]:  # CFM/MAFR: divide by the root of the image's mean non-zero score
             nz = smooth > 0
             smooth = smooth / np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
-        maps = self._frame_maps(smooth, frames)
-        return AnomalyOutput(smooth.reshape(len(frames), -1).max(1).astype(np.float32), maps, [list(self.mods)] * len(frames))
+        maps = self._frame_maps(smooth, prepared)
+        return AnomalyOutput(smooth.reshape(len(batch), -1).max(1).astype(np.float32), maps, [list(self.mods)] * len(batch))

@@ -52,8 +52,6 @@ def test_bridgenet_fits_scores_and_round_trips(dataset, bridgenet_model):
     again = load_model(path)
     assert again.config() == model.config()
     assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4, atol=1e-6)
-    staged = model.score_prepared(model.prepare(test[:3]))  # the worker's two stages
-    assert np.allclose(staged.image_scores, out.image_scores[:3], rtol=1e-5, atol=1e-7)
 
 
 def test_missing_depth_falls_back_to_rgb(dataset, bridgenet_model):

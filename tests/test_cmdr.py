@@ -75,24 +75,6 @@ def test_cmdr_fits_scores_and_round_trips(dataset, cmdr_model):
     assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4)
 
 
-def test_staged_scoring_matches_score_even_when_stages_overlap(dataset, cmdr_model):
-    # the worker computes batch N+1's features (prepare) on one thread while batch N finishes on another
-    from concurrent.futures import ThreadPoolExecutor
-
-    model, _ = cmdr_model
-    test = list(iter_dataset(dataset, "hexnut", "test"))[:6]
-    blanked, _ = blank_point_clouds(test[3:], 0.5)  # a degraded frame takes the RGB-only path in the second stage
-    batches = [test[:3], blanked]
-    whole = [model.score(b) for b in batches]
-    with ThreadPoolExecutor(1) as first, ThreadPoolExecutor(1) as second:
-        prepared = [first.submit(model.prepare, b) for b in batches]
-        staged = [second.submit(lambda p=p: model.score_prepared(p.result())).result() for p in prepared]
-    for a, b in zip(whole, staged):
-        assert np.allclose(a.image_scores, b.image_scores, rtol=1e-5) and a.degraded == b.degraded and a.modalities == b.modalities
-        assert all(np.allclose(x, y, rtol=1e-5, atol=1e-7) for x, y in zip(a.pixel_maps, b.pixel_maps))
-    assert any(whole[1].degraded)
-
-
 @pytest.mark.parametrize("fusion", ["map", "rec"])
 def test_ablation_modes(dataset, cmdr_model, fusion):
     m = load_model(cmdr_model[1])

@@ -25,8 +25,6 @@ def test_baseline_detects_synthetic_defects(dataset, models_dir):
         labels = [s.label for s in test]
         assert image_auroc(labels, out.image_scores) >= 0.8, cat
         assert pixel_auroc([s.mask for s in test], out.pixel_maps) >= 0.8, cat
-        staged = model.score_prepared(model.prepare(test))  # a method without a split scores it all in the second stage
-        assert np.array_equal(staged.image_scores, out.image_scores)
 
 
 def test_save_load_round_trip_is_exact(dataset, models_dir, tmp_path):

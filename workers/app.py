@@ -5,9 +5,8 @@ message when an agent runs concurrently (faust-streaming issue #606), so we scal
 by adding processes to the consumer group. No tables: the embedded broker misreports
 end offsets, which breaks table recovery; all state lives in Redis.
 
-Batches are pipelined in stages, each on its own thread: batch N+1 decodes and the
-model computes its per-frame features (``prepare``) while batch N finishes scoring,
-and batch N-1 is written to Redis and its alerts are published.
+Batches are pipelined in three stages, each on its own thread: batch N+2 decodes
+while batch N+1 scores and batch N is written to Redis and its alerts are published.
 Each message carries an extra reference until its batch is delivered, so faust
 (which commits acked offsets in the background) only commits an offset once its
 result is in Redis and its alerts are acknowledged. faust commits the first run of
@@ -84,7 +83,6 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
     )
     source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
     decode_pool = named_pool("decode")
-    prepare_pool = named_pool("prepare")
     score_pool = named_pool("score")
     deliver_pool = named_pool("deliver")
     stopping = False
@@ -100,11 +98,10 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
             log.warning("could not record the assignment in Redis: %s", exc)
 
     def start(batch: list[Incoming]) -> Future:
-        """Queue the batch's decode, prepare and score. Each stage is one thread, fed in the order
-        batches are taken, so batch N+1 decodes and computes its features while batch N scores."""
+        """Queue the batch's decode and score. Each stage is one thread, fed in the order batches are
+        taken, so batch N+1 decodes while batch N scores and scores right after it."""
         decoded = decode_pool.submit(processor.decode, batch)
-        prepared = prepare_pool.submit(lambda: processor.prepare(decoded.result()))
-        return score_pool.submit(lambda: processor.score(prepared.result()))
+        return score_pool.submit(lambda: processor.score(decoded.result()))
 
     async def finish(events: list, scoring: Future, before: asyncio.Task | None) -> bool:
         """Wait for the batch's scores, then deliver it after the batch taken before it; only then

@@ -1,10 +1,9 @@
-"""One micro-batch, start to finish: decode -> prepare -> score -> write Redis -> alert -> (caller commits).
+"""One micro-batch, start to finish: decode -> score -> write Redis -> alert -> (caller commits).
 
-Four stages, so the worker can overlap them: ``decode`` (check and unpack the
-messages), ``prepare`` (route, the model's per-frame features), ``score`` (the rest
-of the model) and ``deliver`` (write Redis, publish alerts and dead letters: mostly
-waiting on the network). The two model stages are CPU/GPU bound and each leaves
-cores idle that the other can use. ``process`` runs all four. Transport-agnostic and synchronous,
+Three stages, so the worker can overlap them: ``decode`` (check and unpack the
+messages), ``score`` (route, run the model: CPU/GPU bound) and ``deliver`` (write
+Redis, publish alerts and dead letters: mostly waiting on the network). ``process``
+runs all three. Transport-agnostic and synchronous,
 so the faust agent runs the stages in executors (heartbeats keep flowing) and tests
 can drive them directly. ``deliver`` does not return before the batch's results are
 durable in Redis and its alerts and dead letters are acknowledged by the broker; the
@@ -20,7 +19,7 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import redis
@@ -53,17 +52,6 @@ class DecodedBatch:
 
     messages: list[Incoming]
     frames: list[Frame | SchemaError]
-
-
-@dataclass
-class PreparedBatch:
-    """What ``prepare`` hands to ``score``: per route, its messages with their frames and the model's
-    first-stage output; and the messages already known to be dead letters."""
-
-    messages: list[Incoming]
-    routes: list[tuple[Route, list[tuple[Incoming, Frame]], Any]] = field(default_factory=list)
-    dead: list[tuple[Incoming, str]] = field(default_factory=list)
-    prepare_s: float = 0.0
 
 
 @dataclass
@@ -104,53 +92,41 @@ class BatchProcessor:
 
     def process(self, batch: Sequence[Incoming]) -> BatchReport:
         """Decode, score and deliver one batch; offsets may be committed once this returns."""
-        return self.deliver(self.score(self.prepare(self.decode(batch))))
+        return self.deliver(self.score(self.decode(batch)))
 
     def decode(self, batch: Sequence[Incoming]) -> DecodedBatch:
         """Each message as a checked frame, or the reason it is malformed. Serial on purpose: the
         worker runs this stage on its own thread while the previous batch scores on every core."""
         return DecodedBatch(list(batch), [self._decode(msg) for msg in batch])
 
-    def prepare(self, decoded: DecodedBatch) -> PreparedBatch:
-        """Route decoded frames and run each model's first stage (per-frame features); touches
-        neither Redis nor Kafka. The worker runs it on its own thread, so batch N+1's features
-        are computed while batch N finishes scoring."""
+    def score(self, decoded: DecodedBatch) -> ScoredBatch:
+        """Route and score decoded frames; touches neither Redis nor Kafka."""
         batch = decoded.messages
-        prepared = PreparedBatch(batch)
+        dead: list[tuple[Incoming, str]] = []
         table = self.router.table  # read once: a model rollout takes effect between batches
         by_route: dict[Route, list[tuple[Incoming, Frame]]] = defaultdict(list)  # one model call per model + threshold
         for msg, frame in zip(batch, decoded.frames):
             if isinstance(frame, SchemaError):
-                prepared.dead.append((msg, frame.reason))
+                dead.append((msg, frame.reason))
                 continue
             route = table.resolve(frame.line, frame.station, frame.category)
             if route is None:
-                prepared.dead.append((msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}"))
+                dead.append((msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}"))
                 continue
             by_route[route].append((msg, frame))
-        t0 = time.perf_counter()
-        for route, items in by_route.items():
-            try:
-                prepared.routes.append((route, items, route.model.prepare([f for _, f in items])))
-            except Exception as exc:  # a frame the model cannot handle must not stall the line
-                prepared.dead += self._scoring_failed(route, items, exc)
-        prepared.prepare_s = time.perf_counter() - t0
-        return prepared
 
-    def score(self, prepared: PreparedBatch) -> ScoredBatch:
-        """Run each model's second stage on a prepared batch; touches neither Redis nor Kafka."""
-        batch = prepared.messages
-        dead = list(prepared.dead)
         results: list[Result] = []
         pixel_maps: list[np.ndarray] = []
         scored_frames: list[Frame] = []
         t0 = time.perf_counter()
-        for route, items, model_input in prepared.routes:
+        for route, items in by_route.items():
             model, threshold = route.model, route.threshold
+            frames = [f for _, f in items]
             try:
-                out = model.score_prepared(model_input)
+                out = model.score(frames)
             except Exception as exc:  # a frame the model cannot handle must not stall the line
-                dead += self._scoring_failed(route, items, exc)
+                log.exception("scoring %d frames with %s failed", len(frames), route.path.name)
+                dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
                 continue
             scored_ns = time.time_ns()
             for (msg, frame), score, pixel_map, mods, worse in zip(items, out.image_scores, out.pixel_maps, out.modalities, out.degraded):
@@ -172,7 +148,7 @@ class BatchProcessor:
                 )
                 pixel_maps.append(pixel_map)
                 scored_frames.append(frame)
-        score_s = prepared.prepare_s + time.perf_counter() - t0  # the model's time on this batch, both stages
+        score_s = time.perf_counter() - t0
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.SCORING_SECONDS.observe(score_s)
         for msg in batch:
@@ -206,11 +182,6 @@ class BatchProcessor:
     def record_alive(self) -> None:
         """Heartbeat plus the model versions this worker serves, in its Redis worker record."""
         self.store.record_worker(self.worker_id, seen=str(time.time()), models=json.dumps(self.router.table.versions()))
-
-    @staticmethod
-    def _scoring_failed(route: Route, items: list[tuple[Incoming, Frame]], exc: Exception) -> list[tuple[Incoming, str]]:
-        log.error("scoring %d frames with %s failed", len(items), route.path.name, exc_info=exc)
-        return [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
 
     def _preview(self, frame: Frame) -> bytes:
         return encode_preview(frame.rgb, frame.xyz, self.settings.preview_px)
