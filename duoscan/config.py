@@ -35,8 +35,8 @@ class Settings:
     group_id: str = "duoscan-workers"
     session_timeout_s: float = 6.0  # Tansu holds a join ~half of this; 6 s / 0.5 s measured to work
     heartbeat_s: float = 0.5
-    # Tansu answers a fetch that finds records at once and holds one that finds none for about half
-    # this wait, so it bounds an idle line's latency; real Kafka answers as soon as data arrives.
+    # Tansu answers a fetch that finds records at once and holds one that finds none for up to about
+    # half this wait, so it bounds an idle line's latency; real Kafka answers as soon as data arrives.
     fetch_max_wait_ms: int = 50
     max_frame_bytes: int = 64 * 1024 * 1024  # topic max.message.bytes and client limits follow this
     frames_retention_ms: int = 24 * 3600 * 1000  # how long frame topics keep frames (replay window after an outage)
