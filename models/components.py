@@ -113,12 +113,13 @@ def largest_region(pixel_map: np.ndarray, threshold: float) -> tuple[int, tuple[
     return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
-def greedy_coreset(x: torch.Tensor, n: int, proj_dim: int = 128, seed: int = 0) -> torch.Tensor:
+def greedy_coreset(x: torch.Tensor, n: int, proj_dim: int = 64, seed: int = 0) -> torch.Tensor:
     """Indices of ``n`` rows chosen by greedy k-center selection (PatchCore's coreset).
 
     Distances are computed on a random projection to ``proj_dim`` dimensions
-    (Johnson-Lindenstrauss), and only one N-vector of distances is kept, so memory
-    stays O(N) whatever ``n`` is.
+    (Johnson-Lindenstrauss). Each step is one matrix-vector product against the row just
+    chosen (‖z‖² − 2 z·c + ‖c‖²), so memory stays O(N) and no N×D temporary is made per
+    step: the naive ``((z - c) ** 2).sum(1)`` spent 14 minutes on 165k patches of a real class.
     """
     if n >= len(x):
         return torch.arange(len(x))
@@ -126,12 +127,16 @@ def greedy_coreset(x: torch.Tensor, n: int, proj_dim: int = 128, seed: int = 0) 
     z = x.float()
     if z.shape[1] > proj_dim:
         z = z @ (torch.randn(z.shape[1], proj_dim, generator=g) / proj_dim**0.5).to(z.device)
+    z = z.contiguous()
+    sq = (z * z).sum(1)
     chosen = torch.empty(n, dtype=torch.long)
-    first = int(torch.randint(len(z), (1,), generator=g))
-    chosen[0] = first
-    dist = ((z - z[first]) ** 2).sum(1)
-    for i in range(1, n):
-        nxt = int(torch.argmax(dist))
+    nxt = int(torch.randint(len(z), (1,), generator=g))
+    dist = torch.full_like(sq, float("inf"))
+    step = torch.empty_like(sq)
+    for i in range(n):
         chosen[i] = nxt
-        dist = torch.minimum(dist, ((z - z[nxt]) ** 2).sum(1))
+        torch.mv(z, z[nxt], out=step)  # z·c
+        step.mul_(-2).add_(sq).add_(sq[nxt])  # ‖z − c‖²
+        torch.minimum(dist, step, out=dist)
+        nxt = int(torch.argmax(dist))
     return chosen

@@ -18,15 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones import load_backbone
+from .backbones import input_normalisation, load_backbone
 from .parallel import map_frames
 from .runtime import on_runtime
 from .preprocess import Prepared, PreprocessConfig, point_pitch
 
 # Part of every cache key: bump when an extractor's output changes for the same settings.
-FEATURES_VERSION = 2
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+FEATURES_VERSION = 3  # 3: each backbone gets the input normalisation its weights expect
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class RGBFeatures:
     def __init__(self, backbone: str, cfg: FeatureConfig, device: str = "cpu") -> None:
         self.name, self.cfg, self.device = f"rgb:{backbone}", cfg, device
         self.net = on_runtime(load_backbone(backbone), backbone, device)  # onnxruntime on CPU when available
+        self.mean, self.std = input_normalisation(backbone)
 
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.cfg.grid
@@ -55,7 +54,7 @@ class RGBFeatures:
     def from_images(self, images: np.ndarray) -> torch.Tensor:
         """B×R×R×3 uint8 images -> B×C×G×G features (for images made on the fly, e.g. synthetic anomalies)."""
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+        x = (x - self.mean) / self.std
         if self.device.startswith("cuda"):  # pinned host memory, async copy, half precision on the GPU
             x = x.pin_memory().to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16):

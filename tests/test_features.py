@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.backbones import BACKBONES, load_backbone
+from models.backbones import BACKBONES, IMAGENET, NORMALISATION, TENSORFLOW, load_backbone
 from models.components import greedy_coreset
 from models.features import FeatureCache, FeatureConfig, FeaturePipeline, create_extractor
 from models.preprocess import PreprocessConfig, prepare, to_frame_resolution
@@ -31,7 +31,7 @@ def test_background_plane_is_removed_and_shapes_follow(parts):
     assert back.shape == (72, 60)
 
 
-@pytest.mark.parametrize("name,channels", [("efficientnet_lite0", 152), ("mobilenet_v2", 128)])
+@pytest.mark.parametrize("name,channels", [("efficientnet_lite0", 152), ("efficientnet_lite2", 168), ("mobilenet_v2", 128)])
 def test_rgb_backbones_are_pretrained_and_dense(parts, name, channels):
     net = load_backbone(name)
     bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)][3]
@@ -40,6 +40,47 @@ def test_rgb_backbones_are_pretrained_and_dense(parts, name, channels):
     feats, valid = create_extractor(f"rgb:{name}", FeatureConfig())(prep)
     assert feats.shape == (2, channels, 28, 28) and valid.all()
     assert torch.isfinite(feats).all() and feats.std() > 0
+
+
+def _real_photographs(size: int = 224) -> torch.Tensor:
+    """Three real photographs that ship inside installed packages, centre-cropped, in [0, 1]."""
+    from pathlib import Path
+
+    import matplotlib
+    import sklearn
+    from PIL import Image
+
+    paths = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
+             Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg",
+             Path(sklearn.__file__).parent / "datasets" / "images" / "flower.jpg"]
+    out = []
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.BICUBIC)
+        out.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2"])
+def test_each_backbone_declares_the_input_normalisation_its_weights_were_trained_with(name):
+    """The first BatchNorm's running statistics were collected on the training inputs: under the right
+    normalisation the stem's activations on real photographs have about that variance, under the
+    wrong one they are off by a large factor. (Top-1 confidence on single images was too noisy to decide.)"""
+    net = load_backbone(name)
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    photos = _real_photographs()
+    deviation = {}
+    for label, (mean, std) in {"imagenet": IMAGENET, "tensorflow": TENSORFLOW}.items():
+        with torch.no_grad():
+            act = conv((photos - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+        live = bn.running_var > 1e-3  # dead channels carry no statistics
+        deviation[label] = (act.var((0, 2, 3)) / bn.running_var).log().abs()[live].mean().item()
+    best = min(deviation, key=deviation.get)
+    assert NORMALISATION[name] == {"imagenet": IMAGENET, "tensorflow": TENSORFLOW}[best], deviation
+    assert max(deviation.values()) > 2 * min(deviation.values()), deviation  # a clear decision, not a coin toss
 
 
 def test_user_backbone_file(tmp_path, parts):
@@ -51,7 +92,7 @@ def test_user_backbone_file(tmp_path, parts):
     assert feats.shape == (2, 5, 8, 8)
     with pytest.raises(KeyError, match="unknown backbone"):
         load_backbone("resnet9000")
-    assert {"efficientnet_lite0", "mobilenet_v2"} <= BACKBONES.keys()
+    assert {"efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2"} <= BACKBONES.keys()
 
 
 def test_fpfh_is_dense_on_the_part_and_empty_on_background(parts):
