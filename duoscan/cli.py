@@ -155,18 +155,25 @@ def down() -> None:
 @app.command()
 def synth(
     out: Path = typer.Option(Path("data/synthetic"), help="output folder (MVTec 3D-AD layout)"),
-    size: int = typer.Option(128, help="image side in pixels"),
-    train: int = typer.Option(40, help="good training frames per category"),
-    validation: int = typer.Option(10, help="good validation frames per category"),
-    test_good: int = typer.Option(10, help="good test frames per category"),
-    test_per_defect: int = typer.Option(6, help="test frames per defect type and category"),
-    categories: str = typer.Option("ring,puck,hexnut", help="comma-separated categories"),
-    seed: int = typer.Option(0),
+    profile: str = typer.Option("fast", help="fast: 128 px, 3 categories (demo, tests); realistic: 400 px, 6 categories, subtle defects (development benchmark)"),
+    size: Optional[int] = typer.Option(None, help="image side in pixels (default: the profile's)"),
+    train: Optional[int] = typer.Option(None, help="good training frames per category (default: the profile's)"),
+    validation: Optional[int] = typer.Option(None, help="good validation frames per category"),
+    test_good: Optional[int] = typer.Option(None, help="good test frames per category"),
+    test_per_defect: Optional[int] = typer.Option(None, help="test frames per defect type and category"),
+    categories: Optional[str] = typer.Option(None, help="comma-separated categories (default: all of the profile's)"),
+    seed: int = typer.Option(0, help="another seed renders wholly new parts (seed 1 is the project's tuning set)"),
 ) -> None:
     """Render synthetic parts with defects and masks in MVTec 3D-AD's layout."""
-    from producers.dataset import write_synthetic_dataset
+    from producers.dataset import PROFILES, write_synthetic_dataset
 
-    write_synthetic_dataset(out, tuple(categories.split(",")), size, train, validation, test_good, test_per_defect, seed)
+    if profile not in PROFILES:
+        _fail(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    cats = tuple(categories.split(",")) if categories else None
+    unknown = sorted(set(cats or ()) - set(PROFILES[profile]["categories"]))
+    if unknown:
+        _fail(f"unknown {profile} categories {', '.join(unknown)}: use some of {', '.join(PROFILES[profile]['categories'])}")
+    write_synthetic_dataset(out, cats, size, train, validation, test_good, test_per_defect, seed, profile=profile)
     console.print(f"wrote {out}")
 
 
@@ -431,12 +438,15 @@ def demo(
     workers: int = typer.Option(2, help="worker processes"),
     fps: float = typer.Option(20.0, help="total publish rate (frames/s over both lines)"),
     out: Path = typer.Option(Path("out"), help="heatmap overlays and summary go here"),
+    method: str = typer.Option("baseline", help="method the workers serve: " + ", ".join(sorted(_methods()))),
 ) -> None:
     """The whole product on one machine: embedded broker + Redis, synthetic parts, workers, summary."""
     from .demo import run_demo
 
+    if method not in _methods():
+        _fail(f"unknown method {method!r}: use one of {', '.join(sorted(_methods()))}")
     _logging("WARNING")
-    run_demo(frames=frames, n_workers=workers, fps=fps, out=out)
+    run_demo(frames=frames, n_workers=workers, fps=fps, out=out, method=method)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def _wait_for_workers(store: ResultStore, n: int, total_partitions: int, timeout
     raise TimeoutError("workers did not join in time; see .duoscan/logs/worker-*.log")
 
 
-def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 20.0, out: Path = Path("out"), size: int = 128) -> dict:
+def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 20.0, out: Path = Path("out"), size: int = 128, method: str = "baseline") -> dict:
     from models import create
     from producers.dataset import iter_samples, write_synthetic_dataset
 
@@ -63,11 +63,15 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 20.0, out: Path
         try:
             # 1. parts and models
             write_synthetic_dataset(data, size=size, n_train=40, n_validation=30, n_test_good=0, n_test_per_defect=0)
+            for stale in models_dir.glob("*.pt"):  # a model left by an earlier demo of another method must not be served
+                stale.unlink()
             for cat in ("ring", "puck", "hexnut"):
-                model = create("baseline").fit(list(iter_samples(data, cat, "train")))
+                model = create(method)
+                model.category = cat
+                model.fit(list(iter_samples(data, cat, "train")))
                 model.calibrate(iter_samples(data, cat, "validation"), target_fpr=0.01)
                 model.save(models_dir / f"{cat}.pt")
-            console.print(f"fitted baseline models for 3 categories -> {models_dir}")
+            console.print(f"fitted {method} models for 3 categories -> {models_dir}")
 
             # 2. topics and workers
             kafka_clients.ensure_topics(settings, LINES)

@@ -18,9 +18,15 @@ from rich.progress import Progress
 
 from schemas import Frame
 
+from .realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic
 from .synthetic import CATEGORIES, DEFECTS, render_part
 
 SPLITS = ("train", "validation", "test")
+# profile -> categories, defects and the counts `duoscan synth` uses unless told otherwise
+PROFILES = {
+    "fast": dict(categories=CATEGORIES, defects=DEFECTS, size=128, n_train=40, n_validation=10, n_test_good=10, n_test_per_defect=6),
+    "realistic": dict(categories=REALISTIC_CATEGORIES, defects=REALISTIC_DEFECTS, size=REALISTIC_SIZE, n_train=60, n_validation=15, n_test_good=15, n_test_per_defect=6),
+}
 
 
 @dataclass
@@ -59,27 +65,42 @@ def write_sample(root: Path, category: str, split: str, defect: str, index: int,
 
 def write_synthetic_dataset(
     out: Path,
-    categories: tuple[str, ...] = CATEGORIES,
-    size: int = 128,
-    n_train: int = 40,
-    n_validation: int = 10,
-    n_test_good: int = 10,
-    n_test_per_defect: int = 6,
+    categories: tuple[str, ...] | None = None,
+    size: int | None = None,
+    n_train: int | None = None,
+    n_validation: int | None = None,
+    n_test_good: int | None = None,
+    n_test_per_defect: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    profile: str = "fast",
 ) -> Path:
-    """Render a synthetic dataset in MVTec 3D-AD's layout; returns ``out``."""
+    """Render a synthetic dataset in MVTec 3D-AD's layout; returns ``out``.
+
+    ``profile``: ``fast`` (128 px, 3 categories whose defects light always shades: the demo and tests)
+    or ``realistic`` (:mod:`producers.realistic`, the development benchmark). Unset counts take the
+    profile's. Each frame is seeded by (seed, category, split, defect, index): another ``seed`` is a
+    wholly new set of parts, which is how a tuning set is kept apart from the test set.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+    spec = PROFILES[profile]
+    cats: tuple[str, ...] = categories or spec["categories"]
+    defects: tuple[str, ...] = spec["defects"]
+    size = size or spec["size"]
+    counts = [spec[k] if v is None else v for k, v in (("n_train", n_train), ("n_validation", n_validation), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect))]
     plan: list[tuple[str, str, str, int]] = []
-    for cat in categories:
-        plan += [(cat, "train", "good", i) for i in range(n_train)]
-        plan += [(cat, "validation", "good", i) for i in range(n_validation)]
-        plan += [(cat, "test", "good", i) for i in range(n_test_good)]
-        plan += [(cat, "test", d, i) for d in DEFECTS for i in range(n_test_per_defect)]
+    for cat in cats:
+        plan += [(cat, "train", "good", i) for i in range(counts[0])]
+        plan += [(cat, "validation", "good", i) for i in range(counts[1])]
+        plan += [(cat, "test", "good", i) for i in range(counts[2])]
+        plan += [(cat, "test", d, i) for d in defects for i in range(counts[3])]
+    known = spec["categories"]
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("rendering synthetic parts", total=len(plan))
+        task = bar.add_task(f"rendering synthetic parts ({profile})", total=len(plan))
         for cat, split, defect, i in plan:
-            key = [seed, CATEGORIES.index(cat) if cat in CATEGORIES else 99, SPLITS.index(split), (DEFECTS + ("good",)).index(defect), i]
-            part = render_part(cat, np.random.default_rng(key), defect, size)
+            key = [seed, known.index(cat) if cat in known else 99, SPLITS.index(split), (defects + ("good",)).index(defect), i]
+            part = render_realistic(cat, key, defect, size) if profile == "realistic" else render_part(cat, np.random.default_rng(key), defect, size)
             write_sample(out, cat, split, defect, i, part.rgb, part.xyz, part.mask if split == "test" else None)
             bar.advance(task)
     return out
