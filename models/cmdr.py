@@ -10,7 +10,10 @@ share a scale:
   W = 4 + 2·(7×7 std / mean of J);
 * reconstruction anomaly: A_rec = (w2·d2 + w3·d3)/(w2 + w3) with w = exp(−α·d);
 * ``fusion="both"``: A_map × A_rec (the paper's product), ``"map"`` or ``"rec"`` for the ablation;
-  Gaussian-smoothed, image score = max.
+* ``fusion="late"`` (default): each of the four distances over its 99th percentile on good
+  validation frames, summed (:mod:`models.fusion`), RGB counted only on cells holding part points.
+  The products above zero a defect that one modality misses; the sum keeps it.
+Gaussian-smoothed, image score = max.
 
 Modality flexibility: ``modality="rgb"`` / ``"xyz"`` train and run one reconstruction branch (the
 mapping needs both). A fused model scoring a frame whose point cloud is empty or mostly invalid
@@ -34,11 +37,13 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from . import fusion as late
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
 from .feature_method import NeuralFeatureMethod
+from .preprocess import Prepared
 
-FUSION = ("both", "map", "rec")
+FUSION = ("late", "both", "map", "rec")
 
 
 @register
@@ -59,7 +64,7 @@ class CMDR(NeuralFeatureMethod):
         epochs: int = 60,
         batch_size: int = 8,
         lr: float = 1e-3,
-        fusion: str = "both",
+        fusion: str = "late",
         alpha: float = 0.3,
         degraded_below: float = 0.25,
         xyz_features: str = "geometry",
@@ -101,7 +106,8 @@ class CMDR(NeuralFeatureMethod):
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "CMDR":
         frames = list(frames)
         with Progress(disable=not progress, transient=True) as bar:
-            x, vm = self._gather(frames, bar, f"cmdr[{self.modality}]: features of good frames")
+            prepared: list[Prepared] = []
+            x, vm = self._gather(frames, bar, f"cmdr[{self.modality}]: features of good frames", prepared)
             self._fit_standardisation(x, vm)
             x = self._standardise(x)
             self._train(x, vm, self.loss, bar)
@@ -110,6 +116,8 @@ class CMDR(NeuralFeatureMethod):
                 for k, v in d.items():
                     self.stats[f"{k}_mean"] = masked_mean(v, vm[k.split("_", 1)[1]]).clamp_min(1e-6)
                 self._fit_depth_share(vm)
+                vm = self._part_gated(vm, prepared)
+                self.stats.update(late.fit_scales(d, self._signal_validity(d, vm), late.QUANTILE))  # provisional; calibrate() re-fits
                 if self.fused:  # until calibrate() sees validation frames, match the scales on the training frames
                     self._match_degraded_scale(*self._path_scores(x, vm))
         return self.to(self.device)
@@ -123,17 +131,25 @@ class CMDR(NeuralFeatureMethod):
         if not self.fused:
             m = self.mods[0]
             return d[f"rec_{m}"] * valid[m], None
+        if o["fusion"] == "late":  # each distance over its good-frame 99th percentile, summed (models.fusion)
+            raw = self._distances(x)
+            return late.fuse(raw, self._signal_validity(raw, valid), self.stats, "sum"), raw["rec_rgb"] / self.stats["rec_rgb_q"]
         v3 = valid["xyz"]
         a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3)
         a_rec = confidence_weighted(d["rec_rgb"], d["rec_xyz"], v3, o["alpha"])
         fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o["fusion"]]
         return fused, d["rec_rgb"]
 
+    @staticmethod
+    def _signal_validity(d: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each distance counts where its own modality has data (``map_xyz`` where there are 3D points)."""
+        return {k: valid[k.split("_", 1)[1]] for k in d}
+
     def _score_paths(self, batch: Sequence[FrameLike]) -> tuple[list, np.ndarray, np.ndarray | None, torch.Tensor]:
         if self.net is None:
             raise RuntimeError("cmdr model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
-        fused, rgb_only = self._grid_maps(self._standardise(feats), valid)
+        fused, rgb_only = self._grid_maps(self._standardise(feats), self._part_gated(valid, prepared))
         r, s = self.opts["resolution"], self.opts["sigma"]
         return prepared, self._to_maps(fused, r, s), None if rgb_only is None else self._to_maps(rgb_only, r, s), self._depth_missing(valid, self.opts["degraded_below"])
 
@@ -173,10 +189,16 @@ class CMDR(NeuralFeatureMethod):
         """Fused models also re-fit the degraded path's scale on these (held-out) good frames."""
         if not self.fused:
             return super().calibrate(good, target_fpr)
+        prepared: list[Prepared] = []
         with Progress(transient=True, disable=True) as bar:
-            x, vm = self._gather(list(good), bar, "cmdr: calibration frames")
+            x, vm = self._gather(list(good), bar, "cmdr: calibration frames", prepared)
+        vm = self._part_gated(vm, prepared)
         with torch.no_grad():
-            fused, rgb = self._path_scores(self._standardise(x), vm)
+            x = self._standardise(x)
+            if self.opts["fusion"] == "late":  # re-fit each distance's scale on these held-out frames first
+                d = self._in_chunks(self._distances, x)
+                self.stats.update(late.fit_scales(d, self._signal_validity(d, vm), late.QUANTILE))
+            fused, rgb = self._path_scores(x, vm)
         self._match_degraded_scale(fused, rgb)
         self.threshold = threshold_from_scores(fused, target_fpr)
         return self.threshold

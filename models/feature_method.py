@@ -75,6 +75,18 @@ class FeatureMethod(AnomalyModel):
         share = valid["xyz"].flatten(1).mean(1)
         return (share < below * self.stats["xyz_valid_share"]).cpu()
 
+    def _part_gated(self, valid: dict[str, torch.Tensor], prepared: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+        """``valid`` with RGB counted only on grid cells that hold a measured foreground point, for
+        fused models. Late fusion sums maps, so without this the RGB error on the conveyor or fixture
+        (not a part defect) would enter every map; a product with the 3D map gated it implicitly.
+        Holes are not filled: a ring's hole is background. A frame with no foreground keeps RGB everywhere."""
+        if len(self.mods) < 2:
+            return valid
+        fg = torch.from_numpy(np.stack([p.valid for p in prepared])).float()[:, None]
+        cells = (F.adaptive_max_pool2d(fg, valid["rgb"].shape[-1])[:, 0] > 0).float()
+        cells[cells.flatten(1).amax(1) == 0] = 1.0
+        return {**valid, "rgb": cells.to(valid["rgb"].device)}
+
     def _fit_standardisation(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> None:
         """Centre per channel and use one scale per modality (see btf): the valid cells' mean
         squared distance from the centre becomes the number of channels."""
@@ -86,6 +98,13 @@ class FeatureMethod(AnomalyModel):
 
     def _standardise(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: (x - self.stats[f"{m}_mean"].view(1, -1, 1, 1)) / self.stats[f"{m}_scale"] for m, x in feats.items()}
+
+    @staticmethod
+    def _in_chunks(fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], x: dict[str, torch.Tensor], n: int = 8) -> dict[str, torch.Tensor]:
+        """``fn`` applied to ``n`` frames at a time (bounded memory), its per-key outputs concatenated."""
+        total = next(iter(x.values())).shape[0]
+        parts = [fn({m: v[i : i + n] for m, v in x.items()}) for i in range(0, total, n)]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _to_maps(self, grid_map: torch.Tensor, resolution: int, sigma: float) -> np.ndarray:
         """B×G×G grid scores -> B×R×R, bilinearly upsampled and Gaussian-smoothed, on the CPU."""

@@ -16,6 +16,7 @@ import torch
 from .components import gaussian_blur
 
 FUSIONS = ("sum", "max", "product")
+QUANTILE = 0.99  # "1" = as unusual as the rarest 1 % of good patches
 
 
 def map_quantile(maps: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Tensor:

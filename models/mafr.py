@@ -5,6 +5,11 @@ into one latent space and restored by one attention-guided decoder per modality
 (:mod:`models.mafr_net`). Trained on good frames only with a composite loss; the anomaly
 map is the per-location restoration error.
 
+Fusion (``combine``): the default ``late`` divides each modality's error by its 99th percentile on
+good validation frames and sums them (:mod:`models.fusion`), RGB counted only on cells holding part
+points. The paper's ``product`` zeroes a defect that only one modality sees (a stain under
+coaxial light, a dent that does not shade), kept as an option.
+
 Choices where the reference code is broken or disagrees with the paper:
 * CBAM runs on the whole feature grid (channel *and* spatial attention); the reference
   applies it to a 1×1 image per token, so its spatial branch is inert.
@@ -32,11 +37,13 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from . import fusion
 from .base import AnomalyOutput, FrameLike, register
 from .feature_method import NeuralFeatureMethod
+from .preprocess import Prepared
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 
-COMBINE = ("product", "sum", "max")
+COMBINE = ("late", "product", "sum", "max")
 
 
 @register
@@ -58,7 +65,7 @@ class MAFR(NeuralFeatureMethod):
         w_rec: float = 1.0,
         w_smooth: float = 0.1,
         w_census: float = 0.5,
-        combine: str = "product",
+        combine: str = "late",
         normalise: bool = False,
         denoise: float = 0.0,
         xyz_features: str = "geometry",
@@ -97,7 +104,8 @@ class MAFR(NeuralFeatureMethod):
         frames = list(frames)
         o = self.opts
         with Progress(disable=not progress, transient=True) as bar:
-            x, vm = self._gather(frames, bar, f"mafr[{self.modality}]: features of good frames")
+            prepared: list[Prepared] = []
+            x, vm = self._gather(frames, bar, f"mafr[{self.modality}]: features of good frames", prepared)
             self._fit_standardisation(x, vm)
             x = self._standardise(x)
 
@@ -112,28 +120,49 @@ class MAFR(NeuralFeatureMethod):
                 err = self._errors(x, self.net(x))
                 for m in self.mods:
                     self.stats[f"{m}_err"] = ((err[m] * vm[m]).sum() / vm[m].sum().clamp_min(1)).clamp_min(1e-6)
+                # provisional late-fusion scales from the training frames; calibrate() re-fits them on held-out ones
+                self.stats.update(fusion.fit_scales(err, self._part_gated(vm, prepared), fusion.QUANTILE))
         return self.to(self.device)
+
+    def _grid_map(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
+        """B×G×G anomaly from standardised features, combined as ``combine`` says."""
+        err = self._errors(x, self.net(x))
+        combine = self.opts["combine"]
+        if combine == "late":  # each modality over its good-frame 99th percentile, summed (models.fusion)
+            return fusion.fuse(err, valid, self.stats, "sum")
+        d = {m: err[m] / self.stats[f"{m}_err"] * valid[m] for m in self.mods}
+        if len(self.mods) == 1:
+            return d[self.mods[0]]
+        if combine == "product":
+            return d["rgb"] * d["xyz"]  # the paper's: zero where there is no 3D point, as the anchors do
+        if combine == "sum":
+            return d["rgb"] + d["xyz"]
+        return torch.maximum(d["rgb"], d["xyz"])
+
+    def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
+        """Late fusion first re-fits each modality's scale on these held-out good frames."""
+        good = list(good)
+        if self.opts["combine"] == "late":
+            prepared: list[Prepared] = []
+            with Progress(transient=True, disable=True) as bar:
+                x, vm = self._gather(good, bar, "mafr: calibration frames", prepared)
+            with torch.no_grad():
+                err = self._in_chunks(lambda c: self._errors(c, self.net(c)), self._standardise(x))
+            self.stats.update(fusion.fit_scales(err, self._part_gated(vm, prepared), fusion.QUANTILE))
+        return super().calibrate(good, target_fpr)
 
     @torch.no_grad()
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
         if self.net is None:
             raise RuntimeError("mafr model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
-        x = self._standardise(feats)
-        err = self._errors(x, self.net(x))
-        d = {m: err[m] / self.stats[f"{m}_err"] * valid[m] for m in self.mods}
-        combine = self.opts["combine"]
-        if len(self.mods) == 1:
-            grid_map = d[self.mods[0]]
-        elif combine == "product":
-            grid_map = d["rgb"] * d["xyz"]  # zero where there is no 3D point, as the anchors do
-        elif combine == "sum":
-            grid_map = d["rgb"] + d["xyz"]
-        else:
-            grid_map = torch.maximum(d["rgb"], d["xyz"])
+        if self.opts["combine"] == "late":
+            valid = self._part_gated(valid, prepared)
+        grid_map = self._grid_map(self._standardise(feats), valid)
         smooth = self._to_maps(grid_map, self.opts["resolution"], self.opts["sigma"])
         if self.opts["normalise"]:  # CFM/MAFR: divide by the root of the image's mean non-zero score
             nz = smooth > 0
             smooth = smooth / np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
         maps = self._frame_maps(smooth, prepared)
         return AnomalyOutput(smooth.reshape(len(batch), -1).max(1).astype(np.float32), maps, [list(self.mods)] * len(batch))
+

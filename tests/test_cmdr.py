@@ -75,12 +75,26 @@ def test_cmdr_fits_scores_and_round_trips(dataset, cmdr_model):
     assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4)
 
 
-@pytest.mark.parametrize("fusion", ["map", "rec"])
+@pytest.mark.parametrize("fusion", ["both", "map", "rec"])
 def test_ablation_modes(dataset, cmdr_model, fusion):
     m = load_model(cmdr_model[1])
     m.opts["fusion"] = fusion
     out = m.score(list(iter_dataset(dataset, "hexnut", "test"))[:2])
     assert np.isfinite(out.image_scores).all() and (out.image_scores > 0).all()
+
+
+def test_late_fusion_sums_the_four_distances_over_their_good_quantiles(dataset, cmdr_model):
+    model, _ = cmdr_model
+    assert model.opts["fusion"] == "late"
+    frames = list(iter_dataset(dataset, "hexnut", "test"))[:3]
+    prepared, feats, valid = model._features_on_device(frames)
+    x = model._standardise(feats)
+    gated = model._part_gated(valid, prepared)
+    d = model._distances(x)
+    expected = sum(d[k] / model.stats[f"{k}_q"] * gated[k.split("_", 1)[1]] for k in ("rec_rgb", "rec_xyz", "map_rgb", "map_xyz"))
+    fused, rgb_only = model._grid_maps(x, gated)
+    assert torch.allclose(fused, expected)
+    assert torch.allclose(rgb_only, d["rec_rgb"] / model.stats["rec_rgb_q"])  # the degraded path needs no 3D input
 
 
 def test_missing_depth_is_scored_by_rgb_and_flagged(dataset, cmdr_model):

@@ -68,13 +68,35 @@ def test_mafr_fits_scores_and_round_trips(dataset, mafr_model):
     assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4)
 
 
-@pytest.mark.parametrize("combine", ["product", "sum", "max"])
+@pytest.mark.parametrize("combine", ["late", "product", "sum", "max"])
 def test_combination_modes(dataset, mafr_model, combine):
     _, path = mafr_model
     m = load_model(path)
     m.opts["combine"] = combine
     out = m.score(list(iter_dataset(dataset, "hexnut", "test"))[:2])
     assert np.isfinite(out.image_scores).all() and (out.image_scores >= 0).all()
+
+
+def test_late_fusion_sums_each_modality_over_its_good_quantile_on_the_part(dataset, mafr_model):
+    model, _ = mafr_model
+    assert model.opts["combine"] == "late"
+    frames = list(iter_dataset(dataset, "hexnut", "test"))[:4]
+    prepared, feats, valid = model._features_on_device(frames)
+    x = model._standardise(feats)
+    err = model._errors(x, model.net(x))
+    gated = model._part_gated(valid, prepared)
+    assert 0 < gated["rgb"].mean() < 1  # RGB counts on the part's cells, not on the conveyor
+    assert (gated["rgb"] >= valid["xyz"]).all()  # every cell with 3D points is on the part
+    expected = err["rgb"] / model.stats["rgb_q"] * gated["rgb"] + err["xyz"] / model.stats["xyz_q"] * valid["xyz"]
+    assert torch.allclose(model._grid_map(x, gated), expected)
+    # calibration re-fits the scales on held-out good frames: about 1 % of their part cells exceed 1
+    model.stats["xyz_q"] = torch.tensor(1e6)
+    model.calibrate(iter_dataset(dataset, "hexnut", "validation"))
+    val = list(iter_dataset(dataset, "hexnut", "validation"))
+    prepared, feats, valid = model._features_on_device(val)
+    x = model._standardise(feats)
+    share = (model._errors(x, model.net(x))["xyz"][valid["xyz"] > 0] > model.stats["xyz_q"]).float().mean()
+    assert 0.003 < share < 0.03
 
 
 def test_single_modality_and_few_shot(dataset):
