@@ -13,7 +13,9 @@ Training sees good frames only, plus synthetic anomalies (:mod:`models.synthesis
 * optionally (``feature_noise=True``) feature space, fresh every step: masked Gaussian noise at
   three scales. Off by default: on the tuning set it cost 0.03 I-AUROC and 0.07 AUPRO@30 %.
 Loss: BCE + focal on the discriminator's per-location logits against the masks pooled to the grid.
-Map: discriminator probability, Gaussian σ = 4; image score = max.
+Map: discriminator probability, Gaussian σ = 4; image score = max. A fused model scores only grid
+cells that hold part points (``part_only``, default; the paper scores the whole frame): on the
+tuning sets this lifted AUPRO@30 % by 0.01–0.05 on the realistic profile and changed nothing on the fast one.
 
 Where we differ from the reference, and why:
 * Model selection is a fixed schedule (``epochs``); the reference picks its checkpoint by test-set
@@ -65,6 +67,7 @@ class BridgeNet(NeuralFeatureMethod):
         share: bool = True,
         combine: str = "mean",
         output: str = "probability",
+        part_only: bool = True,
         degraded_below: float = 0.25,
         sigma: float = 4.0,
         seed: int = 0,
@@ -78,7 +81,7 @@ class BridgeNet(NeuralFeatureMethod):
         self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, epochs=epochs,
                               batch_size=batch_size, lr=lr, n_synthetic=n_synthetic, texture=texture, gaussian=gaussian,
                               feature_noise=feature_noise, share=share,
-                              combine=combine, output=output, degraded_below=degraded_below, sigma=sigma, seed=seed))
+                              combine=combine, output=output, part_only=part_only, degraded_below=degraded_below, sigma=sigma, seed=seed))
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, f"visible_depth:{rgb_backbone}")
         self.gaussian = MultiScaleGaussianGenerator()
         self.texture = UnifiedTextureGenerator()
@@ -166,6 +169,10 @@ class BridgeNet(NeuralFeatureMethod):
         if len(self.mods) == 2:
             grid_map = torch.maximum(prob["rgb"], prob["xyz"]) if self.opts["combine"] == "max" else (prob["rgb"] + prob["xyz"]) / 2
             grid_map[missing.to(grid_map.device)] = prob["rgb"][missing.to(grid_map.device)]  # no usable depth: RGB carries on
+            if self.opts["part_only"]:  # only cells holding part points score (conveyor texture is no part defect)
+                cells = self._part_gated(valid, prepared)["rgb"]
+                cells[missing.to(cells.device)] = 1.0
+                grid_map = grid_map * cells
         else:
             grid_map = prob[self.mods[0]]
         maps = self._to_maps(grid_map, self.opts["resolution"], self.opts["sigma"])

@@ -63,7 +63,19 @@ def test_missing_depth_falls_back_to_rgb(dataset, bridgenet_model):
     assert np.isfinite(out.image_scores).all()
 
 
-@pytest.mark.parametrize("options", [dict(modality="rgb"), dict(modality="xyz"), dict(share=False), dict(texture=False), dict(gaussian=False), dict(feature_noise=True), dict(output="logit", combine="mean")])
+def test_fused_map_is_zero_off_the_part_unless_asked_otherwise(dataset, bridgenet_model):
+    model, _ = bridgenet_model
+    frame = list(iter_dataset(dataset, "puck", "test"))[0]
+    corner = model.score([frame]).pixel_maps[0][:4, :4]  # the part sits in the middle: the corner is conveyor
+    assert np.all(corner < 1e-3)
+    model.opts["part_only"] = False
+    try:
+        assert model.score([frame]).pixel_maps[0][:4, :4].min() > 1e-3  # the paper's whole-frame map
+    finally:
+        model.opts["part_only"] = True
+
+
+@pytest.mark.parametrize("options", [dict(part_only=False), dict(modality="rgb"), dict(modality="xyz"), dict(share=False), dict(texture=False), dict(gaussian=False), dict(feature_noise=True), dict(output="logit", combine="mean")])
 def test_variants_and_ablations_train_and_score(dataset, options):
     modality = options.pop("modality", "both")
     model = train_model(dataset, "ring", "bridgenet", modality, progress=False, shots=4, **{**TINY, "epochs": 1, **options})
