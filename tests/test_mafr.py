@@ -99,6 +99,20 @@ def test_late_fusion_sums_each_modality_over_its_good_quantile_on_the_part(datas
     assert 0.003 < share < 0.03
 
 
+def test_image_score_reads_a_wider_smoothing_than_the_map(dataset, mafr_model):
+    model, _ = mafr_model
+    frames = list(iter_dataset(dataset, "hexnut", "test"))[:4]
+    assert model.opts["score_sigma"] > model.opts["sigma"]
+    wide = model.score(frames)
+    model.opts["score_sigma"] = model.opts["sigma"]
+    try:
+        narrow = model.score(frames)
+    finally:
+        model.opts["score_sigma"] = 8.0
+    assert all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(wide.pixel_maps, narrow.pixel_maps))  # the heatmap is unchanged
+    assert (wide.image_scores <= narrow.image_scores + 1e-6).all() and (wide.image_scores < narrow.image_scores).any()
+
+
 def test_single_modality_and_few_shot(dataset):
     model = train_model(dataset, "ring", "mafr", "rgb", progress=False, shots=3, epochs=2, hidden=16, latent=8)
     assert model.modality == "rgb" and len(model.loss_history) == 2
