@@ -436,9 +436,9 @@ def config(action: str = typer.Argument("show", help="show: print the effective 
 def demo(
     frames: int = typer.Option(240, help="frames to stream (split over 2 lines)"),
     workers: int = typer.Option(2, help="worker processes"),
-    fps: float = typer.Option(20.0, help="total publish rate (frames/s over both lines)"),
+    fps: float = typer.Option(10.0, help="total publish rate (frames/s over both lines; 2 BridgeNet workers on 2 cores keep up with ~10)"),
     out: Path = typer.Option(Path("out"), help="heatmap overlays and summary go here"),
-    method: str = typer.Option("baseline", help="method the workers serve: " + ", ".join(sorted(_methods()))),
+    method: str = typer.Option("bridgenet", help="method the workers serve (default: the best seed method on the tuning sets): " + ", ".join(sorted(_methods()))),
 ) -> None:
     """The whole product on one machine: embedded broker + Redis, synthetic parts, workers, summary."""
     from .demo import run_demo

@@ -48,7 +48,7 @@ def _wait_for_workers(store: ResultStore, n: int, total_partitions: int, timeout
     raise TimeoutError("workers did not join in time; see .duoscan/logs/worker-*.log")
 
 
-def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 20.0, out: Path = Path("out"), size: int = 128, method: str = "baseline") -> dict:
+def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path = Path("out"), size: int = 128, method: str = "bridgenet") -> dict:
     from models import create
     from producers.dataset import iter_samples, write_synthetic_dataset
 
