@@ -17,11 +17,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import track
 
 from .base import AnomalyOutput, FrameLike, register
-from .components import NearestNeighbours, gaussian_blur, greedy_coreset, random_subsample
+from .components import NearestNeighbours, greedy_coreset, random_subsample, smooth_maps
 from .feature_method import FeatureMethod
 from .preprocess import to_frame_resolution
 
@@ -118,8 +117,7 @@ class BTF(FeatureMethod):
         prepared, x, valid = self._patches(batch)
         b, g = x.shape[:2]
         d = self.nn(self._embed(x).flatten(0, 2)).view(b, g, g) * valid.to(self.device)
-        up = F.interpolate(d[:, None], size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)[:, 0]
-        smooth = gaussian_blur(up, self.sigma).cpu().numpy()
+        smooth = smooth_maps(d, self.resolution, self.sigma).cpu().numpy()
         maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared)]
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
         return AnomalyOutput(scores, maps, [list(self.mods)] * b)

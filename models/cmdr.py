@@ -100,7 +100,8 @@ class CMDR(NeuralFeatureMethod):
     def loss(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum of the masked cosine losses of the (up to) four networks."""
         d = self._distances(x)
-        return torch.stack([masked_mean(d[k], valid[k.split("_", 1)[1]]) for k in sorted(d)]).sum()
+        v = self._signal_validity(d, valid)
+        return torch.stack([masked_mean(d[k], v[k]) for k in sorted(d)]).sum()
 
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "CMDR":
@@ -113,8 +114,8 @@ class CMDR(NeuralFeatureMethod):
             self._train(x, vm, self.loss, bar)
             with torch.no_grad():  # each distance's mean on good frames: the common scale for fusion
                 d = self._distances(x)
-                for k, v in d.items():
-                    self.stats[f"{k}_mean"] = masked_mean(v, vm[k.split("_", 1)[1]]).clamp_min(1e-6)
+                for k, v in self._signal_validity(d, vm).items():
+                    self.stats[f"{k}_mean"] = masked_mean(d[k], v).clamp_min(1e-6)
                 self._fit_depth_share(vm)
                 vm = self._part_gated(vm, prepared)
                 self.stats.update(late.fit_scales(d, self._signal_validity(d, vm), late.QUANTILE))  # provisional; calibrate() re-fits
@@ -127,12 +128,12 @@ class CMDR(NeuralFeatureMethod):
         """B×G×G anomaly on the grid from the model's inputs, and (fused models only) the
         RGB-only map used for frames without usable depth."""
         o = self.opts
-        d = {k: v / self.stats[f"{k}_mean"] for k, v in self._distances(x).items()}
+        raw = self._distances(x)
+        d = {k: v / self.stats[f"{k}_mean"] for k, v in raw.items()}
         if not self.fused:
             m = self.mods[0]
             return d[f"rec_{m}"] * valid[m], None
         if o["fusion"] == "late":  # each distance over its good-frame 99th percentile, summed (models.fusion)
-            raw = self._distances(x)
             return late.fuse(raw, self._signal_validity(raw, valid), self.stats, "sum"), raw["rec_rgb"] / self.stats["rec_rgb_q"]
         v3 = valid["xyz"]
         a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3)

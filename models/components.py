@@ -113,6 +113,12 @@ def largest_region(pixel_map: np.ndarray, threshold: float) -> tuple[int, tuple[
     return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
+def smooth_maps(grid_map: torch.Tensor, resolution: int, sigma: float) -> torch.Tensor:
+    """B×G×G grid scores -> B×R×R, bilinearly upsampled and Gaussian-smoothed (how every method's map is made)."""
+    up = F.interpolate(grid_map[:, None], size=(resolution, resolution), mode="bilinear", align_corners=False)[:, 0]
+    return gaussian_blur(up, sigma)
+
+
 def greedy_coreset(x: torch.Tensor, n: int, proj_dim: int = 64, seed: int = 0) -> torch.Tensor:
     """Indices of ``n`` rows chosen by greedy k-center selection (PatchCore's coreset).
 

@@ -12,7 +12,7 @@ from torch import nn
 from rich.progress import Progress
 
 from .base import AnomalyModel, FrameLike
-from .components import gaussian_blur
+from .components import smooth_maps
 from .features import FeatureConfig, FeaturePipeline
 from .preprocess import Prepared, PreprocessConfig, to_frame_resolution
 
@@ -108,8 +108,7 @@ class FeatureMethod(AnomalyModel):
 
     def _to_maps(self, grid_map: torch.Tensor, resolution: int, sigma: float) -> np.ndarray:
         """B×G×G grid scores -> B×R×R, bilinearly upsampled and Gaussian-smoothed, on the CPU."""
-        up = F.interpolate(grid_map[:, None], size=(resolution, resolution), mode="bilinear", align_corners=False)[:, 0]
-        return gaussian_blur(up, sigma).cpu().numpy()
+        return smooth_maps(grid_map, resolution, sigma).cpu().numpy()
 
     @staticmethod
     def _frame_maps(maps: np.ndarray, prepared: Sequence[Prepared]) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .components import gaussian_blur
+from .components import smooth_maps
 
 FUSIONS = ("sum", "max", "product")
 QUANTILE = 0.99  # "1" = as unusual as the rarest 1 % of good patches
@@ -50,8 +50,7 @@ def fuse(maps: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], stats: d
 
 def image_scores(grid_map: torch.Tensor, resolution: int, sigma: float) -> torch.Tensor:
     """B image scores: the maximum of the upsampled, smoothed map (as the scored maps are made)."""
-    up = torch.nn.functional.interpolate(grid_map[:, None], size=(resolution, resolution), mode="bilinear", align_corners=False)[:, 0]
-    return gaussian_blur(up, sigma).flatten(1).amax(1)
+    return smooth_maps(grid_map, resolution, sigma).flatten(1).amax(1)
 
 
 def degraded_scale(fused_scores: torch.Tensor, rgb_scores: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch
 from rich.progress import Progress
 
 from . import fusion
-from .base import AnomalyOutput, FrameLike, register
+from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .feature_method import NeuralFeatureMethod
 from .preprocess import Prepared
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
@@ -125,9 +125,8 @@ class MAFR(NeuralFeatureMethod):
                 self.stats.update(fusion.fit_scales(err, self._part_gated(vm, prepared), fusion.QUANTILE))
         return self.to(self.device)
 
-    def _grid_map(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
-        """B×G×G anomaly from standardised features, combined as ``combine`` says."""
-        err = self._errors(x, self.net(x))
+    def _combine(self, err: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
+        """B×G×G anomaly from the per-modality restoration errors, combined as ``combine`` says."""
         combine = self.opts["combine"]
         if combine == "late":  # each modality over its good-frame 99th percentile, summed (models.fusion)
             return fusion.fuse(err, valid, self.stats, "sum")
@@ -140,35 +139,49 @@ class MAFR(NeuralFeatureMethod):
             return d["rgb"] + d["xyz"]
         return torch.maximum(d["rgb"], d["xyz"])
 
+    def _grid_map(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
+        """B×G×G anomaly from standardised features."""
+        return self._combine(self._errors(x, self.net(x)), valid)
+
+    def _valid_for(self, valid: dict[str, torch.Tensor], prepared: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+        """Late fusion counts RGB on the part's cells only; the other combinations keep ``valid``."""
+        return self._part_gated(valid, prepared) if self.opts["combine"] == "late" else valid
+
+    def _maps(self, grid_map: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The heatmaps (σ = ``sigma``) and the image scores (max of the map at σ = ``score_sigma``).
+
+        The image score reads a more smoothed map: restoration noise is uncorrelated from cell to cell,
+        a defect is not, so averaging over a wider neighbourhood separates them (chosen on the tuning sets)."""
+        o = self.opts
+        smooth = self._to_maps(grid_map, o["resolution"], o["sigma"])
+        wide = smooth if o["score_sigma"] == o["sigma"] else self._to_maps(grid_map, o["resolution"], o["score_sigma"])
+        if o["normalise"]:  # CFM/MAFR: divide by the root of the image's mean non-zero score
+            nz = smooth > 0
+            factor = np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
+            smooth, wide = smooth / factor, wide / factor
+        return smooth, wide.reshape(len(wide), -1).max(1).astype(np.float32)
+
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
-        """Late fusion first re-fits each modality's scale on these held-out good frames."""
-        good = list(good)
-        if self.opts["combine"] == "late":
-            prepared: list[Prepared] = []
-            with Progress(transient=True, disable=True) as bar:
-                x, vm = self._gather(good, bar, "mafr: calibration frames", prepared)
-            with torch.no_grad():
-                err = self._in_chunks(lambda c: self._errors(c, self.net(c)), self._standardise(x))
-            self.stats.update(fusion.fit_scales(err, self._part_gated(vm, prepared), fusion.QUANTILE))
-        return super().calibrate(good, target_fpr)
+        """Late fusion first re-fits each modality's scale on these held-out good frames; then the
+        threshold from their image scores (one feature pass for both)."""
+        if self.net is None:
+            raise RuntimeError("mafr model is not fitted")
+        prepared: list[Prepared] = []
+        with Progress(transient=True, disable=True) as bar:
+            x, vm = self._gather(list(good), bar, "mafr: calibration frames", prepared)
+        vm = self._valid_for(vm, prepared)
+        with torch.no_grad():
+            err = self._in_chunks(lambda c: self._errors(c, self.net(c)), self._standardise(x))
+            if self.opts["combine"] == "late":
+                self.stats.update(fusion.fit_scales(err, vm, fusion.QUANTILE))
+            _, scores = self._maps(self._combine(err, vm))
+        self.threshold = threshold_from_scores(scores, target_fpr)
+        return self.threshold
 
     @torch.no_grad()
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
         if self.net is None:
             raise RuntimeError("mafr model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
-        if self.opts["combine"] == "late":
-            valid = self._part_gated(valid, prepared)
-        grid_map = self._grid_map(self._standardise(feats), valid)
-        o = self.opts
-        smooth = self._to_maps(grid_map, o["resolution"], o["sigma"])
-        # The image score reads a more smoothed map: restoration noise is uncorrelated from cell to cell, a
-        # defect is not, so averaging over a wider neighbourhood separates them better (chosen on the tuning sets).
-        wide = smooth if o["score_sigma"] == o["sigma"] else self._to_maps(grid_map, o["resolution"], o["score_sigma"])
-        if o["normalise"]:  # CFM/MAFR: divide by the root of the image's mean non-zero score
-            nz = smooth > 0
-            factor = np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
-            smooth, wide = smooth / factor, wide / factor
-        maps = self._frame_maps(smooth, prepared)
-        return AnomalyOutput(wide.reshape(len(batch), -1).max(1).astype(np.float32), maps, [list(self.mods)] * len(batch))
-
+        smooth, scores = self._maps(self._grid_map(self._standardise(feats), self._valid_for(valid, prepared)))
+        return AnomalyOutput(scores, self._frame_maps(smooth, prepared), [list(self.mods)] * len(batch))
