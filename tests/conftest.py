@@ -117,3 +117,29 @@ def process_frames(settings: Settings, model_path: Path, frames: list, line: str
     proc = BatchProcessor(settings, ModelRouter([model_path], "auto"), store, kafka_clients.producer(settings))
     report = proc.process([Incoming(settings.frames_topic(line), partition, i, f.encode()) for i, f in enumerate(frames)])
     return report, store
+
+
+def served_puck_results(settings: Settings, start_worker, model_path: Path, line: str, n: int) -> dict:
+    """Start a real worker process serving ``model_path``, publish ``n`` synthetic puck frames
+    (about half defective) on ``line`` and return their results once all have landed."""
+    import itertools
+
+    from duoscan import kafka_clients
+    from producers.replay import synthetic_frames
+    from producers.sdk import FramePublisher
+    from workers.store import ResultStore
+
+    kafka_clients.ensure_topics(settings, [line])
+    start_worker(settings, models=[model_path])
+    frames = [f for f in itertools.islice(synthetic_frames(line, "S1", seed=4, defect_rate=0.5, size=64), 40) if f.category == "puck"][:n]
+    with FramePublisher(settings) as pub:
+        for f in frames:
+            pub.publish_frame(f)
+    store = ResultStore(settings)
+    return wait_for_items(lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, f"results on {line}")
+
+
+def standardised_features(model, frames: list) -> tuple[list, dict, dict]:
+    """What a feature method scores from: prepared frames, standardised features and validity."""
+    prepared, feats, valid = model._features_on_device(frames)
+    return prepared, model._standardise(feats), valid

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
@@ -11,16 +10,12 @@ import tifffile
 from PIL import Image
 from typer.testing import CliRunner
 
-from duoscan import kafka_clients
 from duoscan.cli import app
 from duoscan.evaluate import evaluate_model, train_model
 from models import load_model
 from producers.dataset import iter_dataset
-from producers.replay import synthetic_frames
-from producers.sdk import FramePublisher
-from workers.store import ResultStore
 
-from .conftest import wait_for_items
+from .conftest import served_puck_results
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +86,6 @@ def test_train_cli_single_file_and_unknown_method(dataset, tmp_path):
 
 @pytest.mark.integration
 def test_worker_serves_a_btf_model(settings, start_worker, btf_models):
-    kafka_clients.ensure_topics(settings, ["B1"])
-    start_worker(settings, models=[btf_models["both"]])
-    frames = [f for f in itertools.islice(synthetic_frames("B1", "S1", seed=4, defect_rate=0.5, size=64), 40) if f.category == "puck"][:5]
-    with FramePublisher(settings) as pub:
-        for f in frames:
-            pub.publish_frame(f)
-    store = ResultStore(settings)
-    results = wait_for_items(lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, "btf results")
+    results = served_puck_results(settings, start_worker, btf_models["both"], "B1", 5)
     assert {r.model for r in results.values()} == {"btf"}
     assert all(r.modalities == ["rgb", "xyz"] for r in results.values())

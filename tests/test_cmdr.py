@@ -10,7 +10,7 @@ from duoscan.evaluate import blank_point_clouds, evaluate_model, train_model
 from models import load_model
 from models.cmdr_net import CMDRNet, MappingNet, ReconstructionNet, confidence_weighted, reliability_gate
 from producers.dataset import iter_dataset
-from tests.conftest import process_frames
+from tests.conftest import process_frames, standardised_features
 
 TINY = dict(epochs=4, map_hidden=16, rec_hidden=16, bottleneck=8)
 
@@ -87,8 +87,7 @@ def test_late_fusion_sums_the_four_distances_over_their_good_quantiles(dataset, 
     model, _ = cmdr_model
     assert model.opts["fusion"] == "late"
     frames = list(iter_dataset(dataset, "hexnut", "test"))[:3]
-    prepared, feats, valid = model._features_on_device(frames)
-    x = model._standardise(feats)
+    prepared, x, valid = standardised_features(model, frames)
     gated = model._part_gated(valid, prepared)
     d = model._distances(x)
     expected = sum(d[k] / model.stats[f"{k}_q"] * gated[k.split("_", 1)[1]] for k in ("rec_rgb", "rec_xyz", "map_rgb", "map_xyz"))

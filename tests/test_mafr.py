@@ -10,7 +10,7 @@ from duoscan.evaluate import train_model
 from models import load_model
 from models.mafr_net import CBAM, AttentionDecoder, MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 from producers.dataset import iter_dataset
-from tests.conftest import process_frames
+from tests.conftest import process_frames, standardised_features
 
 
 def test_cbam_attends_over_space_not_just_channels():
@@ -81,8 +81,7 @@ def test_late_fusion_sums_each_modality_over_its_good_quantile_on_the_part(datas
     model, _ = mafr_model
     assert model.opts["combine"] == "late"
     frames = list(iter_dataset(dataset, "hexnut", "test"))[:4]
-    prepared, feats, valid = model._features_on_device(frames)
-    x = model._standardise(feats)
+    prepared, x, valid = standardised_features(model, frames)
     err = model._errors(x, model.net(x))
     gated = model._part_gated(valid, prepared)
     assert 0 < gated["rgb"].mean() < 1  # RGB counts on the part's cells, not on the conveyor
@@ -93,8 +92,7 @@ def test_late_fusion_sums_each_modality_over_its_good_quantile_on_the_part(datas
     model.stats["xyz_q"] = torch.tensor(1e6)
     model.calibrate(iter_dataset(dataset, "hexnut", "validation"))
     val = list(iter_dataset(dataset, "hexnut", "validation"))
-    prepared, feats, valid = model._features_on_device(val)
-    x = model._standardise(feats)
+    _, x, valid = standardised_features(model, val)
     share = (model._errors(x, model.net(x))["xyz"][valid["xyz"] > 0] > model.stats["xyz_q"]).float().mean()
     assert 0.003 < share < 0.03
 

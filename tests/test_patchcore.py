@@ -3,22 +3,16 @@ degraded path without depth, and a worker serving it."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
 
-from duoscan import kafka_clients
 from duoscan.evaluate import evaluate_model, train_model
 from models import load_model
 from models.fusion import fuse, map_quantile
 from producers.dataset import iter_dataset
-from producers.replay import synthetic_frames
-from producers.sdk import FramePublisher
-from workers.store import ResultStore
 
-from .conftest import wait_for_items
+from .conftest import served_puck_results
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +65,6 @@ def test_fused_patchcore_scores_a_frame_without_depth_on_colour(dataset, patchco
 
 @pytest.mark.integration
 def test_worker_serves_a_patchcore_model(settings, start_worker, patchcore_models):
-    kafka_clients.ensure_topics(settings, ["P1"])
-    start_worker(settings, models=[patchcore_models["both"]])
-    frames = [f for f in itertools.islice(synthetic_frames("P1", "S1", seed=4, defect_rate=0.5, size=64), 40) if f.category == "puck"][:4]
-    with FramePublisher(settings) as pub:
-        for f in frames:
-            pub.publish_frame(f)
-    store = ResultStore(settings)
-    results = wait_for_items(lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, "patchcore results")
+    results = served_puck_results(settings, start_worker, patchcore_models["both"], "P1", 4)
     assert {r.model for r in results.values()} == {"patchcore"}
     assert all(r.modalities == ["rgb", "xyz"] for r in results.values())
