@@ -40,4 +40,4 @@ down:  ## stop what `make up` started
 	$(PY) -m duoscan down
 
 clean:  ## remove the venv and outputs
-	rm -rf $(VENV) out .duoscan
+	rm -rf $(VENV) out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
+import sys
 from pathlib import Path
 from typing import NoReturn, Optional
 
@@ -13,19 +13,64 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import SERVICES_FILE, STATE_DIR, Settings, mask_url
+from . import preflight
+from .config import Settings, cache_dir, mask_url, services_file, state_dir
+from .errors import UserError, describe
 
-app = typer.Typer(help="duoscan: streaming 2D+3D anomaly inspection.", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+HELP = f"""duoscan: streaming 2D+3D anomaly inspection.
+
+State of `duoscan up` (broker and Redis addresses, logs) lives in {state_dir()} whatever the working directory
+(DUOSCAN_STATE_DIR moves it); the feature cache in {cache_dir()}. A mistake in arguments, configuration or
+data ends with one line on stderr and exit code 2; --debug (or DUOSCAN_DEBUG=1) shows the traceback instead."""
+
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 console = Console()
+DEFAULT_MODELS = Path("out/models")  # `train` writes here, `work` serves from here (relative to where you run them)
+FEATURE_CACHE = cache_dir() / "features"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``duoscan`` entry point: the commands, with every user error reduced to one line and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("DUOSCAN_DEBUG", "") not in ("", "0")
+    try:
+        code = app(args=args, prog_name="duoscan", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the contract: no traceback unless asked for
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `duoscan`: the help was printed, nothing went wrong
+            sys.exit(0)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors: one line, not a panel
+            command = exc.ctx.command_path if getattr(exc, "ctx", None) else "duoscan"
+            typer.echo(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", err=True)
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        message = describe(exc)
+        if message is None:  # not a user error: a bug; still one line, and how to see more
+            typer.echo(f"internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", err=True)
+            sys.exit(1)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 @app.callback()
-def _configure() -> None:
+def _configure(debug: bool = typer.Option(False, "--debug", help="show the traceback of an error instead of one line (also DUOSCAN_DEBUG=1)")) -> None:
     """Apply the process-wide compute settings (backbone runtime, threads) before any command."""
     try:
-        settings = Settings.load()
+        settings = Settings.load().check()
     except ValueError:
-        return  # a broken config file: the command itself loads the settings and reports it
+        return  # a broken setting: each command that uses the settings loads them again and says which one
     apply_compute_settings(settings)
 
 
@@ -51,17 +96,47 @@ def _methods() -> list[str]:
 
 
 def _fail(message: object) -> NoReturn:
-    """A usage or configuration error: say it and exit 2."""
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+    """A usage or configuration error: one line on stderr, exit 2."""
+    raise UserError(_one_line(message))
 
 
-def _checked_settings() -> Settings:
+def _checked_settings(**overrides: object) -> Settings:
     """The effective settings, validated; a bad one ends the command naming the variable (exit 2)."""
-    try:
-        return Settings.load().check()
-    except ValueError as exc:
-        _fail(exc)
+    return Settings.load(**overrides).check()
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        _fail(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _device(value: str) -> str:
+    """A device the machine has: 'cuda' on a host without CUDA is an error, not a silent CPU run."""
+    import re
+
+    import torch
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        _fail(f"--device {value!r} is not one of auto, cpu, cuda, cuda:N")
+    if value.startswith("cuda") and not torch.cuda.is_available():  # GPU code falls back to the CPU, visibly
+        typer.echo(f"warning: --device {value}: this machine has no CUDA device; running on the CPU", err=True)
+    from models import resolve_device
+
+    return resolve_device(value)
+
+
+def _method_spec(spec: str) -> str:
+    """``method[:modality]``: a registered method and a modality it knows, checked before any work starts."""
+    name, _, modality = spec.partition(":")
+    if name not in _methods():
+        _fail(f"unknown method {name!r}: use one of {', '.join(sorted(_methods()))}")
+    if modality:
+        _choice("modality", modality, MODALITIES)
+    return spec
+
+
+MODALITIES = ("rgb", "xyz", "both")
 
 
 def _logging(level: str = "INFO") -> None:
@@ -71,19 +146,20 @@ def _logging(level: str = "INFO") -> None:
 @app.command()
 def up(lines: str = typer.Option("L1,L2", help="comma-separated line ids whose topics to create")) -> None:
     """Start the embedded broker (Tansu) and Redis (valkey) in the background."""
-    from . import kafka_clients
+    from . import kafka_clients, services
     from .embedded import EmbeddedBroker, EmbeddedRedis
 
-    if SERVICES_FILE.exists():
-        console.print(f"[yellow]already up[/] ({SERVICES_FILE}); run `duoscan down` first")
-        raise typer.Exit(1)
-    logs = STATE_DIR / "logs"
+    names = _line_ids(lines)
+    if services.running():
+        _fail(f"already up ({services_file()}); run `duoscan down` first")
+    if services.recorded() is not None:
+        console.print(f"[yellow]stale state[/] in {services_file()} (its processes are gone): replacing it")
+    logs = state_dir() / "logs"
     broker = EmbeddedBroker(log_path=logs / "broker.log").start()
     redis_server = EmbeddedRedis(log_path=logs / "redis.log").start()
-    state = {"bootstrap_servers": broker.bootstrap, "redis_url": redis_server.url, "pids": [broker.pid, redis_server.pid]}
-    SERVICES_FILE.write_text(json.dumps(state, indent=2))
-    kafka_clients.ensure_topics(Settings.load(), [x for x in lines.split(",") if x])
-    console.print(f"broker  [bold]{broker.bootstrap}[/]\nredis   [bold]{redis_server.url}[/]\nstate   {SERVICES_FILE} (other commands pick these up)")
+    services.record(broker.bootstrap, redis_server.url, [broker.pid, redis_server.pid])
+    kafka_clients.ensure_topics(_checked_settings(), names)
+    console.print(f"broker  [bold]{broker.bootstrap}[/]\nredis   [bold]{redis_server.url}[/]\nstate   {services_file()} (other commands pick these up)")
 
 
 @app.command()
@@ -92,8 +168,9 @@ def topics(lines: str = typer.Option("L1,L2", help="comma-separated line ids: on
     from . import kafka_clients
 
     settings = _checked_settings()
+    preflight.broker(settings)
     try:
-        names = kafka_clients.ensure_topics(settings, [x for x in lines.split(",") if x])
+        names = kafka_clients.ensure_topics(settings, _line_ids(lines))
     except RuntimeError as exc:  # no broker reachable
         _fail(exc)
     t = Table("topic", "partitions", "replication", "max message bytes", "retention")
@@ -119,7 +196,9 @@ def health(
 
     try:
         settings = Settings.load().check()
-        client = kafka_clients.admin(settings, timeout_s=5.0)
+        preflight.broker(settings)  # seconds, not the client's half-minute of retries (compose waits 20 s)
+        preflight.redis(settings)
+        client = kafka_clients.admin(settings, timeout_s=3.0)
         try:
             client.list_topics()
         finally:
@@ -132,24 +211,23 @@ def health(
             if not seen or time.time() - max(seen) > within:
                 raise RuntimeError(f"no worker on {host} reported in the last {within:g} s")
     except Exception as exc:  # any failure is unhealthy; say which
-        console.print(f"[red]unhealthy:[/red] {exc}")
+        typer.echo(f"unhealthy: {describe(exc) or _one_line(exc)}", err=True)
         raise typer.Exit(1) from None
     console.print("healthy")
 
 
 @app.command()
 def down() -> None:
-    """Stop what `duoscan up` started."""
-    if not SERVICES_FILE.exists():
+    """Stop what `duoscan up` started (only processes whose command line and start time still match the record)."""
+    from . import services
+
+    if services.recorded() is None:
         console.print("nothing is up")
         return
-    for pid in json.loads(SERVICES_FILE.read_text()).get("pids", []):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    SERVICES_FILE.unlink()
-    console.print("stopped")
+    stopped, skipped = services.stop()
+    if skipped:
+        console.print(f"[yellow]not touched[/] PID {', '.join(map(str, skipped))}: no longer the process `duoscan up` started (stale state)")
+    console.print(f"stopped {len(stopped)} process{'es' if len(stopped) != 1 else ''}")
 
 
 @app.command()
@@ -192,7 +270,7 @@ def synth_anomalies(
 
     samples = [s for _, s in zip(range(max(n, 2)), iter_dataset(data, category, "train"))]
     if not samples:
-        raise typer.BadParameter(f"no training frames for {category} in {data}")
+        _fail(f"no training frames for {category} in {data}")
     console.print(f"wrote {save_anomaly_preview(samples, out, n, seed)}")
 
 
@@ -201,23 +279,27 @@ def train(
     data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
     category: Optional[list[str]] = typer.Option(None, help="categories to train (repeatable; default: all in DATA)"),
     method: str = typer.Option("baseline", help="registered method: " + ", ".join(sorted(_methods()))),
-    out: Path = typer.Option(Path("models/trained"), help="MODEL.pt for one category, else a folder of <category>.pt"),
+    out: Path = typer.Option(DEFAULT_MODELS, help="MODEL.pt for one category, else a folder of <category>.pt (`work` serves out/models by default)"),
     modality: str = typer.Option("both", help="rgb | xyz | both (methods that support it)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    target_fpr: float = typer.Option(0.01, help="threshold so about this share of good validation frames alert"),
-    cache: Path = typer.Option(STATE_DIR / "cache" / "features", help="feature cache folder"),
-    shots: Optional[int] = typer.Option(None, help="few-shot: train on K good frames (a fixed seeded choice)"),
+    target_fpr: float = typer.Option(0.01, min=1e-6, max=0.5, help="threshold so about this share of good validation frames alert"),
+    cache: Path = typer.Option(FEATURE_CACHE, help="feature cache folder"),
+    shots: Optional[int] = typer.Option(None, min=1, help="few-shot: train on K good frames (a fixed seeded choice)"),
 ) -> None:
     """Fit a method on good training frames, calibrate its threshold on validation, save it."""
-    from models import resolve_device
-    from producers.dataset import categories_in
+    from producers.dataset import categories_in, check_category
 
     from .evaluate import train_model
 
+    _method_spec(method)
+    _choice("--modality", modality, MODALITIES)
+    dev = _device(device)
     cats = category or categories_in(data)
+    for cat in cats:  # every category is checked before the first one trains
+        check_category(data, cat)
     table = Table("category", "method", "modality", "threshold", "file")
     for cat in cats:
-        model = train_model(data, cat, method, modality, resolve_device(device), target_fpr, cache_dir=str(cache), shots=shots)
+        model = train_model(data, cat, method, modality, dev, target_fpr, cache_dir=str(cache), shots=shots)
         path = model.save(out if out.suffix == ".pt" and len(cats) == 1 else out / f"{cat}.pt")
         table.add_row(cat, method, modality, f"{model.threshold:.3f}", str(path))
     console.print(table)
@@ -234,14 +316,14 @@ def calibrate(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Set a model's decision threshold from good frames for a target false-positive rate; store it with the model."""
-    from models import load_model, resolve_device
-    from producers.dataset import iter_dataset
+    from models import load_model
+    from producers.dataset import check_category, iter_dataset
 
-    m = load_model(model, resolve_device(device))
-    try:
-        good = [s for s in iter_dataset(data, category, split) if s.label == 0]
-    except FileNotFoundError as exc:
-        _fail(exc)
+    _choice("--split", split, ("train", "validation", "test"))
+    check_category(data, category)
+    m = load_model(model, _device(device))
+    _same_category(m, category, model)
+    good = [s for s in iter_dataset(data, category, split) if s.label == 0]
     if len(good) < 2:
         _fail(f"{len(good)} good frames of {category!r} in {data}/{category}/{split}; calibration needs at least 2")
     before = m.threshold
@@ -261,21 +343,25 @@ def evaluate(
     maps: Optional[Path] = typer.Option(None, help="write <defect>/<NNN>.tiff anomaly maps here"),
     panel: Optional[Path] = typer.Option(None, help="PNG of worst and best cases (default: next to the JSON)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    cache: Path = typer.Option(STATE_DIR / "cache" / "features", help="feature cache folder (second runs reuse it)"),
+    cache: Path = typer.Option(FEATURE_CACHE, help="feature cache folder (second runs reuse it)"),
     blank_xyz: float = typer.Option(0.0, min=0.0, max=1.0, help="depth-dropout drill: zero this share of test point clouds (seeded)"),
 ) -> None:
     """Score the test split: I-AUROC, P-AUROC, AUPRO@30% and @1%, maps and a picture."""
-    from models import load_model, resolve_device
+    from models import load_model
+    from producers.dataset import check_category
 
     from .evaluate import evaluate_model
 
-    m = load_model(model, resolve_device(device), cache_dir=str(cache))
+    check_category(data, category)
+    m = load_model(model, _device(device), cache_dir=str(cache))
+    _same_category(m, category, model)
     rep = evaluate_model(m, data, category, json_out, maps, panel or json_out.with_suffix(".png"), blank_xyz=blank_xyz)
     t = Table("metric", "value")
     for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test", "n_degraded", "i_auroc_blanked", "i_auroc_intact"):
         if k not in rep:
             continue
-        t.add_row(k, f"{rep[k]:.3f}" if isinstance(rep[k], float) else str(rep[k]))
+        value = rep[k]
+        t.add_row(k, ("n/a (needs good and defective test frames with gt/ masks)" if value != value else f"{value:.3f}") if isinstance(value, float) else str(value))
     t.add_row("frames/s", f"{rep['timing']['fps']:.1f}")
     console.print(t)
     console.print(f"report {json_out}")
@@ -291,27 +377,32 @@ def benchmark_table_cmd(
     cache: Optional[Path] = typer.Option(None, help="feature cache folder (off by default so the timings are real)"),
 ) -> None:
     """Train + evaluate several methods on several categories; print one markdown table."""
-    from models import resolve_device
-    from producers.dataset import categories_in, write_synthetic_dataset
+    from producers.dataset import categories_in, check_category, write_synthetic_dataset
 
     from .evaluate import benchmark_table
 
+    specs = [m for m in methods.split(",") if m]
+    for spec in specs:
+        _method_spec(":".join(part for part in spec.split(":")[:2] if "=" not in part))
+    dev = _device(device)
     if not data.exists():
         write_synthetic_dataset(data)
     cats = categories.split(",") if categories else categories_in(data)
-    print(benchmark_table(data, methods.split(","), cats, out, resolve_device(device), cache_dir=str(cache) if cache else None))
+    for cat in cats:
+        check_category(data, cat)
+    print(benchmark_table(data, specs, cats, out, dev, cache_dir=str(cache) if cache else None))
 
 
 @app.command()
 def produce(
     source: str = typer.Option("synthetic", help="'synthetic' or an MVTec-layout folder to replay"),
-    line: str = typer.Option("L1"),
-    station: str = typer.Option("S1"),
-    fps: float = typer.Option(10.0, help="frames per second (0 = as fast as possible)"),
-    count: int = typer.Option(100, help="frames to send"),
-    defect_rate: float = typer.Option(0.1, help="synthetic only: share of defective parts"),
-    size: int = typer.Option(128, help="synthetic only: image side"),
-    split: str = typer.Option("test", help="folder only: which split to replay"),
+    line: str = typer.Option("L1", help="line id: 1-64 characters of A-Z a-z 0-9 . _ -"),
+    station: str = typer.Option("S1", help="station id (same characters)"),
+    fps: float = typer.Option(10.0, min=0.0, help="frames per second (0 = as fast as possible)"),
+    count: int = typer.Option(100, min=1, help="frames to send"),
+    defect_rate: float = typer.Option(0.1, min=0.0, max=1.0, help="synthetic only: share of defective parts"),
+    size: int = typer.Option(128, min=32, max=4096, help="synthetic only: image side"),
+    split: str = typer.Option("test", help="folder only: which split to replay (train | validation | test)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Publish frames to frames.<line>, keyed by line/station."""
@@ -322,8 +413,14 @@ def produce(
 
     from . import metrics
 
+    _line_ids(line, "--line")
+    _line_ids(station, "--station")
+    _choice("--split", split, ("train", "validation", "test"))
+    if source != "synthetic" and not Path(source).is_dir():
+        _fail(f"--source {source} is not a folder: give 'synthetic' or an MVTec-layout dataset folder")
     _logging("WARNING")
-    settings = Settings.load()
+    settings = _checked_settings()
+    preflight.broker(settings)
     metrics.serve(settings)
     frames = synthetic_frames(line, station, seed=seed, defect_rate=defect_rate, size=size) if source == "synthetic" else dataset_frames(Path(source), line, station, split)
     with FramePublisher(settings) as pub:
@@ -369,14 +466,16 @@ def work(
 ) -> None:
     """Run one worker; start several to share the partitions of every frames.* topic."""
     from workers.app import run_worker
-    from workers.store import RedisAuthError
 
+    settings = _checked_settings(device=device, max_batch=max_batch, max_wait_s=max_wait)  # checks --device's form too
+    paths = model or [DEFAULT_MODELS]
+    for path in paths:
+        if not path.exists():
+            _fail(f"model path {path} does not exist: train one with `duoscan train --out {path}` or pass --model")
+    preflight.broker(settings)
+    preflight.redis(settings)
     _logging(loglevel)
-    try:
-        settings = Settings.load(device=device, max_batch=max_batch, max_wait_s=max_wait).check()
-        run_worker(settings, [str(p) for p in model or [Path("models/trained")]], loglevel)
-    except (RedisAuthError, ValueError) as exc:
-        _fail(exc)
+    run_worker(settings, [str(p) for p in paths], loglevel)
 
 
 @app.command()
@@ -399,6 +498,7 @@ def alerts(
         headers = dict(parse_header(h) for h in header or [])
     except ValueError as exc:
         _fail(exc)
+    preflight.broker(settings)
     metrics.serve(settings)
     outputs = [JsonLines(o) for o in (out or ([] if webhook else ["-"]))]
     outputs += [Webhook(url, headers=headers, max_backoff_s=max_backoff) for url in webhook or []]
@@ -445,9 +545,29 @@ def demo(
 
     if method not in _methods():
         _fail(f"unknown method {method!r}: use one of {', '.join(sorted(_methods()))}")
+    if frames < 1 or workers < 1 or fps < 0:
+        _fail("--frames and --workers must be at least 1 and --fps at least 0")
     _logging("WARNING")
     run_demo(frames=frames, n_workers=workers, fps=fps, out=out, method=method)
 
 
+def _line_ids(value: str, option: str = "--lines") -> list[str]:
+    """Comma-separated line or station ids, each as the wire contract allows (it names topics and keys)."""
+    import re
+
+    ids = [x for x in value.split(",") if x]
+    bad = [x for x in ids if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", x)]
+    if bad or not ids:
+        _fail(f"{option} {value!r}: ids are 1-64 characters of A-Z a-z 0-9 . _ - (no '/' or spaces)")
+    return ids
+
+
+def _same_category(model: object, category: str, path: Path) -> None:
+    """A model fitted on one category says nothing useful about another: refuse rather than report noise."""
+    fitted = getattr(model, "category", "")
+    if fitted and fitted != category:
+        _fail(f"{path} was trained on category {fitted!r}, not {category!r}: pass --category {fitted} or that category's model")
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -16,11 +16,32 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-STATE_DIR = Path(os.environ.get("DUOSCAN_STATE_DIR", ".duoscan"))
-SERVICES_FILE = STATE_DIR / "services.json"
 SECRET_FIELDS = ("redis_password", "kafka_sasl_password")
+RUNTIMES = ("auto", "torch", "onnx")
+CODECS = ("none", "zstd", "lz4", "zstd-delta", "lz4-delta")  # schemas.arrays.CODECS (tested equal; config imports nothing)
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def state_dir() -> Path:
+    """Where `duoscan up` records the services it started and their logs: one place per user, whatever the
+    working directory (``DUOSCAN_STATE_DIR``, else ``$XDG_STATE_HOME/duoscan``, else ``~/.local/state/duoscan``)."""
+    if os.environ.get("DUOSCAN_STATE_DIR"):
+        return Path(os.environ["DUOSCAN_STATE_DIR"])
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "duoscan"
+
+
+def services_file() -> Path:
+    return state_dir() / "services.json"
+
+
+def cache_dir() -> Path:
+    """Derived data that may be deleted at any time (feature cache, exported ONNX files)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "duoscan"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the variable and what it accepts."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +112,12 @@ class Settings:
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":
         values: dict[str, Any] = {}
-        if SERVICES_FILE.exists():
-            state = json.loads(SERVICES_FILE.read_text())
+        state_file = services_file()
+        if state_file.exists():
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                raise ConfigError(f"{state_file} is not readable JSON: run `duoscan down` to clear it") from None
             values.update({k: state[k] for k in ("bootstrap_servers", "redis_url") if k in state})
         config_file = overrides.get("config_file") or os.environ.get("DUOSCAN_CONFIG_FILE")
         if config_file:
@@ -100,7 +125,7 @@ class Settings:
         for f in fields(cls):
             env = os.environ.get(f"DUOSCAN_{f.name.upper()}")
             if env is not None and f.name != "extra":
-                values[f.name] = _parse(env, f.type)
+                values[f.name] = _parse(f"DUOSCAN_{f.name.upper()}", env, f.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -132,33 +157,55 @@ class Settings:
         return d
 
     def check(self) -> "Settings":
-        """Raise ``ValueError`` naming the variable when a setting cannot work."""
+        """Raise ``ConfigError`` naming the variable when a setting cannot work."""
+        for name, low in _MINIMA.items():
+            if not getattr(self, name) >= low:  # also refuses NaN
+                raise ConfigError(f"DUOSCAN_{name.upper()} must be at least {low}, not {getattr(self, name)}")
+        for name, allowed in (("codec", CODECS), ("backbone_runtime", RUNTIMES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"DUOSCAN_{name.upper()} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.heartbeat_s >= self.session_timeout_s:
+            raise ConfigError(f"DUOSCAN_HEARTBEAT_S ({self.heartbeat_s:g}) must be below DUOSCAN_SESSION_TIMEOUT_S ({self.session_timeout_s:g})")
         if self.kafka_security_protocol not in SECURITY_PROTOCOLS:
-            raise ValueError(f"DUOSCAN_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, not {self.kafka_security_protocol!r}")
+            raise ConfigError(f"DUOSCAN_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, not {self.kafka_security_protocol!r}")
         if self.kafka_security_protocol.startswith("SASL"):
             if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
-                raise ValueError(f"DUOSCAN_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, not {self.kafka_sasl_mechanism!r}")
+                raise ConfigError(f"DUOSCAN_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, not {self.kafka_sasl_mechanism!r}")
             if not (self.kafka_sasl_username and self.kafka_sasl_password):
-                raise ValueError("SASL needs DUOSCAN_KAFKA_SASL_USERNAME and DUOSCAN_KAFKA_SASL_PASSWORD")
+                raise ConfigError("SASL needs DUOSCAN_KAFKA_SASL_USERNAME and DUOSCAN_KAFKA_SASL_PASSWORD")
         for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
-                raise ValueError(f"DUOSCAN_{name.upper()} points at {path}, which is not a file")
+                raise ConfigError(f"DUOSCAN_{name.upper()} points at {path}, which is not a file")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"DUOSCAN_DEVICE must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+            raise ConfigError(f"DUOSCAN_DEVICE must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"DUOSCAN_REDIS_URL must start with redis://, rediss:// (TLS) or unix://, not {mask_url(self.redis_url)!r}")
+            raise ConfigError(f"DUOSCAN_REDIS_URL must start with redis://, rediss:// (TLS) or unix://, not {mask_url(self.redis_url)!r}")
         return self
 
 
+# Lower bounds of the numeric settings (a zero partition count or a negative TTL cannot work).
+_MINIMA: dict[str, float] = {
+    "partitions": 1, "replication_factor": 1, "session_timeout_s": 0.1, "heartbeat_s": 0.01, "fetch_max_wait_ms": 0,
+    "max_frame_bytes": 1024, "frames_retention_ms": 1, "producer_delivery_timeout_s": 0.1, "producer_max_block_s": 0.1,
+    "max_batch": 1, "max_wait_s": 0.0, "torch_threads": 0, "blas_threads": 0, "gil_switch_s": 0.0001, "model_poll_s": 0.0,
+    "new_topic_poll_s": 0.0, "redis_retry_max_s": 0.01, "result_ttl_s": 1, "stream_maxlen": 1, "preview_px": 0,
+    "metrics_port": 0,
+}
+
+
 def mask_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host`` (a password may sit in the URL)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``: a password may sit in the URL, also in a
+    malformed one (``redis:/admin:pw@host``), so everything before the last ``@`` after the scheme is masked."""
+    if "@" not in url:
         return url
-    userinfo, _, host = rest.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://***@{host}"
+    userinfo, _, host = url.rpartition("@")
+    scheme, sep, user = userinfo.partition("://")
+    if not sep:  # no well-formed scheme: keep what precedes the first ':' (the scheme), mask the rest
+        scheme, sep, user = userinfo.partition(":")
+        return f"{scheme}{sep}***@{host}"
+    name, colon, _ = user.partition(":")
+    return f"{scheme}://{name}:***@{host}" if colon else f"{scheme}://***@{host}"
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -166,25 +213,26 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         doc = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"DUOSCAN_CONFIG_FILE {path}: {exc}") from None
+        raise ConfigError(f"DUOSCAN_CONFIG_FILE {path}: {exc}") from None
     types = {f.name: str(f.type) for f in fields(Settings) if f.name != "extra"}
     out: dict[str, Any] = {}
     for key, value in doc.items():
         if key not in types:
-            raise ValueError(f"DUOSCAN_CONFIG_FILE {path}: unknown setting {key!r}")
+            raise ConfigError(f"DUOSCAN_CONFIG_FILE {path}: unknown setting {key!r}")
         want = {"bool": bool, "int": int, "float": (int, float), "str": str}[types[key]]
         if not isinstance(value, want) or (types[key] != "bool" and isinstance(value, bool)):
-            raise ValueError(f"DUOSCAN_CONFIG_FILE {path}: {key} must be a {types[key]}, not {value!r}")
+            raise ConfigError(f"DUOSCAN_CONFIG_FILE {path}: {key} must be a {types[key]}, not {value!r}")
         out[key] = float(value) if types[key] == "float" else value
     return {**out, "config_file": str(path)}
 
 
-def _parse(raw: str, type_name: Any) -> Any:
+def _parse(variable: str, raw: str, type_name: Any) -> Any:
     t = str(type_name)
     if t == "bool":
+        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            raise ConfigError(f"{variable} must be true or false (1/0, yes/no, on/off), not {raw!r}")
         return raw.strip().lower() in ("1", "true", "yes", "on")
-    if t == "int":
-        return int(raw)
-    if t == "float":
-        return float(raw)
-    return raw
+    try:
+        return int(raw) if t == "int" else float(raw) if t == "float" else raw
+    except ValueError:
+        raise ConfigError(f"{variable} must be {'an integer' if t == 'int' else 'a number'}, not {raw!r}") from None

@@ -22,7 +22,7 @@ from producers.sdk import FramePublisher
 from workers.store import ResultStore
 
 from . import kafka_clients
-from .config import STATE_DIR, Settings
+from .config import Settings, state_dir
 from .embedded import EmbeddedBroker, EmbeddedRedis
 from .overlay import contact_sheet, overlay
 
@@ -45,7 +45,7 @@ def _wait_for_workers(store: ResultStore, n: int, total_partitions: int, timeout
             if len(live) == n and sum(len(p) for p in live.values()) == total_partitions:
                 return live
             time.sleep(0.5)
-    raise TimeoutError("workers did not join in time; see .duoscan/logs/worker-*.log")
+    raise TimeoutError(f"workers did not join in time; see {state_dir() / 'logs'}/worker-*.log")
 
 
 def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path = Path("out"), size: int = 128, method: str = "bridgenet") -> dict:
@@ -53,7 +53,7 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path
     from producers.dataset import iter_samples, write_synthetic_dataset
 
     out.mkdir(parents=True, exist_ok=True)
-    logs = STATE_DIR / "logs"
+    logs = state_dir() / "logs"
     data = out / "synthetic"
     models_dir = out / "models"
     procs: list[subprocess.Popen] = []

@@ -8,6 +8,7 @@ a JSON report and a PNG panel of the best and worst cases.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,6 +53,17 @@ def blank_point_clouds(samples: list[Sample], fraction: float, seed: int = 0) ->
         group = [i for i, s in enumerate(samples) if int(getattr(s, "label", 0)) == label]
         chosen |= {group[int(k)] for k in rng.permutation(len(group))[: round(fraction * len(group))]}
     return [replace(s, xyz=np.zeros_like(s.xyz)) if i in chosen else s for i, s in enumerate(samples)], chosen
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf (a metric without both classes, e.g. a test split without gt/ masks) as JSON null: bare NaN is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def evaluate_model(model: AnomalyModel, data: Path, category: str, json_out: Path | None = None, maps_dir: Path | None = None, panel: Path | None = None, batch: int = 8, progress: bool = True, blank_xyz: float = 0.0) -> dict[str, Any]:
@@ -106,7 +118,7 @@ def evaluate_model(model: AnomalyModel, data: Path, category: str, json_out: Pat
         save_panel(samples, scores, maps, panel)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        json_out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     return report
 
 
@@ -223,5 +235,5 @@ def benchmark_table(data: Path, specs: list[str], categories: list[str], out: Pa
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "image_scores"} for r in rows], indent=2))
+    (out / "results.json").write_text(json.dumps(json_safe([{k: v for k, v in r.items() if k != "image_scores"} for r in rows]), indent=2, allow_nan=False))
     return table

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import pickle
+import zipfile
 import os
 from statistics import NormalDist
 from abc import ABC, abstractmethod
@@ -130,10 +132,15 @@ def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> Anomaly
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path} is not a duoscan model file (not a torch archive); train one with `duoscan train`")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message suggests weights_only=False: never do that
+        raise ModelFileError(f"{path} is not a valid duoscan model file: it holds Python objects besides tensors, "
+                             f"which are refused because loading them could run code; train it again with `duoscan train`") from None
     except Exception as exc:
-        raise ModelFileError(f"{path} is not a valid duoscan model file ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(f"{path} is not a valid duoscan model file (unreadable: {type(exc).__name__}); train it again with `duoscan train`") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION or "method" not in blob:
         raise ModelFileError(f"{path} is not a duoscan model file of format {FORMAT_VERSION}")
     try:

@@ -107,7 +107,21 @@ def write_synthetic_dataset(
 
 
 def categories_in(root: Path) -> list[str]:
-    return sorted(p.name for p in Path(root).iterdir() if (p / "train").is_dir() or (p / "test").is_dir() or (p / "test_public").is_dir())
+    """The category folders of a dataset root (FileNotFoundError naming the root if there are none)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist: render one with `duoscan synth --out {root}` or point --data at a dataset")
+    found = sorted(p.name for p in root.iterdir() if (p / "train").is_dir() or (p / "test").is_dir() or (p / "test_public").is_dir())
+    if not found:
+        raise FileNotFoundError(f"{root} holds no category in MVTec 3D-AD or Eyecandies layout (<category>/train/good/rgb/...)")
+    return found
+
+
+def check_category(root: Path, category: str) -> None:
+    """Fail before any long work if ``category`` is not in the dataset, naming the ones that are."""
+    known = categories_in(root)
+    if category not in known:
+        raise FileNotFoundError(f"no category {category!r} in {root}: it has {', '.join(known)}")
 
 
 def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
@@ -118,6 +132,8 @@ def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
     for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
         for rgb_path in sorted((defect_dir / "rgb").glob("*.png")):
             xyz_path = defect_dir / "xyz" / f"{rgb_path.stem}.tiff"
+            if not xyz_path.is_file():
+                raise FileNotFoundError(f"{xyz_path} is missing: each rgb/NNN.png of {defect_dir} needs its xyz/NNN.tiff")
             rgb = np.asarray(Image.open(rgb_path).convert("RGB"))
             xyz = np.asarray(tifffile.imread(xyz_path), dtype=np.float32)
             gt_path = defect_dir / "gt" / f"{rgb_path.stem}.png"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import uuid
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -15,6 +18,32 @@ from duoscan import stack
 from duoscan.stack import spawn_worker
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def cli(*args: str) -> CliResult:
+    """Run ``duoscan ARGS`` in this process through its real entry point (``duoscan.cli.main``: the error
+    contract lives there), capturing stdout and stderr apart."""
+    from duoscan.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: object = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return CliResult(code if isinstance(code, int) else (0 if code is None else 1), out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +91,7 @@ def models_dir(dataset, tmp_path_factory) -> Path:
     for cat in ("ring", "puck", "hexnut"):
         model = create("baseline").fit(list(iter_samples(dataset, cat, "train")), progress=False)
         model.calibrate(iter_samples(dataset, cat, "validation"))
+        model.category = cat  # as `duoscan train` records it
         model.save(out / f"{cat}.pt")
     return out
 

@@ -15,7 +15,7 @@ from duoscan.evaluate import evaluate_model, train_model
 from models import load_model
 from producers.dataset import iter_dataset
 
-from .conftest import served_puck_results
+from .conftest import cli, served_puck_results
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_train_cli_single_file_and_unknown_method(dataset, tmp_path):
     r = runner.invoke(app, ["train", "--data", str(dataset), "--category", "ring", "--method", "baseline", "--out", str(tmp_path / "ring.pt"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert load_model(tmp_path / "ring.pt").category == "ring"
-    r = runner.invoke(app, ["train", "--data", str(dataset), "--category", "ring", "--method", "nope", "--out", str(tmp_path / "x.pt")])
-    assert r.exit_code != 0 and "unknown method" in str(r.exception)
+    r = cli("train", "--data", str(dataset), "--category", "ring", "--method", "nope", "--out", str(tmp_path / "x.pt"))
+    assert r.exit_code == 2 and "unknown method 'nope'" in r.stderr and not (tmp_path / "x.pt").exists()
 
 
 @pytest.mark.integration

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from duoscan.cli import app
 from duoscan.config import Settings
+from tests.conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["up", "down", "topics", "health", "synth", "synth-anomalies", "train", "calibrate", "evaluate", "benchmark-table", "produce", "stations", "work", "alerts", "view", "config", "demo"]
@@ -45,8 +46,8 @@ def test_env_overrides_defaults_and_secrets_are_masked(monkeypatch):
     shown = CliRunner().invoke(app, ["config", "show"])
     assert shown.exit_code == 0 and json.loads(shown.output) == json.loads(result.output)
     monkeypatch.setenv("DUOSCAN_KAFKA_SECURITY_PROTOCOL", "TLS")
-    bad = CliRunner().invoke(app, ["config", "check"])
-    assert bad.exit_code == 2 and "DUOSCAN_KAFKA_SECURITY_PROTOCOL" in bad.output
+    bad = cli("config", "check")
+    assert bad.exit_code == 2 and "DUOSCAN_KAFKA_SECURITY_PROTOCOL" in bad.stderr
 
 
 def test_a_config_file_sits_between_defaults_and_the_environment(monkeypatch, tmp_path):
@@ -64,8 +65,8 @@ def test_a_config_file_sits_between_defaults_and_the_environment(monkeypatch, tm
         path.write_text(body)
         with pytest.raises(ValueError, match=message):
             Settings.load()
-        bad = CliRunner().invoke(app, ["config", "check"])
-        assert bad.exit_code == 2 and "DUOSCAN_CONFIG_FILE" in bad.output
+        bad = cli("config", "check")
+        assert bad.exit_code == 2 and "DUOSCAN_CONFIG_FILE" in bad.stderr
 
 
 def test_settings_survive_the_environment_round_trip():
@@ -155,8 +156,8 @@ def test_calibrate_sets_and_stores_the_threshold(dataset, models_dir, tmp_path):
     lo, hi = load_model(loose).threshold, load_model(strict).threshold
     assert lo < hi, "a higher tolerated false-positive rate gives a lower threshold"
     assert load_model(models_dir / "ring.pt").threshold == base.threshold, "--out leaves the original alone"
-    missing = CliRunner().invoke(app, ["calibrate", "--model", str(loose), "--data", str(dataset), "--category", "widget"])
-    assert missing.exit_code == 2 and "widget" in missing.output
+    missing = cli("calibrate", "--model", str(loose), "--data", str(dataset), "--category", "widget")
+    assert missing.exit_code == 2 and "widget" in missing.stderr
 
 
 @pytest.mark.parametrize("blas, expected", [("1", {1}), ("2", {2})])
@@ -200,8 +201,9 @@ def test_stage_threads_carry_their_name_for_the_os():
     assert seen == ["decode", "onnx", "onnx", "decode"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("env, flag, expected", [(None, [], "auto"), ("cpu", [], "cpu"), ("cpu", ["--device", "cuda"], "cuda")])
-def test_the_worker_scores_on_the_configured_device(monkeypatch, env, flag, expected):
+def test_the_worker_scores_on_the_configured_device(monkeypatch, settings, tmp_path, env, flag, expected):
     """``duoscan work`` takes DUOSCAN_DEVICE unless --device says otherwise (it once always passed "auto",
     so a GPU worker benchmarked "on CPU" scored on the GPU)."""
     import workers.app
@@ -212,9 +214,13 @@ def test_the_worker_scores_on_the_configured_device(monkeypatch, env, flag, expe
         monkeypatch.delenv("DUOSCAN_DEVICE", raising=False)
     else:
         monkeypatch.setenv("DUOSCAN_DEVICE", env)
-    result = CliRunner().invoke(app, ["work", "--model", "m.pt", *flag])
+    monkeypatch.setenv("DUOSCAN_BOOTSTRAP_SERVERS", settings.bootstrap_servers)  # the worker checks both answer first
+    monkeypatch.setenv("DUOSCAN_REDIS_URL", settings.redis_url)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"")
+    result = cli("work", "--model", str(model), *flag)
     assert result.exit_code == 0, result.output
     assert [s.device for s in seen] == [expected]
     monkeypatch.setenv("DUOSCAN_DEVICE", "gpu")
-    bad = CliRunner().invoke(app, ["work", "--model", "m.pt"])
-    assert bad.exit_code != 0 and "DUOSCAN_DEVICE" in bad.output
+    bad = cli("work", "--model", str(model))
+    assert bad.exit_code == 2 and "DUOSCAN_DEVICE" in bad.stderr

@@ -21,7 +21,7 @@ from schemas import DeadLetter
 from workers.routing import ModelRouter, read_routes
 from workers.store import ResultStore
 
-from .conftest import wait_for_items, wait_until
+from .conftest import cli, wait_for_items, wait_until
 
 
 def copy_models(models_dir: Path, dest: Path) -> Path:
@@ -97,6 +97,13 @@ def test_routes_file_errors_name_the_problem(models_dir, tmp_path, body, message
         read_routes(path)
     with pytest.raises(ValueError):
         ModelRouter(folder, "cpu")  # a worker refuses to start on a bad table
+
+
+def test_a_route_to_a_model_of_another_category_is_refused(models_dir, tmp_path):
+    folder = copy_models(models_dir, tmp_path / "m")
+    write_routes(folder, '[[route]]\ncategory = "puck"\nmodel = "ring.pt"\n')
+    with pytest.raises(ValueError, match="ring.pt \\(trained on 'ring'\\) for 'puck'"):
+        ModelRouter(folder, "cpu")
 
 
 def test_refresh_swaps_new_files_and_keeps_the_old_version_of_a_broken_one(models_dir, tmp_path, caplog):
@@ -200,8 +207,10 @@ def test_a_model_swap_during_the_stream_loses_no_frame(settings, start_worker, m
     ok = CliRunner().invoke(app, ["health", "--worker", "--within", "30"])
     assert ok.exit_code == 0, ok.output
     monkeypatch.setenv("DUOSCAN_REDIS_URL", "redis://127.0.0.1:1/0")
-    bad = CliRunner().invoke(app, ["health"])
-    assert bad.exit_code == 1 and "unhealthy" in bad.output
+    started = time.monotonic()
+    bad = cli("health")
+    assert bad.exit_code == 1 and bad.stderr.startswith("unhealthy: Redis at redis://127.0.0.1:1/0 is not reachable")
+    assert time.monotonic() - started < 10, "a health check answers well within compose's 20 s timeout"
 
 
 def test_per_category_counts_are_what_the_stream_sent():

@@ -38,15 +38,17 @@ def test_up_then_down(tmp_path):
         assert redis.Redis.from_url(state["redis_url"]).ping()
         topics = frame_topics(Settings.load(bootstrap_servers=state["bootstrap_servers"]))
         assert topics == ["frames.X1", "frames.X2"]
-        assert run("up").returncode == 1  # refuses to start twice
+        again = run("up")
+        assert again.returncode == 2 and again.stderr.startswith("error: already up")  # refuses to start twice
     finally:
         down = run("down")
     assert down.returncode == 0
     assert not (tmp_path / "state" / "services.json").exists()
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in state["pids"]) and time.monotonic() < deadline:
+    pids = [p["pid"] for p in state["processes"]]
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in state["pids"])
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)
 
 
 def test_redis_with_a_password_needs_it():

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -256,6 +258,11 @@ def test_operator_view_in_chromium(settings, models_dir, view_server, browser):
     browser.save_screenshot(str(ARTIFACTS / "view-updated.png"))
     assert int(browser.find_element("css selector", '.line-card[data-line="V"] svg.trend').get_attribute("data-points")) == len(frames) + 1
 
+    browser.get(view_server + "/#/frame/%E0%A4%A")  # a malformed address says so and the page keeps polling
+    wait_js(browser, "return document.getElementById('status').textContent.includes('malformed')", 15, "the malformed-address message")
+    browser.execute_script("location.hash = '#/'")
+    wait_js(browser, "return document.getElementById('status').textContent.startsWith('updated')", 15, "refreshing again after a bad address")
+
 
 def test_view_api_says_what_is_missing(settings, view_server):
     try:
@@ -265,3 +272,36 @@ def test_view_api_says_what_is_missing(settings, view_server):
     else:
         pytest.fail("expected 404")
     assert re.search(rb"<title>duoscan", _get(view_server + "/"))
+
+
+def test_frame_ids_with_slashes_are_viewable(settings, models_dir, view_server):
+    frame = ring_frames("W", 1, seed=5)[0]
+    frame.frame_id = "L1/S1/000123"
+    process_frames(settings, models_dir / "ring.pt", [frame], "W")
+    quoted = urllib.parse.quote(frame.frame_id, safe="")
+    summary = json.loads(_get(f"{view_server}/api/frames/{quoted}"))
+    assert summary["frame_id"] == frame.frame_id and summary["line"] == "W"
+    for image in ("overlay.png", "heatmap.png", "rgb.jpg", "depth.png"):
+        assert _get(f"{view_server}/img/{quoted}/{image}"), image
+    assert _get(view_server + "/api/docs") is None, "no page that needs a CDN"
+
+
+def test_view_says_503_when_redis_is_away(tmp_path):
+    port, dead = free_port(), free_port()
+    env = {**os.environ, "DUOSCAN_REDIS_URL": f"redis://127.0.0.1:{dead}/0"}
+    log = open(tmp_path / "view.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "duoscan", "view", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _get(url + "/"), 60, "the view server")
+        for route in ("/api/lines", "/api/health", "/api/alerts", "/api/frames/x"):
+            try:
+                urllib.request.urlopen(url + route, timeout=10)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503, route
+                assert f"127.0.0.1:{dead}" in json.loads(exc.read())["detail"]
+            else:
+                pytest.fail(f"{route} answered without Redis")
+    finally:
+        proc.terminate()
+        proc.wait(10)

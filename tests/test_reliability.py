@@ -78,6 +78,24 @@ def test_alert_claimed_by_a_dead_worker_is_not_sent_twice(settings, models_dir):
     assert store.unconfirmed("alerted") == {flagged[0]}
 
 
+def test_frame_ids_cannot_reach_internal_keys(settings, models_dir):
+    """Producers choose frame ids; ids spelled like internal keys must stay per-frame data."""
+    from workers.processor import Incoming
+
+    ids = ["unconfirmed", "stats", "lines", "anomalies", "worker:x", "unconfirmed:alerted"]
+    frames = list(itertools.islice(synthetic_frames("U", "S1", seed=7, defect_rate=1.0, size=64), len(ids)))
+    for frame, fid in zip(frames, ids):
+        frame.frame_id = fid
+    proc = _processor(settings, models_dir)
+    report = proc.process([Incoming(settings.frames_topic("U"), 0, i, f.encode()) for i, f in enumerate(frames)])
+    assert report.dead == 0 and report.alerts > 0
+    store = proc.store
+    store.note_unconfirmed("alerted", ["late-frame"])  # once WRONGTYPE: duoscan:alerted:unconfirmed was a frame's mark
+    store.count("redelivered")
+    assert store.unconfirmed("alerted") == {"late-frame"} and store.stats()["redelivered"] == 1
+    assert set(store.read_results(ids)) == set(ids)
+
+
 def test_dead_letter_claimed_by_a_dead_worker_is_sent_again(settings, models_dir):
     """Unlike an alert, a dead letter whose claim a dead worker left pending is re-sent: a malformed
     frame is never lost (a duplicate would carry the same source offset)."""

@@ -28,7 +28,7 @@ import faust
 import redis
 
 from duoscan import metrics
-from duoscan.config import STATE_DIR, Settings
+from duoscan.config import Settings, state_dir
 from duoscan.kafka_clients import frame_topics
 from duoscan.security import faust_credentials
 from models.parallel import named_pool
@@ -64,13 +64,13 @@ def _limit_fetch_wait(ms: int) -> None:
 
 def create_app(settings: Settings, topics: list[str], processor: BatchProcessor, on_new_topics: Callable[[list[str]], None]) -> faust.App:
     _limit_fetch_wait(settings.fetch_max_wait_ms)
-    (STATE_DIR / "faust").mkdir(parents=True, exist_ok=True)
+    (state_dir() / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
         store="memory://",
-        datadir=str(STATE_DIR / "faust" / "{conf.name}"),  # not <group>-data/ in the working directory
+        datadir=str(state_dir() / "faust" / "{conf.name}"),  # not <group>-data/ in the working directory
         web_enabled=False,
         topic_disable_leader=True,
         broker_session_timeout=settings.session_timeout_s,

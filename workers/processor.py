@@ -229,7 +229,7 @@ class BatchProcessor:
                 log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; re-sending (at least once): %s", len(orphaned), kind, ", ".join(orphaned))
                 resend = set(orphaned)
             elif orphaned:
-                log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent (at most once), listed in %s:unconfirmed: %s", len(orphaned), kind, kind, ", ".join(orphaned))
+                log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent (at most once), listed in unconfirmed:%s: %s", len(orphaned), kind, kind, ", ".join(orphaned))
                 self._retry(f"list unconfirmed {kind}", lambda: self.store.note_unconfirmed(kind, orphaned))
         todo = [s for s, w in zip(sends, won) if w or s[0] in resend]
         try:

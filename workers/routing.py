@@ -174,6 +174,10 @@ class ModelRouter:
             missing = [r.model_path for r in rules if r.model_path not in routes]
             if missing:
                 raise ValueError(f"routes point at model files that did not load: {', '.join(map(str, missing))}")
+            foreign = [f"{r.model_path.name} (trained on {routes[r.model_path].model.category!r}) for {r.category!r}" for r in rules
+                       if routes[r.model_path].model.category not in ("", r.category)]
+            if foreign:  # a model fitted on one part says nothing useful about another
+                raise ValueError(f"routes send a category to a model trained on another: {'; '.join(foreign)}")
         except ValueError:
             if strict:
                 raise

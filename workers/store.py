@@ -162,9 +162,14 @@ class ResultStore:
     # Publish-once marks for alerts ("alerted", by frame id) and dead letters ("dead", by source
     # topic/partition/offset): claim before publishing, confirm after the broker acked. A claim
     # left "pending" by a worker that died mid-publish is never re-sent (at most once); such ids
-    # are listed in the ``<kind>:unconfirmed`` set to reconcile.
+    # are listed in the ``unconfirmed:<kind>`` set to reconcile. Frame ids are chosen by producers, so every
+    # key built from one sits after a per-frame word (result, heatmap, preview, alerted) that no internal key
+    # uses: no frame id (``unconfirmed``, ``stats``...) can reach an internal key.
     def mark_key(self, kind: str, ident: str) -> str:
         return f"{self.p}:{kind}:{ident}"
+
+    def unconfirmed_key(self, kind: str) -> str:
+        return f"{self.p}:unconfirmed:{kind}"
 
     def claim(self, kind: str, ids: Sequence[str], owner: str) -> list[bool]:
         pipe = self.client.pipeline(transaction=False)
@@ -188,10 +193,10 @@ class ResultStore:
 
     def note_unconfirmed(self, kind: str, ids: Sequence[str]) -> None:
         if ids:
-            self.client.sadd(f"{self.p}:{kind}:unconfirmed", *ids)
+            self.client.sadd(self.unconfirmed_key(kind), *ids)
 
     def unconfirmed(self, kind: str) -> set[str]:
-        return {v.decode() for v in self.client.smembers(f"{self.p}:{kind}:unconfirmed")}
+        return {v.decode() for v in self.client.smembers(self.unconfirmed_key(kind))}
 
     def count(self, field: str, n: int = 1) -> None:
         """Pipeline-wide counters (redeliveries, dead letters...) in one ``stats`` hash."""

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, Response
+import redis
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from duoscan.config import Settings
+from duoscan.config import Settings, mask_url
 from duoscan.overlay import blend, colormap, render_depth, threshold_scaled
 from schemas import Result
 from workers.store import ResultStore, decode_preview
@@ -44,8 +45,15 @@ def _png(image: Image.Image) -> Response:
 def create_app(settings: Settings) -> FastAPI:
     store = ResultStore(settings)
     r = store.client
-    app = FastAPI(title="duoscan operator view", docs_url="/api/docs", redoc_url=None)
+    # No Swagger page: it loads its scripts from a CDN, blank on an offline plant network (/openapi.json stays).
+    app = FastAPI(title="duoscan operator view", docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        """Redis away: say so (503, the page shows it and keeps polling), not a bare 500."""
+        detail = f"Redis at {mask_url(settings.redis_url)} is not answering ({type(exc).__name__}); results will show again once it is back"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "2"})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -85,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
                 break
         return out
 
-    @app.get("/api/frames/{frame_id}")
+    @app.get("/api/frames/{frame_id:path}")
     def frame(frame_id: str) -> dict[str, Any]:
         result = store.read_result(frame_id)
         if result is None:
@@ -98,11 +106,11 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, f"no preview for frame {frame_id} (DUOSCAN_PREVIEW_PX=0 on the worker, or expired)")
         return decode_preview(blob)
 
-    @app.get("/img/{frame_id}/rgb.jpg", include_in_schema=False)
+    @app.get("/img/{frame_id:path}/rgb.jpg", include_in_schema=False)
     def rgb(frame_id: str) -> Response:
         return Response(preview(frame_id)[0], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/img/{frame_id}/depth.png", include_in_schema=False)
+    @app.get("/img/{frame_id:path}/depth.png", include_in_schema=False)
     def depth(frame_id: str) -> Response:
         z = preview(frame_id)[1]
         if z is None:
@@ -116,12 +124,12 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, f"no heatmap for frame {frame_id}")
         return result, heatmap.astype(np.float32)
 
-    @app.get("/img/{frame_id}/heatmap.png", include_in_schema=False)
+    @app.get("/img/{frame_id:path}/heatmap.png", include_in_schema=False)
     def heatmap(frame_id: str) -> Response:
         result, m = result_and_map(frame_id)
         return _png(Image.fromarray(colormap(threshold_scaled(m, result.threshold))))
 
-    @app.get("/img/{frame_id}/overlay.png", include_in_schema=False)
+    @app.get("/img/{frame_id:path}/overlay.png", include_in_schema=False)
     def overlay(frame_id: str) -> Response:
         """The heatmap over the RGB preview, the largest anomalous region outlined."""
         result, m = result_and_map(frame_id)

@@ -12,16 +12,19 @@ const enc = encodeURIComponent;
 
 async function getJSON(url) {
   const r = await fetch(url, { cache: "no-store" });
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    throw new Error(`${url}: HTTP ${r.status}${body.detail ? ` (${body.detail})` : ""}`);
+  }
   return r.json();
 }
 
 function badge(f) {
-  return `<span class="badge ${f.verdict}">${f.verdict}</span>` + (f.degraded ? `<span class="badge degraded" title="scored without an input its model was trained on">degraded</span>` : "");
+  return `<span class="badge ${esc(f.verdict)}">${esc(f.verdict)}</span>` + (f.degraded ? `<span class="badge degraded" title="scored without an input its model was trained on">degraded</span>` : "");
 }
 
 function frameTile(f) {
-  return `<a class="frame ${f.verdict}" href="#/frame/${enc(f.frame_id)}" data-frame="${esc(f.frame_id)}">
+  return `<a class="frame ${esc(f.verdict)}" href="#/frame/${enc(f.frame_id)}" data-frame="${esc(f.frame_id)}">
     <img class="overlay" alt="overlay ${esc(f.frame_id)}" src="/img/${enc(f.frame_id)}/overlay.png">
     <div class="cap">${badge(f)}<span title="score / threshold">${fmt(f.score)} / ${fmt(f.threshold)}</span></div></a>`;
 }
@@ -35,7 +38,7 @@ function trendSvg(points) {
   const y = (v) => H - pad - ((v - lo) * (H - 2 * pad)) / span;
   const line = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.score).toFixed(1)}`).join("");
   const thr = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.threshold ?? p.score).toFixed(1)}`).join("");
-  const dots = points.map((p, i) => `<a href="#/frame/${enc(p.frame_id)}"><circle class="${p.verdict}" cx="${x(i).toFixed(1)}" cy="${y(p.score).toFixed(1)}" r="3"><title>${esc(p.frame_id)} ${fmt(p.score)}</title></circle></a>`).join("");
+  const dots = points.map((p, i) => `<a href="#/frame/${enc(p.frame_id)}"><circle class="${esc(p.verdict)}" cx="${x(i).toFixed(1)}" cy="${y(p.score).toFixed(1)}" r="3"><title>${esc(p.frame_id)} ${fmt(p.score)}</title></circle></a>`).join("");
   return `<svg class="trend" viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" data-points="${points.length}">
     <path d="${thr}" class="threshold" fill="none" stroke-width="2"/><path d="${line}" fill="none" stroke="#8ab4f8" stroke-width="1.5"/>${dots}</svg>`;
 }
@@ -74,7 +77,7 @@ async function renderAlerts(params) {
 async function renderFrame(id) {
   const f = await getJSON(`/api/frames/${enc(id)}`);
   const img = (name, file, caption) => `<figure><img id="${name}" alt="${name}" src="/img/${enc(id)}/${file}"><figcaption>${caption}</figcaption></figure>`;
-  const region = f.region ? `${f.region.area_px} px, box ${f.region.bbox.join(", ")}` : "none";
+  const region = f.region ? `${esc(f.region.area_px)} px, box ${esc(f.region.bbox.join(", "))}` : "none";
   return `<section id="frame-detail" data-frame="${esc(id)}"><h2>frame ${esc(id)} ${badge(f)}</h2>
     <div class="detail">${img("overlay", "overlay.png", "heatmap over RGB, largest anomalous region outlined")}${img("rgb", "rgb.jpg", "RGB")}${img("depth", "depth.png", "depth (nearer = brighter)")}${img("heatmap", "heatmap.png", "anomaly map (threshold mid-ramp)")}</div>
     <table><tbody>
@@ -90,8 +93,14 @@ async function renderFrame(id) {
 
 async function render() {
   const [path, query] = (location.hash.slice(1) || "/").split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   try {
+    let parts;
+    try {
+      // A frame id may hold '/', so a frame address is "frame/" + the rest, decoded once.
+      parts = path.startsWith("/frame/") ? ["frame", decodeURIComponent(path.slice("/frame/".length))] : path.split("/").filter(Boolean).map(decodeURIComponent);
+    } catch (err) {
+      throw new Error(`the address ${location.hash.slice(0, 80)} is malformed; go back to the lines view`);
+    }
     let html;
     if (parts[0] === "line" && parts[1]) html = await renderLine(parts[1]);
     else if (parts[0] === "alerts") html = await renderAlerts(new URLSearchParams(query || ""));

@@ -1,0 +1,50 @@
+"""Which exceptions are the user's to fix (bad arguments, configuration, data, an unreachable service),
+and the one line that says so. Anything else is a bug and keeps its traceback behind ``--debug``."""
+
+from __future__ import annotations
+
+import errno
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; the message says what is wrong and what to do."""
+
+
+def describe(exc: BaseException) -> str | None:
+    """The one-line message for a user error, or None for an unexpected exception."""
+    from models.base import ModelFileError
+    from schemas import SchemaError
+
+    from .config import ConfigError
+
+    if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError)):
+        return _one_line(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.ENOSPC):
+        what = {errno.ENOENT: "does not exist", errno.ENOTDIR: "is not a folder", errno.EISDIR: "is a folder, not a file",
+                errno.EACCES: "is not accessible (permissions)", errno.ENOSPC: "cannot be written: the disk is full"}[exc.errno]
+        return f"{exc.filename} {what}" if exc.filename else _one_line(exc)
+    if isinstance(exc, FileNotFoundError):  # raised with a message of our own (dataset readers)
+        return _one_line(exc)
+    return _service_error(exc)
+
+
+def _service_error(exc: BaseException) -> str | None:
+    """Kafka or Redis out of reach, or refusing us."""
+    import redis
+    from kafka import errors as kafka_errors
+
+    from producers.sdk import PublishError
+    from workers.store import RedisAuthError
+
+    if isinstance(exc, (PublishError, RedisAuthError)):
+        return _one_line(exc)
+    unreachable = tuple(getattr(kafka_errors, n) for n in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError") if hasattr(kafka_errors, n))
+    if isinstance(exc, unreachable):
+        return f"no Kafka broker answered ({exc}): start one (`duoscan up`) or set DUOSCAN_BOOTSTRAP_SERVERS"
+    if isinstance(exc, redis.ConnectionError):
+        return f"Redis is not reachable ({_one_line(exc)}): start it (`duoscan up`) or set DUOSCAN_REDIS_URL"
+    return None
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
