@@ -316,14 +316,14 @@ def calibrate(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Set a model's decision threshold from good frames for a target false-positive rate; store it with the model."""
-    from models import load_model
+    from models import load_model, with_all_inputs
     from producers.dataset import check_category, iter_dataset
 
     _choice("--split", split, ("train", "validation", "test"))
     check_category(data, category)
     m = load_model(model, _device(device))
     _same_category(m, category, model)
-    good = [s for s in iter_dataset(data, category, split) if s.label == 0]
+    good = with_all_inputs([s for s in iter_dataset(data, category, split) if s.label == 0])
     if len(good) < 2:
         _fail(f"{len(good)} good frames of {category!r} in {data}/{category}/{split}; calibration needs at least 2")
     before = m.threshold

@@ -19,9 +19,9 @@ import tifffile
 from PIL import Image, ImageDraw
 from rich.progress import track
 
-from models import AnomalyModel, create
+from models import AnomalyModel, create, required_inputs, with_all_inputs
 from models.metrics import aupro, image_auroc, pixel_auroc
-from producers.dataset import Sample, iter_dataset
+from producers.dataset import Sample, dataset_inputs, iter_dataset
 
 from .overlay import colormap
 
@@ -33,13 +33,29 @@ def train_model(data: Path, category: str, method: str, modality: str = "both", 
     """
     model = create(method, modality=modality, device=device, cache_dir=cache_dir, **options)
     model.category = category
-    frames = list(iter_dataset(data, category, "train"))
+    check_inputs(data, category, model, modality)
+    frames = with_all_inputs(list(iter_dataset(data, category, "train")))
     if shots:
         keep = sorted(np.random.default_rng(0).choice(len(frames), min(shots, len(frames)), replace=False))
         frames = [frames[i] for i in keep]
     model.fit(frames, progress=progress)
-    model.calibrate(iter_dataset(data, category, "validation"), target_fpr)
+    model.calibrate(with_all_inputs(list(iter_dataset(data, category, "validation"))), target_fpr)
     return model
+
+
+def check_inputs(data: Path, category: str, model: AnomalyModel, modality: str = "both") -> None:
+    """Refuse before training when the data lacks an input the model (or the chosen modality) needs."""
+    has = dataset_inputs(data, category)
+    takes_modality = hasattr(model, "modality")  # the weight-free baseline fuses whatever the frames carry
+    want = set(required_inputs(model)) | (({"rgb", "xyz"} if modality == "both" else {modality}) if takes_modality else set())
+    if missing := sorted(want - set(has)):
+        fix = f"--modality {has[0]}" if len(has) == 1 and takes_modality else "a method that works on " + " + ".join(has)
+        raise MissingInputError(f"{model.name} with --modality {modality} needs {' and '.join(missing)}, but {data}/{category}/train/good has only "
+                                f"{' and '.join(f'{m}/' for m in has)}: use {fix}")
+
+
+class MissingInputError(FileNotFoundError):
+    """The dataset lacks a folder (rgb/ or xyz/) the chosen method or modality needs."""
 
 
 def blank_point_clouds(samples: list[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], set[int]]:
@@ -69,7 +85,7 @@ def json_safe(value: Any) -> Any:
 def evaluate_model(model: AnomalyModel, data: Path, category: str, json_out: Path | None = None, maps_dir: Path | None = None, panel: Path | None = None, batch: int = 8, progress: bool = True, blank_xyz: float = 0.0) -> dict[str, Any]:
     """Score the test split. ``blank_xyz`` zeroes that share of the test frames' point clouds first;
     the report then also gives I-AUROC on the blanked frames alone and how many were scored degraded."""
-    samples = list(iter_dataset(data, category, "test"))
+    samples = with_all_inputs(list(iter_dataset(data, category, "test")))
     if not samples:
         raise ValueError(f"no test samples for {category} in {data}")
     samples, blanked = blank_point_clouds(samples, blank_xyz) if blank_xyz else (samples, set())

@@ -6,6 +6,6 @@ from . import mafr as _mafr  # noqa: F401
 from . import cmdr as _cmdr  # noqa: F401
 from . import bridgenet as _bridgenet  # noqa: F401
 from . import patchcore as _patchcore  # noqa: F401
-from .base import REGISTRY, AnomalyModel, AnomalyOutput, FrameLike, ModelFileError, create, load_model, resolve_device
+from .base import REGISTRY, AnomalyModel, AnomalyOutput, FrameLike, ModelFileError, create, load_model, required_inputs, resolve_device, with_all_inputs
 
-__all__ = ["REGISTRY", "AnomalyModel", "AnomalyOutput", "FrameLike", "ModelFileError", "create", "load_model", "resolve_device"]
+__all__ = ["REGISTRY", "AnomalyModel", "AnomalyOutput", "FrameLike", "ModelFileError", "create", "load_model", "required_inputs", "resolve_device", "with_all_inputs"]

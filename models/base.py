@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import pickle
@@ -99,6 +100,30 @@ class AnomalyModel(ABC):
         torch.save(blob, tmp)
         os.replace(tmp, path)
         return path
+
+def required_inputs(model: AnomalyModel) -> tuple[str, ...]:
+    """The inputs a frame must carry for ``model`` to score it: a 3D-only model needs the cloud; every
+    other needs colour (a fused model without depth takes its degraded colour path, flagged)."""
+    return ("xyz",) if getattr(model, "modality", "both") == "xyz" else ("rgb",)
+
+
+def with_all_inputs(frames: Sequence[Any]) -> list[Any]:
+    """Frames with a missing input (a 2D-only or 3D-only station: ``rgb``/``xyz`` is None) given its empty
+    stand-in, so every method sees the arrays it was written for: a black image (ignored by 3D-only models)
+    or an all-zero cloud (MVTec 3D-AD's "no measurement", which fused models score degraded)."""
+    out = []
+    for f in frames:
+        if f.rgb is not None and f.xyz is not None:
+            out.append(f)
+            continue
+        h, w = (f.rgb if f.rgb is not None else f.xyz).shape[:2]
+        out.append(dataclasses.replace(
+            f,
+            rgb=f.rgb if f.rgb is not None else np.zeros((h, w, 3), np.uint8),
+            xyz=f.xyz if f.xyz is not None else np.zeros((h, w, 3), np.float32),
+        ))
+    return out
+
 
 def threshold_from_scores(scores: np.ndarray, target_fpr: float) -> float:
     """The larger of the empirical (1 - target_fpr) quantile and the Gaussian tail mean + z·std."""

@@ -70,7 +70,7 @@ class BaselineModel(AnomalyModel):
         need = {"rgb_bank", "geo_bank", "rgb_mean", "rgb_std", "geo_mean", "geo_std", "scales"}
         if missing := need - state.keys():
             raise KeyError(f"state lacks {', '.join(sorted(missing))}")
-        self.tensors = {k: v.float() for k, v in state.items()}
+        self.tensors = {"geo_fitted": torch.tensor(1.0), **{k: v.float() for k, v in state.items()}}  # older files always had geometry
         self.to(self.device)
 
     def to(self, device: str) -> "BaselineModel":
@@ -92,23 +92,27 @@ class BaselineModel(AnomalyModel):
         rgb = torch.from_numpy(np.stack([f[0] for f in feats])).float()
         geo = torch.from_numpy(np.stack([f[1] for f in feats])).float()
         valid = torch.from_numpy(np.stack([f[2] for f in feats]))
-        t: dict[str, torch.Tensor] = {
-            "rgb_mean": rgb.flatten(0, 2).mean(0), "rgb_std": rgb.flatten(0, 2).std(0) + 1e-6,
-            "geo_mean": geo[valid].mean(0), "geo_std": geo[valid].std(0) + 1e-6,
-        }
-        rgb_n = (rgb - t["rgb_mean"]) / t["rgb_std"]
-        geo_n = (geo - t["geo_mean"]) / t["geo_std"]
         # Hold out every 5th frame to learn each modality's normal distance scale.
         held = torch.zeros(len(feats), dtype=torch.bool)
         held[::5] = True
+        # A colour-only station (every cloud empty) trains colour alone; geometry then never counts.
+        has_geo = bool(valid[~held].any() and valid[held].any())
+        t: dict[str, torch.Tensor] = {
+            "rgb_mean": rgb.flatten(0, 2).mean(0), "rgb_std": rgb.flatten(0, 2).std(0) + 1e-6,
+            "geo_mean": geo[valid].mean(0) if has_geo else torch.zeros(geo.shape[-1]),
+            "geo_std": geo[valid].std(0) + 1e-6 if has_geo else torch.ones(geo.shape[-1]),
+            "geo_fitted": torch.tensor(float(has_geo)),
+        }
+        rgb_n = (rgb - t["rgb_mean"]) / t["rgb_std"]
+        geo_n = (geo - t["geo_mean"]) / t["geo_std"]
         scales = []
-        for x, m in ((rgb_n, torch.ones_like(valid)), (geo_n, valid)):
+        for x, m in ((rgb_n, torch.ones_like(valid)), (geo_n, valid)) if has_geo else ((rgb_n, torch.ones_like(valid)),):
             bank = random_subsample(x[~held][m[~held]], self.bank_size, self.seed)
             d = knn_distance(x[held][m[held]], bank)
             scales.append(torch.quantile(d[:200_000], 0.999).clamp_min(1e-6))
         t["rgb_bank"] = random_subsample(rgb_n.flatten(0, 2), self.bank_size, self.seed)
-        t["geo_bank"] = random_subsample(geo_n[valid], self.bank_size, self.seed)
-        t["scales"] = torch.stack(scales)
+        t["geo_bank"] = random_subsample(geo_n[valid], self.bank_size, self.seed) if has_geo else torch.zeros(1, geo.shape[-1])
+        t["scales"] = torch.stack(scales + ([] if has_geo else [torch.tensor(1.0)]))
         self.tensors = t
         return self.to(self.device)
 
@@ -124,7 +128,8 @@ class BaselineModel(AnomalyModel):
         b, g = rgb.shape[:2]
         d_rgb = self.nn["rgb"](((rgb - t["rgb_mean"]) / t["rgb_std"]).flatten(0, 2)).view(b, g, g)
         d_geo = self.nn["geo"](((geo - t["geo_mean"]) / t["geo_std"]).flatten(0, 2)).view(b, g, g)
-        use_geo = valid.flatten(1).float().mean(1) >= self.min_valid
+        fitted = bool(t["geo_fitted"] > 0)
+        use_geo = (valid.flatten(1).float().mean(1) >= self.min_valid) & fitted
         geo_map = d_geo / t["scales"][1] * valid * use_geo[:, None, None]
         grid_map = torch.maximum(d_rgb / t["scales"][0], geo_map)
         maps: list[np.ndarray] = []
@@ -134,4 +139,4 @@ class BaselineModel(AnomalyModel):
             maps.append(gaussian_blur(up, self.sigma * h / g)[0].float().cpu().numpy())
         scores = np.array([m.max() for m in maps], dtype=np.float32)
         modalities = [["rgb", "xyz"] if u else ["rgb"] for u in use_geo.tolist()]
-        return AnomalyOutput(scores, maps, modalities, degraded=[not u for u in use_geo.tolist()])
+        return AnomalyOutput(scores, maps, modalities, degraded=[fitted and not u for u in use_geo.tolist()])

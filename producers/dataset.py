@@ -43,7 +43,7 @@ class Sample(Frame):
         return int(self.defect != "good")
 
 
-def make_sample(rgb: np.ndarray, xyz: np.ndarray, mask: np.ndarray, category: str, split: str, defect: str, name: str, source: str) -> Sample:
+def make_sample(rgb: np.ndarray | None, xyz: np.ndarray | None, mask: np.ndarray, category: str, split: str, defect: str, name: str, source: str) -> Sample:
     return Sample(
         line="dataset", station=split, category=category, rgb=rgb, xyz=xyz,
         frame_id=f"{category}.{split}.{defect}.{name}",
@@ -130,15 +130,29 @@ def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{split_dir} does not exist (expected MVTec 3D-AD layout)")
     for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-        for rgb_path in sorted((defect_dir / "rgb").glob("*.png")):
-            xyz_path = defect_dir / "xyz" / f"{rgb_path.stem}.tiff"
-            if not xyz_path.is_file():
+        # A colour-only dataset has no xyz/ folder, a 3D-only one no rgb/: the sample then carries None there.
+        has_rgb, has_xyz = (defect_dir / "rgb").is_dir(), (defect_dir / "xyz").is_dir()
+        if not (has_rgb or has_xyz):
+            raise FileNotFoundError(f"{defect_dir} has neither rgb/ nor xyz/ (expected MVTec 3D-AD layout)")
+        stems = sorted(p.stem for p in (defect_dir / "rgb").glob("*.png")) if has_rgb else sorted(p.stem for p in (defect_dir / "xyz").glob("*.tiff"))
+        for stem in stems:
+            xyz_path = defect_dir / "xyz" / f"{stem}.tiff"
+            if has_xyz and not xyz_path.is_file():
                 raise FileNotFoundError(f"{xyz_path} is missing: each rgb/NNN.png of {defect_dir} needs its xyz/NNN.tiff")
-            rgb = np.asarray(Image.open(rgb_path).convert("RGB"))
-            xyz = np.asarray(tifffile.imread(xyz_path), dtype=np.float32)
-            gt_path = defect_dir / "gt" / f"{rgb_path.stem}.png"
-            mask = np.asarray(Image.open(gt_path).convert("L")) > 0 if gt_path.exists() else np.zeros(rgb.shape[:2], bool)
-            yield make_sample(rgb, xyz, mask, category, split, defect_dir.name, rgb_path.stem, str(root))
+            rgb = np.asarray(Image.open(defect_dir / "rgb" / f"{stem}.png").convert("RGB")) if has_rgb else None
+            xyz = np.asarray(tifffile.imread(xyz_path), dtype=np.float32) if has_xyz else None
+            gt_path = defect_dir / "gt" / f"{stem}.png"
+            shape = (rgb if rgb is not None else xyz).shape[:2]  # type: ignore[union-attr]
+            mask = np.asarray(Image.open(gt_path).convert("L")) > 0 if gt_path.exists() else np.zeros(shape, bool)
+            yield make_sample(rgb, xyz, mask, category, split, defect_dir.name, stem, str(root))
+
+
+def dataset_inputs(root: Path, category: str) -> tuple[str, ...]:
+    """Which inputs the category's training frames carry: ("rgb", "xyz"), ("rgb",) or ("xyz",)."""
+    if detect_layout(root, category) == "eyecandies":
+        return ("rgb", "xyz")
+    good = Path(root) / category / "train" / "good"
+    return tuple(m for m in ("rgb", "xyz") if (good / m).is_dir())
 
 
 def detect_layout(root: Path, category: str) -> str:

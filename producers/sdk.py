@@ -26,7 +26,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from duoscan import kafka_clients, metrics
 from duoscan.config import Settings
-from schemas import Frame
+from schemas import DecodeLimits, Frame
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class FramePublisher:
                 f"no Kafka broker answered at {settings.bootstrap_servers} within {settings.producer_max_block_s:.0f} s "
                 f"(DUOSCAN_BOOTSTRAP_SERVERS, DUOSCAN_PRODUCER_MAX_BLOCK_S): {exc}"
             ) from None
+        self._limits = DecodeLimits(max_frame_bytes=settings.max_frame_bytes)  # the workers' decode budget
         self._known_lines: set[str] = set()
         self._failures: list[tuple[str, BaseException]] = []
         self._lock = threading.Lock()
@@ -61,8 +62,8 @@ class FramePublisher:
 
     def publish(
         self,
-        rgb: np.ndarray,
-        xyz: np.ndarray,
+        rgb: np.ndarray | None,
+        xyz: np.ndarray | None,
         *,
         line: str,
         station: str,
@@ -71,7 +72,10 @@ class FramePublisher:
         captured_ns: int | None = None,
         meta: dict[str, str] | None = None,
     ) -> Frame:
-        """Encode and send one frame; returns it (with its frame id) once handed to the client."""
+        """Encode and send one frame; returns it (with its frame id) once handed to the client.
+
+        A colour-only station passes ``xyz=None``, a 3D-only one ``rgb=None``; anything else that is not
+        an array raises :class:`schemas.SchemaError` naming the field."""
         frame = Frame(line=line, station=station, category=category, rgb=rgb, xyz=xyz, meta=dict(meta or {}))
         if frame_id:
             frame.frame_id = frame_id
@@ -82,7 +86,7 @@ class FramePublisher:
 
     def publish_frame(self, frame: Frame) -> FutureRecordMetadata:
         frame.published_ns = time.time_ns()
-        payload = frame.encode(codec=self.settings.codec, xyz_float16=self.settings.xyz_float16)  # type: ignore[arg-type]
+        payload = frame.encode(codec=self.settings.codec, xyz_float16=self.settings.xyz_float16, limits=self._limits)  # type: ignore[arg-type]
         return self.send_raw(frame.line, frame.key, payload, frame.frame_id)
 
     def send_raw(self, line: str, key: bytes, payload: bytes, label: str = "") -> FutureRecordMetadata:

@@ -56,9 +56,12 @@ def require(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], kind: s
     return value
 
 
-def check_version(obj: dict[str, Any], supported: int, kind: str) -> None:
+def check_version(obj: dict[str, Any], supported: int | tuple[int, ...], kind: str) -> int:
+    """The message's schema version, if this build reads it."""
+    versions = supported if isinstance(supported, tuple) else (supported,)
     version = require(obj, "v", int, kind)
-    if version != supported:
-        raise SchemaError(f"{kind}: unknown schema version {version} (this build reads version {supported})")
+    if version not in versions:
+        raise SchemaError(f"{kind}: unknown schema version {version} (this build reads version {'/'.join(map(str, versions))})")
     if obj.get("kind") != kind:
         raise SchemaError(f"{kind}: message kind is {obj.get('kind')!r}, expected {kind!r}")
+    return version

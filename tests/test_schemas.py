@@ -73,7 +73,9 @@ def _set(path, value):
 MALFORMED = {
     "wrong version": _set(["v"], 99),
     "wrong kind": _set(["kind"], "result"),
-    "missing rgb": lambda o: o.pop("rgb"),
+    "neither rgb nor xyz": lambda o: (o.pop("rgb"), o.pop("xyz")),
+    "version 1 without rgb": lambda o: (o.pop("rgb"), o.update(v=1)),
+    "rgb not an array map": _set(["rgb"], [1, 2, 3]),
     "string for int": _set(["captured_ns"], "yesterday"),
     "bool for int": _set(["captured_ns"], True),
     "bad dtype": _set(["rgb", "dtype"], "object"),
@@ -196,5 +198,49 @@ def test_decoder_fuzz_only_ever_raises_schema_error(codec, edits, cut, junk):
         except SchemaError as exc:
             assert exc.reason
         else:
-            assert frame.rgb.shape[:2] == frame.xyz.shape[:2] and np.isfinite(frame.xyz).all()
-            assert frame.rgb.nbytes + frame.xyz.nbytes <= 64 * 1024
+            assert frame.modalities, "a frame always carries at least one input"
+            assert frame.rgb is None or frame.xyz is None or frame.rgb.shape[:2] == frame.xyz.shape[:2]
+            assert frame.xyz is None or np.isfinite(frame.xyz).all()
+            assert sum(a.nbytes for a in (frame.rgb, frame.xyz) if a is not None) <= 64 * 1024
+
+
+@pytest.mark.parametrize("drop", ["rgb", "xyz"])
+def test_a_frame_may_carry_one_input_only(drop):
+    """Colour-only and 3D-only stations: version 2 frames carry either array alone."""
+    full = make_frame(8, 7)
+    one = Frame(line="L1", station="S1", category="c", rgb=None if drop == "rgb" else full.rgb, xyz=None if drop == "xyz" else full.xyz)
+    back = Frame.decode(one.encode(codec="zstd-delta"))
+    kept = "xyz" if drop == "rgb" else "rgb"
+    assert getattr(back, drop) is None and np.array_equal(getattr(back, kept), getattr(full, kept))
+    assert back.modalities == (kept,) and back.shape == (8, 7)
+
+
+def test_version_1_frames_still_decode():
+    f = make_frame(6, 5)
+    obj = msgpack.unpackb(f.encode(codec="none"), raw=False)
+    obj["v"] = 1
+    back = Frame.decode(msgpack.packb(obj, use_bin_type=True))
+    assert back.modalities == ("rgb", "xyz") and np.array_equal(back.rgb, f.rgb)
+
+
+@pytest.mark.parametrize("field, value", [("rgb", [[1, 2, 3]]), ("xyz", "points"), ("rgb", 3.0)])
+def test_not_an_array_is_a_schema_error_naming_the_field(field, value):
+    f = make_frame()
+    setattr(f, field, value)
+    with pytest.raises(SchemaError, match=f"frame: {field} must be a numpy array"):
+        f.encode()
+    both_none = Frame(line="L1", station="S1", category="c", rgb=None, xyz=None)
+    with pytest.raises(SchemaError, match="neither rgb nor xyz"):
+        both_none.encode()
+
+
+def test_the_producer_refuses_a_frame_over_the_workers_decode_budget():
+    """Zeros compress to almost nothing, so the message limit alone let through frames every worker dead-letters."""
+    big = Frame(line="L1", station="S1", category="c", rgb=np.zeros((600, 600, 3), np.uint8), xyz=np.zeros((600, 600, 3), np.float32))
+    limits = DecodeLimits(max_frame_bytes=4_000_000)  # 600*600*15 = 5.4 MB decoded
+    with pytest.raises(SchemaError, match="decode budget"):
+        big.encode(codec="zstd", limits=limits)
+    assert len(big.encode(codec="zstd")) < 100_000, "it would have fitted the message limit"
+    small = big.encode(codec="zstd", xyz_float16=True, limits=DecodeLimits(max_frame_bytes=3_300_000))  # 1.08 + 2.16 MB
+    with pytest.raises(SchemaError):
+        Frame.decode(small, DecodeLimits(max_frame_bytes=3_200_000))

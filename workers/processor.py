@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 
 from duoscan import metrics
 from duoscan.config import Settings
+from models import required_inputs, with_all_inputs
 from models.components import largest_region
 from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
 
@@ -113,6 +114,10 @@ class BatchProcessor:
             if route is None:
                 dead.append((msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}"))
                 continue
+            if missing := [m for m in required_inputs(route.model) if m not in frame.modalities]:
+                modality = getattr(route.model, "modality", "both")
+                dead.append((msg, f"frame carries no {' or '.join(missing)}, which model {route.model.name} ({modality}) for {frame.category!r} needs"))
+                continue
             by_route[route].append((msg, frame))
 
         results: list[Result] = []
@@ -121,7 +126,7 @@ class BatchProcessor:
         t0 = time.perf_counter()
         for route, items in by_route.items():
             model, threshold = route.model, route.threshold
-            frames = [f for _, f in items]
+            frames = with_all_inputs([f for _, f in items])  # an absent input as its empty stand-in (degraded path)
             try:
                 out = model.score(frames)
             except Exception as exc:  # a frame the model cannot handle must not stall the line

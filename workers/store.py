@@ -47,18 +47,25 @@ def check_connection(client: redis.Redis, settings: Settings) -> None:
         raise RedisAuthError(f"Redis at {where} refused authentication ({exc}); {hint}") from None
 
 
-def encode_preview(rgb: np.ndarray, xyz: np.ndarray, max_side: int) -> bytes:
+def encode_preview(rgb: np.ndarray | None, xyz: np.ndarray | None, max_side: int) -> bytes:
     """What the operator view shows of a frame, at most ``max_side`` px: RGB as JPEG, depth (Z) as float16.
 
     Kept cheap for the worker (about a millisecond at 224 px); the view renders the depth image on request.
+    A 3D-only frame's "RGB" is its rendered depth, so overlays still have a picture under them; a colour-only
+    frame has no Z.
     """
-    h, w = rgb.shape[:2]
+    from duoscan.overlay import render_depth
+
+    h, w = (rgb if rgb is not None else xyz).shape[:2]  # type: ignore[union-attr]
     step = max(1, -(-max(h, w) // max_side))  # integer stride: no resampling of the cloud
-    small = rgb[::step, ::step]
+    z = None if xyz is None else xyz[::step, ::step, 2]
+    small = rgb[::step, ::step] if rgb is not None else render_depth(z)  # type: ignore[arg-type]
     buf = io.BytesIO()
     Image.fromarray(small).save(buf, "JPEG", quality=85)
-    z = to_float16(xyz[::step, ::step, 2])
-    return msgpack.packb({"rgb": buf.getvalue(), "z": encode_array(z, "zstd")}, use_bin_type=True)
+    preview: dict[str, Any] = {"rgb": buf.getvalue()}
+    if z is not None:
+        preview["z"] = encode_array(to_float16(z), "zstd")
+    return msgpack.packb(preview, use_bin_type=True)
 
 
 def decode_preview(blob: bytes) -> tuple[bytes, np.ndarray | None]:
