@@ -230,6 +230,42 @@ def test_producer_buffers_while_the_broker_is_unreachable_and_workers_reconnect(
         assert worker.poll() is None
 
 
+def test_without_a_broker_a_worker_logs_quietly_and_stops_promptly(tmp_path, redis_server, start_worker):
+    """Once: ~80 client ERROR lines a second while the broker was away, and a SIGTERM that took 61 s."""
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as b:
+        s = Settings.load(bootstrap_servers=b.bootstrap, redis_url=redis_server.url, key_prefix="gone", group_id="gone", partitions=1)
+        kafka_clients.ensure_topics(s, ["G"])
+        worker = start_worker(s, "gone")
+        wait_for_join(ResultStore(s))
+        before = worker.log_path.read_text().count("\n")
+        b.stop()
+        time.sleep(12)
+        outage = worker.log_path.read_text().splitlines()[before:]
+        assert len(outage) < 60, f"{len(outage)} log lines in 12 s of outage"
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert time.monotonic() - started < 15, "a stop does not wait a minute on a missing broker"
+        tail = worker.log_path.read_text()
+        assert "stopping without the final commit" in tail and "Traceback" not in tail
+
+
+def test_repeated_client_errors_are_logged_once_per_window():
+    import logging
+
+    from workers.lifecycle import RepeatFilter
+
+    now = [0.0]
+    f = RepeatFilter(window_s=30, clock=lambda: now[0])
+    record = lambda msg, name="aiokafka.conn": logging.LogRecord(name, logging.ERROR, "x", 1, msg, (), None)  # noqa: E731
+    shown = [f.filter(record(f"Connect call failed ('127.0.0.1', {port})")) for port in range(1000, 1080)]
+    assert shown.count(True) == 1, "digits do not make a message new"
+    assert f.filter(record("Metadata refresh failed")) and f.filter(record("ours", name="workers.app")) and f.filter(record("ours", name="workers.app"))
+    now[0] = 31.0
+    again = record("Connect call failed ('127.0.0.1', 1)")
+    assert f.filter(again) and "79 more like it" in again.getMessage()
+
+
 def test_producer_fails_loudly_instead_of_dropping(tmp_path):
     # no broker at all: a clear error naming the address and the setting
     nowhere = Settings.load(bootstrap_servers=f"127.0.0.1:{free_port()}", producer_max_block_s=1.0)

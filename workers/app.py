@@ -33,6 +33,7 @@ from duoscan.kafka_clients import frame_topics
 from duoscan.security import faust_credentials
 from models.parallel import named_pool
 
+from .lifecycle import worker_class
 from .processor import BatchProcessor, Incoming
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def run_worker(settings: Settings, models: list[str], loglevel: str = "info") ->
         os.kill(os.getpid(), signal.SIGTERM)
 
     app = create_app(settings, topics, processor, on_new_topics)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = worker_class(settings, lambda: processor.delivering > 0)(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()
     except SystemExit:

@@ -90,6 +90,7 @@ class BatchProcessor:
         self.limits = DecodeLimits(max_frame_bytes=settings.max_frame_bytes)
         self.should_stop = should_stop
         self.worker_id = worker_id()
+        self.delivering = 0  # deliver() calls running (one deliver thread: no lock needed)
 
     def process(self, batch: Sequence[Incoming]) -> BatchReport:
         """Decode, score and deliver one batch; offsets may be committed once this returns."""
@@ -162,6 +163,13 @@ class BatchProcessor:
 
     def deliver(self, scored: ScoredBatch) -> BatchReport:
         """Make a scored batch durable: results and heatmaps in Redis, alerts and dead letters acked."""
+        self.delivering += 1  # a stop on a broker outage waits for this (workers/lifecycle.py)
+        try:
+            return self._deliver(scored)
+        finally:
+            self.delivering -= 1
+
+    def _deliver(self, scored: ScoredBatch) -> BatchReport:
         report = BatchReport(score_s=scored.score_s)
         t0 = time.perf_counter()
         results: list[Result] = []
