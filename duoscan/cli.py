@@ -264,11 +264,13 @@ def synth_anomalies(
     seed: int = typer.Option(0),
 ) -> None:
     """Preview the synthetic training anomalies (texture and Gaussian generators) on good frames."""
-    from producers.dataset import iter_dataset
+    from models import with_all_inputs
+    from producers.dataset import check_category, iter_dataset
 
     from .evaluate import save_anomaly_preview
 
-    samples = [s for _, s in zip(range(max(n, 2)), iter_dataset(data, category, "train"))]
+    check_category(data, category)
+    samples = with_all_inputs([s for _, s in zip(range(max(n, 2)), iter_dataset(data, category, "train"))])
     if not samples:
         _fail(f"no training frames for {category} in {data}")
     console.print(f"wrote {save_anomaly_preview(samples, out, n, seed)}")
@@ -508,14 +510,22 @@ def alerts(
 @app.command()
 def view(
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 to serve the floor)"),
-    port: int = typer.Option(8080, help="HTTP port"),
+    port: int = typer.Option(8080, min=1, max=65535, help="HTTP port"),
 ) -> None:
     """Serve the operator view: lines, latest verdicts with heatmap overlays, score trends, alerts, frame pages."""
     import uvicorn
 
     from .view.app import create_app
 
+    import socket
+
     settings = _checked_settings()
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port or --host")
     console.print(f"operator view on [bold]http://{host}:{port}/[/] (Redis {mask_url(settings.redis_url)})")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 

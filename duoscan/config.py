@@ -28,7 +28,7 @@ def state_dir() -> Path:
     working directory (``DUOSCAN_STATE_DIR``, else ``$XDG_STATE_HOME/duoscan``, else ``~/.local/state/duoscan``)."""
     if os.environ.get("DUOSCAN_STATE_DIR"):
         return Path(os.environ["DUOSCAN_STATE_DIR"])
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "duoscan"
+    return Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")) / "duoscan"  # expanduser: no error without a home
 
 
 def services_file() -> Path:
@@ -37,7 +37,7 @@ def services_file() -> Path:
 
 def cache_dir() -> Path:
     """Derived data that may be deleted at any time (feature cache, exported ONNX files)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "duoscan"
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "duoscan"
 
 
 class ConfigError(ValueError):

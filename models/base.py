@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import pickle
 import zipfile
 import os
 from statistics import NormalDist
@@ -161,10 +160,10 @@ def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> Anomaly
         raise ModelFileError(f"{path} is not a duoscan model file (not a torch archive); train one with `duoscan train`")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's own message suggests weights_only=False: never do that
-        raise ModelFileError(f"{path} is not a valid duoscan model file: it holds Python objects besides tensors, "
-                             f"which are refused because loading them could run code; train it again with `duoscan train`") from None
     except Exception as exc:
+        if type(exc).__name__ == "UnpicklingError":  # torch's own message suggests turning weights_only off: never say that
+            raise ModelFileError(f"{path} is not a valid duoscan model file: it holds Python objects besides tensors, "
+                                 f"which are refused because loading them could run code; train it again with `duoscan train`") from None
         raise ModelFileError(f"{path} is not a valid duoscan model file (unreadable: {type(exc).__name__}); train it again with `duoscan train`") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION or "method" not in blob:
         raise ModelFileError(f"{path} is not a duoscan model file of format {FORMAT_VERSION}")

@@ -43,6 +43,10 @@ def bad_inputs(data: Path, model: Path, garbage: Path) -> dict[str, tuple[list[s
         "unknown synth category": (["synth", "--categories", "nosuch", "--out", "/tmp/unused"], {}, "unknown fast categories nosuch"),
         "unknown synth profile": (["synth", "--profile", "nosuch", "--out", "/tmp/unused"], {}, "unknown profile"),
         "unknown command": (["nosuch"], {}, "No such command"),
+        "preview of a missing category": (["synth-anomalies", "--data", d, "--category", "nosuch"], {}, "no category 'nosuch'"),
+        "port out of range": (["view", "--port", "99999"], {}, "--port"),
+        "unknown split": (["calibrate", "--data", d, "--category", "ring", "--model", m, "--split", "nosuch"], {}, "--split 'nosuch'"),
+        "bad webhook header": (["alerts", "--header", "no colon"], {}, "is not 'Name: value'"),
         "unknown config action": (["config", "nosuch"], {}, "unknown action"),
         "garbage backbone runtime": (["config", "check"], {"DUOSCAN_BACKBONE_RUNTIME": "garbage"}, "DUOSCAN_BACKBONE_RUNTIME"),
         "zero partitions": (["config", "check"], {"DUOSCAN_PARTITIONS": "0"}, "DUOSCAN_PARTITIONS must be at least 1"),
@@ -221,3 +225,14 @@ def test_a_missing_xyz_file_is_named(dataset, tmp_path):
     victim.unlink()
     result = cli("train", "--data", str(copy), "--category", "ring", "--out", str(tmp_path / "m.pt"), "--device", "cpu")
     assert result.exit_code == 2 and f"{victim} is missing" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_port_in_use_is_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("view", "--port", str(port))
+    assert result.exit_code == 2 and result.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use): pick another --port or --host\n"
