@@ -305,3 +305,22 @@ def test_view_says_503_when_redis_is_away(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_hostile_text_in_redis_is_shown_not_run(settings, view_server, browser):
+    """Anyone who can write Redis could plant markup in a result: the page escapes every field it inserts."""
+    import numpy as np
+
+    from schemas import Result, Timings
+    from workers.store import encode_heatmap
+
+    store = ResultStore(settings)
+    evil = '"><img src=x id=pwned onerror="document.title=1">'
+    r = Result(frame_id="evil-1", line="H", station="S1", category="ring", model="m", model_version="1", score=1.0, threshold=0.5,
+               verdict=evil, heatmap_key=store.heatmap_key("evil-1"), modalities=["rgb"], region=None,
+               timings=Timings(1, 1, 1, 1, 1))
+    store.write([r], [encode_heatmap(np.zeros((8, 8), np.float32))])
+    browser.get(f"{view_server}/#/frame/evil-1")
+    wait_js(browser, "const d = document.getElementById('frame-detail'); return d && d.dataset.frame === 'evil-1'", 30, "the frame page")
+    assert browser.execute_script("return document.getElementById('pwned') === null && document.title !== '1'")
+    assert evil in browser.find_element("css selector", "#frame-detail h2").text
