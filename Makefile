@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo test up down clean help
+.PHONY: setup browser demo test test-fast lint format up down clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,17 @@ browser:  ## Debian's chromium + chromedriver for the operator-view tests (DUOSC
 
 test: setup browser  ## the whole test suite against a real broker and Redis (and headless Chromium)
 	$(PY) -m pytest -q
+
+test-fast: setup  ## the tests that need neither the broker nor Redis (about a minute)
+	$(PY) -m pytest -q -m "not integration"
+
+lint: setup  ## ruff: lint rules and formatting, as CI runs them
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 up: setup  ## start the embedded broker and Redis in the background
 	$(PY) -m duoscan up

@@ -45,6 +45,8 @@ import psutil  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.processes import run_config as processes_speed  # noqa: E402
+from benchmarks.timing import Speed, between, host_cpu, steal_pct, timed_passes  # noqa: E402
 from duoscan import kafka_clients  # noqa: E402
 from duoscan.cli import apply_compute_settings  # noqa: E402
 from duoscan.config import Settings  # noqa: E402
@@ -53,20 +55,33 @@ from duoscan.stack import spawn_worker, stop_workers, wait_for_assignment, wait_
 from models import resolve_device  # noqa: E402
 from schemas import Frame  # noqa: E402
 
-from benchmarks.processes import run_config as processes_speed  # noqa: E402
-from benchmarks.timing import Speed, between, host_cpu, steal_pct, timed_passes  # noqa: E402
-
 console = Console()
 PARTITIONS = 4  # per benchmark topic: up to 4 workers can share it
-WIRE_OPTIONS = [("raw float32", "none", False), ("zstd", "zstd", False), ("lz4", "lz4", False), ("zstd-delta", "zstd-delta", False),
-                ("lz4-delta", "lz4-delta", False), ("zstd-delta + float16 xyz", "zstd-delta", True), ("zstd + float16 xyz", "zstd", True)]
+WIRE_OPTIONS = [
+    ("raw float32", "none", False),
+    ("zstd", "zstd", False),
+    ("lz4", "lz4", False),
+    ("zstd-delta", "zstd-delta", False),
+    ("lz4-delta", "lz4-delta", False),
+    ("zstd-delta + float16 xyz", "zstd-delta", True),
+    ("zstd + float16 xyz", "zstd", True),
+]
 
 
 def train_model(method: str, category: str, size: int, workdir: Path) -> tuple[Path, Path]:
     from models import create
     from producers.dataset import iter_samples, write_synthetic_dataset
 
-    data = write_synthetic_dataset(workdir / "data", categories=(category,), size=size, n_train=24, n_validation=10, n_test_good=8, n_test_per_defect=3, progress=False)
+    data = write_synthetic_dataset(
+        workdir / "data",
+        categories=(category,),
+        size=size,
+        n_train=24,
+        n_validation=10,
+        n_test_good=8,
+        n_test_per_defect=3,
+        progress=False,
+    )
     model = create(method).fit(list(iter_samples(data, category, "train")), progress=True)
     model.calibrate(iter_samples(data, category, "validation"))
     out = workdir / "models"
@@ -94,7 +109,10 @@ def stream_frames(category: str, size: int, n: int, seed: int, partitions: int =
     """``n`` synthetic frames from 8 stations of line B, two per partition, taken round robin."""
     from producers.replay import synthetic_frames
 
-    gens = [synthetic_frames("B", name, categories=(category,), seed=seed * 10 + s, defect_rate=0.2, size=size) for s, name in enumerate(balanced_stations("B", 8, partitions))]
+    gens = [
+        synthetic_frames("B", name, categories=(category,), seed=seed * 10 + s, defect_rate=0.2, size=size)
+        for s, name in enumerate(balanced_stations("B", 8, partitions))
+    ]
     return [next(gens[i % 8]) for i in range(n)]
 
 
@@ -158,10 +176,23 @@ def wire_table(model_path: Path, data: Path, category: str, device: str) -> list
         for f in frames[:8]:
             f.encode(codec=codec, xyz_float16=f16)  # type: ignore[arg-type]
         enc_ms = (time.perf_counter() - t0) / 8 * 1000
-        lossless = all(np.array_equal(a.xyz, b.xyz) and np.array_equal(a.rgb, b.rgb) for a, b in zip(frames, back))
+        lossless = all(
+            np.array_equal(a.xyz, b.xyz) and np.array_equal(a.rgb, b.rgb) for a, b in zip(frames, back, strict=True)
+        )
         auroc = base if lossless else image_auroc(labels, model.score(back).image_scores)
-        rows.append({"option": name, "codec": codec, "xyz_float16": f16, "bytes_per_frame": int(np.mean([len(p) for p in payloads])), "lossless": lossless,
-                     "encode_ms": round(enc_ms, 2), "decode_ms": round(dec_ms, 2), "i_auroc": round(auroc, 4), "i_auroc_change": round(auroc - base, 4)})
+        rows.append(
+            {
+                "option": name,
+                "codec": codec,
+                "xyz_float16": f16,
+                "bytes_per_frame": int(np.mean([len(p) for p in payloads])),
+                "lossless": lossless,
+                "encode_ms": round(enc_ms, 2),
+                "decode_ms": round(dec_ms, 2),
+                "i_auroc": round(auroc, 4),
+                "i_auroc_change": round(auroc - base, 4),
+            }
+        )
     raw = rows[0]["bytes_per_frame"]
     for r in rows:
         r["vs_raw"] = round(r["bytes_per_frame"] / raw, 3)
@@ -180,13 +211,32 @@ class Stack:
         self.redis.stop()
         self.broker.stop()
 
-    def run_config(self, frames_for: callable, workers: int, max_batch: int, threads: int, n_sat: int, latency_s: float, rate_cap: float = float("inf")) -> dict:
+    def run_config(
+        self,
+        frames_for: callable,
+        workers: int,
+        max_batch: int,
+        threads: int,
+        n_sat: int,
+        latency_s: float,
+        rate_cap: float = float("inf"),
+    ) -> dict:
         from producers.sdk import FramePublisher
         from workers.store import ResultStore
 
         tag = "p" + uuid.uuid4().hex[:6]
-        s = Settings.load(bootstrap_servers=self.broker.bootstrap, redis_url=self.redis.url, topic_prefix=f"{tag}.frames.", dlq_topic=f"{tag}.dlq",
-                          alerts_topic=f"{tag}.alerts", group_id=f"{tag}-w", key_prefix=tag, partitions=PARTITIONS, max_batch=max_batch, torch_threads=threads)
+        s = Settings.load(
+            bootstrap_servers=self.broker.bootstrap,
+            redis_url=self.redis.url,
+            topic_prefix=f"{tag}.frames.",
+            dlq_topic=f"{tag}.dlq",
+            alerts_topic=f"{tag}.alerts",
+            group_id=f"{tag}-w",
+            key_prefix=tag,
+            partitions=PARTITIONS,
+            max_batch=max_batch,
+            torch_threads=threads,
+        )
         kafka_clients.ensure_topics(s, ["B"])
         procs = [spawn_worker(s, [self.models], self.workdir / f"{tag}-w{i}.log") for i in range(workers)]
         store = ResultStore(s)
@@ -215,12 +265,19 @@ class Stack:
                 for f in sat:
                     f.published_ns = time.time_ns()
                     payloads.append(f.encode(codec=s.codec, xyz_float16=s.xyz_float16))  # type: ignore[arg-type]
-                pids = {"workers": [p.pid for p in procs], "broker": [self.broker.pid], "redis": [self.redis.pid], "benchmark": [os.getpid()]}
-                cpu0 = {k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()}  # the script's children are the others
+                pids = {
+                    "workers": [p.pid for p in procs],
+                    "broker": [self.broker.pid],
+                    "redis": [self.redis.pid],
+                    "benchmark": [os.getpid()],
+                }
+                cpu0 = {
+                    k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()
+                }  # the script's children are the others
                 threads0 = thread_cpu_seconds(pids["workers"])
                 host0 = host_cpu()
                 t0 = time.time_ns()
-                sent = [pub.send_raw("B", f.key, p, f.frame_id) for f, p in zip(sat, payloads)]
+                sent = [pub.send_raw("B", f.key, p, f.frame_id) for f, p in zip(sat, payloads, strict=True)]
                 pub.flush()
                 per_partition = [0] * s.partitions  # where the broker put them: a worker's share of the load
                 for fut in sent:
@@ -229,10 +286,16 @@ class Stack:
                 expected += len(sat)
                 wait_written(expected, "saturation results")
                 steal = steal_pct(host0)
-                cpu_ms = {k: round((cpu_seconds(v, children=k != "benchmark") - cpu0[k]) / len(sat) * 1000, 1) for k, v in pids.items()}
+                cpu_ms = {
+                    k: round((cpu_seconds(v, children=k != "benchmark") - cpu0[k]) / len(sat) * 1000, 1)
+                    for k, v in pids.items()
+                }
                 cpu_ms["total"] = round(sum(cpu_ms.values()), 1)
                 threads1 = thread_cpu_seconds(pids["workers"])
-                thread_ms = {k: round((v - threads0.get(k, 0.0)) / len(sat) * 1000, 1) for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])}
+                thread_ms = {
+                    k: round((v - threads0.get(k, 0.0)) / len(sat) * 1000, 1)
+                    for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])
+                }
                 res = store.read_results(sat_ids)
                 written = sorted(r.timings.written_ns for r in res.values())
                 # sustained: frames written after the first batch landed, over the time since it landed
@@ -256,10 +319,24 @@ class Stack:
                 lat_ids = [f.frame_id for f in lat]
                 expected += len(lat)
                 wait_written(expected, "latency results")
-                ms = [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()] or [float("nan")]
-            return {"workers": workers, "max_batch": max_batch, "threads_per_worker": threads, "fps": round(fps, 2), "end_to_end_fps": round(end_to_end, 2), "latency_rate_fps": round(rate, 2),
-                    "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1), "frames": len(sat), "frames_per_partition": per_partition, "steal_pct": steal,
-                    "cpu_ms_per_frame": cpu_ms, "worker_thread_cpu_ms_per_frame": thread_ms}
+                ms = [
+                    (r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()
+                ] or [float("nan")]
+            return {
+                "workers": workers,
+                "max_batch": max_batch,
+                "threads_per_worker": threads,
+                "fps": round(fps, 2),
+                "end_to_end_fps": round(end_to_end, 2),
+                "latency_rate_fps": round(rate, 2),
+                "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                "p99_ms": round(float(np.percentile(ms, 99)), 1),
+                "frames": len(sat),
+                "frames_per_partition": per_partition,
+                "steal_pct": steal,
+                "cpu_ms_per_frame": cpu_ms,
+                "worker_thread_cpu_ms_per_frame": thread_ms,
+            }
         finally:
             stop_workers(procs)
 
@@ -273,22 +350,53 @@ def model_cpu_share(row: dict) -> float:
     return round(sum(threads.get(t, 0.0) for t in MODEL_THREADS) / cpu["total"], 3)
 
 
-def ratio_rounds(stack: Stack, frames_for: callable, model_path: Path, bench_frames: list[Frame], batch: int, n: int, n_sat: int, device: str) -> list[dict]:
+def ratio_rounds(
+    stack: Stack,
+    frames_for: callable,
+    model_path: Path,
+    bench_frames: list[Frame],
+    batch: int,
+    n: int,
+    n_sat: int,
+    device: str,
+) -> list[dict]:
     """Model alone and pipeline alternated ``n`` times at one batch size: one model run between streams."""
     rounds, before = [], None
     for i in range(n):
-        row, before, after = between(lambda: model_speed(model_path, bench_frames, batch, device),
-                                     lambda: stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0), before)
+        row, before, after = between(
+            lambda: model_speed(model_path, bench_frames, batch, device),
+            lambda: stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0),
+            before,
+        )
         cpu, model_cpu = row["cpu_ms_per_frame"], (before.cpu_ms + after.cpu_ms) / 2
         (b, a), model = row["model_fps_runs"], row["model_fps"]
-        rounds.append({"model_fps_before": b, "pipeline_fps": row["fps"], "model_fps_after": a, "model_fps": model, "ratio": row["ratio"],
-                       "model_cpu_ms_per_frame": round(model_cpu, 1), "pipeline_cpu_ms_per_frame": cpu, "cpu_ratio": round(model_cpu / cpu["total"], 3),
-                       "model_cpu_share": model_cpu_share(row), "steal_pct": {"model_before": before.steal_pct, "pipeline": row["steal_pct"], "model_after": after.steal_pct},
-                       "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"]})
-        console.print(f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio {row['ratio']:.2f}; "
-                      f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker {cpu['workers']:.0f}, its model threads "
-                      f"{rounds[-1]['model_cpu_share']:.0%} of the pipeline's); "
-                      f"host steal {before.steal_pct:.0f} / {row['steal_pct']:.0f} / {after.steal_pct:.0f} %")
+        rounds.append(
+            {
+                "model_fps_before": b,
+                "pipeline_fps": row["fps"],
+                "model_fps_after": a,
+                "model_fps": model,
+                "ratio": row["ratio"],
+                "model_cpu_ms_per_frame": round(model_cpu, 1),
+                "pipeline_cpu_ms_per_frame": cpu,
+                "cpu_ratio": round(model_cpu / cpu["total"], 3),
+                "model_cpu_share": model_cpu_share(row),
+                "steal_pct": {
+                    "model_before": before.steal_pct,
+                    "pipeline": row["steal_pct"],
+                    "model_after": after.steal_pct,
+                },
+                "worker_thread_cpu_ms_per_frame": row["worker_thread_cpu_ms_per_frame"],
+            }
+        )
+        console.print(
+            f"ratio round {i + 1}/{n}: model {b:.1f} -> {a:.1f}, pipeline {row['fps']:.1f} frames/s, ratio "
+            f"{row['ratio']:.2f}; "
+            f"CPU per frame: model {model_cpu:.0f} ms, pipeline {cpu['total']:.0f} ms (worker "
+            f"{cpu['workers']:.0f}, its model threads "
+            f"{rounds[-1]['model_cpu_share']:.0%} of the pipeline's); "
+            f"host steal {before.steal_pct:.0f} / {row['steal_pct']:.0f} / {after.steal_pct:.0f} %"
+        )
         before = after
     return rounds
 
@@ -302,15 +410,24 @@ def scaling_run(stack: Stack, frames_for: callable, workers: int, batch: int, n_
         d = processes_speed(workers, 1, alone)
         return Speed(d["fps"], d["cpu_ms_per_frame"], d["steal_pct"])
 
-    row, before, after = between(model_alone, lambda: stack.run_config(frames_for, workers=workers, max_batch=batch, threads=1, n_sat=n_sat, latency_s=4))
-    console.print(f"{workers} worker(s) x 1 thread: {row['fps']:.1f} frames/s; the model alone in {workers} process(es) x 1 thread {before.fps:.1f} -> {after.fps:.1f}, ratio {row['ratio']:.2f}")
+    row, before, after = between(
+        model_alone,
+        lambda: stack.run_config(frames_for, workers=workers, max_batch=batch, threads=1, n_sat=n_sat, latency_s=4),
+    )
+    console.print(
+        f"{workers} worker(s) x 1 thread: {row['fps']:.1f} frames/s; the model alone in {workers} process(es) x 1 "
+        f"thread {before.fps:.1f} -> {after.fps:.1f}, ratio {row['ratio']:.2f}"
+    )
     return row
 
 
 def median_by_thread(rounds: list[dict]) -> dict[str, float]:
-    """Each worker thread name's median CPU ms per frame over the rounds (0 in a round it did not run), largest first."""
+    """Each worker thread name's median CPU ms per frame over the rounds (0 in a round it did not run), largest
+    first."""
     names = {n for r in rounds for n in r["worker_thread_cpu_ms_per_frame"]}
-    med = {n: round(statistics.median(r["worker_thread_cpu_ms_per_frame"].get(n, 0.0) for r in rounds), 1) for n in names}
+    med = {
+        n: round(statistics.median(r["worker_thread_cpu_ms_per_frame"].get(n, 0.0) for r in rounds), 1) for n in names
+    }
     return dict(sorted(med.items(), key=lambda kv: -kv[1]))
 
 
@@ -343,7 +460,9 @@ def plot(sweep: list[dict], model_fps_by_batch: dict[int, float], path: Path) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default="cmdr", help="method to train and serve (default: cmdr, the fastest of the good ones here)")
+    ap.add_argument(
+        "--method", default="cmdr", help="method to train and serve (default: cmdr, the fastest of the good ones here)"
+    )
     ap.add_argument("--size", type=int, default=224, choices=(224, 400, 800), help="frame side in pixels")
     ap.add_argument("--category", default="puck")
     ap.add_argument("--model", type=Path, default=None, help="a trained model file for --category (skips training)")
@@ -351,7 +470,12 @@ def main() -> int:
     ap.add_argument("--batches", default="1,2,4,8,16")
     ap.add_argument("--frames", type=int, default=160, help="frames per saturation run")
     ap.add_argument("--latency-seconds", type=float, default=12.0)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating model / stream rounds for the ratio at the workers' batch size")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating model / stream rounds for the ratio at the workers' batch size",
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     args = ap.parse_args()
@@ -389,31 +513,78 @@ def main() -> int:
     try:
         sweep = []
         for b in batches:
-            row, _, _ = between(lambda: model_speed(model_path, bench_frames, b, device),
-                                lambda: stack.run_config(frames_for, workers=1, max_batch=b, threads=0, n_sat=args.frames, latency_s=args.latency_seconds, rate_cap=first[b].fps), first[b])
+            row, _, _ = between(
+                lambda b=b: model_speed(model_path, bench_frames, b, device),
+                lambda b=b: stack.run_config(
+                    frames_for,
+                    workers=1,
+                    max_batch=b,
+                    threads=0,
+                    n_sat=args.frames,
+                    latency_s=args.latency_seconds,
+                    rate_cap=first[b].fps,
+                ),
+                first[b],
+            )
             model_fps_by_batch[b] = row["model_fps"]
             sweep.append(row)
-            console.print(f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms at {row['latency_rate_fps']:.1f} frames/s")
-        main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(frames_for, 1, default_batch, 0, args.frames, args.latency_seconds)
-        rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames, device)
+            console.print(
+                f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms "
+                f"at {row['latency_rate_fps']:.1f} frames/s"
+            )
+        main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(
+            frames_for, 1, default_batch, 0, args.frames, args.latency_seconds
+        )
+        rounds = ratio_rounds(
+            stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames, device
+        )
         model_fps = round(statistics.median(r["model_fps"] for r in rounds), 2)
         pipeline_fps = round(statistics.median(r["pipeline_fps"] for r in rounds), 2)
-        alone = {"model": str(model_path), "category": args.category, "size": args.size, "batch": default_batch, "frames": 32, "repeats": 3, "device": ""}
+        alone = {
+            "model": str(model_path),
+            "category": args.category,
+            "size": args.size,
+            "batch": default_batch,
+            "frames": 32,
+            "repeats": 3,
+            "device": "",
+        }
         one, two = (scaling_run(stack, frames_for, k, default_batch, args.frames, alone) for k in (1, 2))
     finally:
         stack.close()
 
     batch_ms = default_batch / model_fps * 1000
     out = {
-        "method": args.method, "size": args.size, "category": args.category, "max_batch": default_batch, "codec": settings.codec,
-        "device": device, "backbone_runtime": settings.backbone_runtime, "blas_threads": settings.blas_threads, "cores": os.cpu_count(),
-        "model_fps": model_fps, "model_fps_by_batch": model_fps_by_batch, "pipeline_fps": pipeline_fps,
-        "ratio": round(statistics.median(r["ratio"] for r in rounds), 3), "ratio_rounds": rounds,
-        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3), "model_cpu_share": round(statistics.median(r["model_cpu_share"] for r in rounds), 3), "worker_thread_cpu_ms_per_frame": median_by_thread(rounds), "p50_ms": main_row["p50_ms"], "p99_ms": main_row["p99_ms"],
-        "batch_scoring_ms": round(batch_ms, 1), "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
-        "batch_sweep": sweep, "wire": wire,
-        "scaling": {"cores": os.cpu_count(), "one_worker": one, "two_workers": two, "speedup": round(two["fps"] / one["fps"], 2),
-                    "model_speedup": round(two["model_fps"] / one["model_fps"], 2)},
+        "method": args.method,
+        "size": args.size,
+        "category": args.category,
+        "max_batch": default_batch,
+        "codec": settings.codec,
+        "device": device,
+        "backbone_runtime": settings.backbone_runtime,
+        "blas_threads": settings.blas_threads,
+        "cores": os.cpu_count(),
+        "model_fps": model_fps,
+        "model_fps_by_batch": model_fps_by_batch,
+        "pipeline_fps": pipeline_fps,
+        "ratio": round(statistics.median(r["ratio"] for r in rounds), 3),
+        "ratio_rounds": rounds,
+        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3),
+        "model_cpu_share": round(statistics.median(r["model_cpu_share"] for r in rounds), 3),
+        "worker_thread_cpu_ms_per_frame": median_by_thread(rounds),
+        "p50_ms": main_row["p50_ms"],
+        "p99_ms": main_row["p99_ms"],
+        "batch_scoring_ms": round(batch_ms, 1),
+        "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
+        "batch_sweep": sweep,
+        "wire": wire,
+        "scaling": {
+            "cores": os.cpu_count(),
+            "one_worker": one,
+            "two_workers": two,
+            "speedup": round(two["fps"] / one["fps"], 2),
+            "model_speedup": round(two["model_fps"] / one["model_fps"], 2),
+        },
         "wall_s": round(time.monotonic() - t_start, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -421,27 +592,52 @@ def main() -> int:
     png = args.json.with_suffix(".png")
     plot(sweep, model_fps_by_batch, png)
 
-    t = Table(title=f"{args.method} at {args.size} px, batch {default_batch}, on {out['device']}, {os.cpu_count()} cores")
+    t = Table(
+        title=f"{args.method} at {args.size} px, batch {default_batch}, on {out['device']}, {os.cpu_count()} cores"
+    )
     for col in ("max batch", "model fps", "pipeline fps", "ratio", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for r in sweep:
-        t.add_row(str(r["max_batch"]), f"{r['model_fps']:.1f}", f"{r['fps']:.1f}", f"{r['fps'] / r['model_fps']:.2f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}")
+        t.add_row(
+            str(r["max_batch"]),
+            f"{r['model_fps']:.1f}",
+            f"{r['fps']:.1f}",
+            f"{r['fps'] / r['model_fps']:.2f}",
+            f"{r['p50_ms']:.0f}",
+            f"{r['p99_ms']:.0f}",
+        )
     console.print(t)
     if wire:
         w = Table(title="wire options")
         for col in ("option", "bytes/frame", "vs raw", "lossless", "enc ms", "dec ms", "I-AUROC change"):
             w.add_column(col, justify="right")
         for r in wire:
-            w.add_row(r["option"], f"{r['bytes_per_frame']:,}", f"{r['vs_raw']:.3f}", str(r["lossless"]), f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}", f"{r['i_auroc_change']:+.4f}")
+            w.add_row(
+                r["option"],
+                f"{r['bytes_per_frame']:,}",
+                f"{r['vs_raw']:.3f}",
+                str(r["lossless"]),
+                f"{r['encode_ms']:.1f}",
+                f"{r['decode_ms']:.1f}",
+                f"{r['i_auroc_change']:+.4f}",
+            )
         console.print(w)
     threads = out["worker_thread_cpu_ms_per_frame"]
     if threads:
-        console.print("worker CPU ms per frame by thread (median of the rounds): " + ", ".join(f"{k} {v:.1f}" for k, v in threads.items()))
+        console.print(
+            "worker CPU ms per frame by thread (median of the rounds): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in threads.items())
+        )
     sc = out["scaling"]
-    console.print(f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); the model threads' share of the pipeline's CPU "
-                  f"{out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
-                  f"2 workers / 1 worker (1 thread each) {sc['speedup']}x on {os.cpu_count()} cores, the model alone in 2 / 1 processes {sc['model_speedup']}x; "
-                  f"ratio with 1 and 2 workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}")
+    console.print(
+        f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); the model threads' share of the "
+        "pipeline's CPU "
+        f"{out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | p99 {out['p99_ms']} ms = "
+        f"{out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
+        f"2 workers / 1 worker (1 thread each) {sc['speedup']}x on {os.cpu_count()} cores, the model alone in 2 / "
+        f"1 processes {sc['model_speedup']}x; "
+        f"ratio with 1 and 2 workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}"
+    )
     console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")
     tmp.cleanup()
     return 0

@@ -27,19 +27,25 @@ def score_in_process(args: tuple) -> dict:
     """One process of a configuration: load, warm up, meet the others, time ``repeats`` passes."""
     index, threads, opts, barrier = args
     os.environ["DUOSCAN_TORCH_THREADS"] = str(threads)
+    from benchmarks.timing import Speed, timed_passes
     from duoscan.cli import apply_compute_settings
     from duoscan.config import Settings
     from models import load_model, resolve_device
     from producers.replay import synthetic_frames
     from schemas import Frame
 
-    from benchmarks.timing import Speed, timed_passes
-
     settings = Settings.load()
     apply_compute_settings(settings)
     device = resolve_device(opts["device"] or settings.device)
-    gens = [synthetic_frames("B", f"S{s}", categories=(opts["category"],), seed=100 * index + s, defect_rate=0.2, size=opts["size"]) for s in range(8)]
-    frames = [Frame.decode(next(gens[i % 8]).encode()) for i in range(opts["frames"])]  # as a worker gets them: off the wire
+    gens = [
+        synthetic_frames(
+            "B", f"S{s}", categories=(opts["category"],), seed=100 * index + s, defect_rate=0.2, size=opts["size"]
+        )
+        for s in range(8)
+    ]
+    frames = [
+        Frame.decode(next(gens[i % 8]).encode()) for i in range(opts["frames"])
+    ]  # as a worker gets them: off the wire
     model = load_model(opts["model"], device)
     speed = Speed.median(timed_passes(model, frames, opts["batch"], opts["repeats"], device, ready=barrier.wait))
     return {"fps": speed.fps, "cpu_ms_per_frame": speed.cpu_ms, "steal_pct": speed.steal_pct, "device": device}
@@ -51,9 +57,15 @@ def run_config(processes: int, threads: int, opts: dict) -> dict:
         barrier = manager.Barrier(processes)
         with ctx.Pool(processes) as pool:
             per = pool.map(score_in_process, [(i, threads, opts, barrier) for i in range(processes)])
-    return {"processes": processes, "threads": threads, "fps": round(sum(p["fps"] for p in per), 2), "fps_per_process": [round(p["fps"], 2) for p in per],
-            "cpu_ms_per_frame": round(statistics.mean(p["cpu_ms_per_frame"] for p in per), 1),
-            "steal_pct": round(statistics.mean(p["steal_pct"] for p in per), 1), "device": per[0]["device"]}  # the host's: the processes overlap
+    return {
+        "processes": processes,
+        "threads": threads,
+        "fps": round(sum(p["fps"] for p in per), 2),
+        "fps_per_process": [round(p["fps"], 2) for p in per],
+        "cpu_ms_per_frame": round(statistics.mean(p["cpu_ms_per_frame"] for p in per), 1),
+        "steal_pct": round(statistics.mean(p["steal_pct"] for p in per), 1),
+        "device": per[0]["device"],
+    }  # the host's: the processes overlap
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -71,14 +83,27 @@ def main() -> int:
     ap.add_argument("--model", type=Path, required=True, help="a trained model file")
     ap.add_argument("--category", default="puck", help="synthetic category to score (the model's)")
     ap.add_argument("--size", type=int, default=224, help="frame side in pixels")
-    ap.add_argument("--configs", type=parse_configs, default=parse_configs(f"1x1,2x1,1x{os.cpu_count()}"), help="PROCESSESxTHREADS,... (default: 1x1,2x1,1x<cores>)")
+    ap.add_argument(
+        "--configs",
+        type=parse_configs,
+        default=parse_configs(f"1x1,2x1,1x{os.cpu_count()}"),
+        help="PROCESSESxTHREADS,... (default: 1x1,2x1,1x<cores>)",
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--frames", type=int, default=64, help="frames per timed pass")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="", help="auto | cpu | cuda (default: DUOSCAN_DEVICE)")
     ap.add_argument("--json", type=Path, default=Path("out/processes.json"))
     args = ap.parse_args()
-    opts = {"model": str(args.model), "category": args.category, "size": args.size, "batch": args.batch, "frames": args.frames, "repeats": args.repeats, "device": args.device}
+    opts = {
+        "model": str(args.model),
+        "category": args.category,
+        "size": args.size,
+        "batch": args.batch,
+        "frames": args.frames,
+        "repeats": args.repeats,
+        "device": args.device,
+    }
     rows = []
     base = None
     for k, t in args.configs:
@@ -86,10 +111,25 @@ def main() -> int:
         base = base or row["fps"]
         row["vs_first"] = round(row["fps"] / base, 2)
         rows.append(row)
-        print(f"{k:2d} process(es) x {t:2d} thread(s) on {row['device']}: {row['fps']:7.1f} frames/s in all ({', '.join(f'{f:.1f}' for f in row['fps_per_process'])}), "
-              f"{row['vs_first']:.2f}x the first, CPU {row['cpu_ms_per_frame']:.0f} ms/frame", flush=True)
+        print(
+            f"{k:2d} process(es) x {t:2d} thread(s) on {row['device']}: {row['fps']:7.1f} frames/s in all "
+            f"({', '.join(f'{f:.1f}' for f in row['fps_per_process'])}), "
+            f"{row['vs_first']:.2f}x the first, CPU {row['cpu_ms_per_frame']:.0f} ms/frame",
+            flush=True,
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": str(args.model), "size": args.size, "batch": args.batch, "cores": os.cpu_count(), "configs": rows}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "model": str(args.model),
+                "size": args.size,
+                "batch": args.batch,
+                "cores": os.cpu_count(),
+                "configs": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"saved {args.json}")
     return 0
 

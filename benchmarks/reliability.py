@@ -38,16 +38,44 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=Path("out/reliability.json"))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
-    cfg = DrillConfig(frames=args.frames, malformed=args.malformed, workers=args.workers, redis_outage_s=args.redis_outage, rate_fps=args.rate, seed=args.seed)
+    cfg = DrillConfig(
+        frames=args.frames,
+        malformed=args.malformed,
+        workers=args.workers,
+        redis_outage_s=args.redis_outage,
+        rate_fps=args.rate,
+        seed=args.seed,
+    )
     with tempfile.TemporaryDirectory(prefix="duoscan-drill-") as tmp:
         report = run_drill(cfg, args.workdir or Path(tmp))
     out = {"config": {f.name: getattr(cfg, f.name) for f in fields(cfg)}, **report.to_dict()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2))
     print()
-    for key in ("frames_sent", "results_in_redis", "lost", "duplicate_results", "redelivered_results", "anomalous_results", "alerts_published",
-                "duplicate_alerts", "missing_alerts", "unconfirmed_alerts", "malformed_sent", "dlq_messages", "dlq_unique", "dlq_duplicates", "dlq_resent",
-                "worker_crashes_survived", "redis_outages_survived", "redis_retry_log_lines", "final_lag", "seconds_to_all_results", "wall_s", "goal_met"):
+    for key in (
+        "frames_sent",
+        "results_in_redis",
+        "lost",
+        "duplicate_results",
+        "redelivered_results",
+        "anomalous_results",
+        "alerts_published",
+        "duplicate_alerts",
+        "missing_alerts",
+        "unconfirmed_alerts",
+        "malformed_sent",
+        "dlq_messages",
+        "dlq_unique",
+        "dlq_duplicates",
+        "dlq_resent",
+        "worker_crashes_survived",
+        "redis_outages_survived",
+        "redis_retry_log_lines",
+        "final_lag",
+        "seconds_to_all_results",
+        "wall_s",
+        "goal_met",
+    ):
         print(f"{key:24s} {out[key]}")
     print(f"\nsaved {args.json}")
     return 0 if report.goal_met else 1

@@ -1,6 +1,7 @@
 """Scoring throughput of trained models at several batch sizes (model alone, in-process).
 
-    python benchmarks/scoring.py --model out/models/puck-mafr.pt --data data/synthetic --category puck --json out/scoring.json
+    python benchmarks/scoring.py --model out/models/puck-mafr.pt --data data/synthetic --category puck \
+        --json out/scoring.json
 
 Frames come from the category's test split and are decoded once up front; features are
 computed every time (no cache), as a worker would. Prints a table and saves JSON with the
@@ -45,10 +46,27 @@ def main() -> None:
         model = load_model(path, device)
         for b in args.batch:
             runs = [r.fps for r in timed_passes(model, frames, b, args.repeats, device)]
-            rows.append({"model": str(path), "method": model.name, "config": model.config(), "batch": b, "fps_median": statistics.median(runs), "fps_runs": runs})
-            print(f"{path.name:32s} batch {b:2d}: {statistics.median(runs):6.1f} frames/s (runs {', '.join(f'{r:.1f}' for r in runs)})", flush=True)
+            rows.append(
+                {
+                    "model": str(path),
+                    "method": model.name,
+                    "config": model.config(),
+                    "batch": b,
+                    "fps_median": statistics.median(runs),
+                    "fps_runs": runs,
+                }
+            )
+            print(
+                f"{path.name:32s} batch {b:2d}: {statistics.median(runs):6.1f} frames/s (runs "
+                f"{', '.join(f'{r:.1f}' for r in runs)})",
+                flush=True,
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"device": device, "threads": torch.get_num_threads(), "frames": len(frames), "results": rows}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {"device": device, "threads": torch.get_num_threads(), "frames": len(frames), "results": rows}, indent=2
+        )
+    )
     print(f"saved {args.json}")
 
 

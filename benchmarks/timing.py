@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 
 class Speed(NamedTuple):
     fps: float
-    cpu_ms: float  # CPU time of the whole process (all its threads) per frame: moved less than frames/s by other tenants
+    cpu_ms: (
+        float  # CPU time of the whole process (all its threads) per frame: moved less than frames/s by other tenants
+    )
     steal_pct: float = float("nan")  # the host's CPU time taken by other guests meanwhile (see host_cpu)
 
     @classmethod
-    def median(cls, runs: Sequence["Speed"]) -> "Speed":
+    def median(cls, runs: Sequence[Speed]) -> Speed:
         """Each field's median over ``runs`` (passes, or measurements)."""
         return cls(*(statistics.median(r[i] for r in runs) for i in range(len(cls._fields))))
 
@@ -34,12 +37,15 @@ def host_cpu() -> tuple[int, int]:
 
 
 def steal_pct(since: tuple[int, int]) -> float:
-    """Steal as a percentage of all the host's CPU time since ``since`` (a :func:`host_cpu` reading); NaN without data."""
+    """Steal as a percentage of all the host's CPU time since ``since`` (a :func:`host_cpu` reading); NaN without
+    data."""
     steal, total = host_cpu()
     return round(100 * (steal - since[0]) / (total - since[1]), 1) if total > since[1] else float("nan")
 
 
-def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None) -> list[Speed]:
+def timed_passes(
+    model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None
+) -> list[Speed]:
     """``repeats`` passes of ``model.score`` over ``frames`` in batches of ``batch``, after a warm-up batch.
 
     On one executor thread, as a worker scores: torch's OpenMP pool behaves differently on the main thread
@@ -55,7 +61,9 @@ def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str 
             import torch
 
             torch.cuda.synchronize()
-        return Speed(len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000, steal_pct(h0))
+        return Speed(
+            len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000, steal_pct(h0)
+        )
 
     with ThreadPoolExecutor(max_workers=1) as ex:
         ex.submit(model.score, frames[:batch]).result()
@@ -63,7 +71,9 @@ def timed_passes(model, frames: Sequence, batch: int, repeats: int, device: str 
         return [ex.submit(one_pass).result() for _ in range(repeats)]
 
 
-def between(model_speed: Callable[[], Speed], stream: Callable[[], dict], before: Speed | None = None) -> tuple[dict, Speed, Speed]:
+def between(
+    model_speed: Callable[[], Speed], stream: Callable[[], dict], before: Speed | None = None
+) -> tuple[dict, Speed, Speed]:
     """Run ``stream`` between two timings of the model alone (``before``: one taken already, e.g. after the
     previous stream) and add them to its row: this shared machine's speed drifts by 10-20 % over minutes, so a
     stream is compared with the mean of the model runs either side of it. Returns the row and both timings."""

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = describe(exc)
         if message is None:  # not a user error: a bug; still one line, and how to see more
-            typer.echo(f"internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", err=True)
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", err=True
+            )
             sys.exit(1)
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
@@ -65,7 +67,11 @@ def _one_line(message: object) -> str:
 
 
 @app.callback()
-def _configure(debug: bool = typer.Option(False, "--debug", help="show the traceback of an error instead of one line (also DUOSCAN_DEBUG=1)")) -> None:
+def _configure(
+    debug: bool = typer.Option(
+        False, "--debug", help="show the traceback of an error instead of one line (also DUOSCAN_DEBUG=1)"
+    ),
+) -> None:
     """Apply the process-wide compute settings (backbone runtime, threads) before any command."""
     try:
         settings = Settings.load().check()
@@ -159,12 +165,16 @@ def up(lines: str = typer.Option("L1,L2", help="comma-separated line ids whose t
     redis_server = EmbeddedRedis(log_path=logs / "redis.log").start()
     services.record(broker.bootstrap, redis_server.url, [broker.pid, redis_server.pid])
     kafka_clients.ensure_topics(_checked_settings(), names)
-    console.print(f"broker  [bold]{broker.bootstrap}[/]\nredis   [bold]{redis_server.url}[/]\nstate   {services_file()} (other commands pick these up)")
+    console.print(
+        f"broker  [bold]{broker.bootstrap}[/]\nredis   [bold]{redis_server.url}[/]\nstate   {services_file()} "
+        "(other commands pick these up)"
+    )
 
 
 @app.command()
 def topics(lines: str = typer.Option("L1,L2", help="comma-separated line ids: one frames.<line> topic each")) -> None:
-    """Create the line topics plus the alerts and dead-letter topics if missing (the compose bootstrap job; idempotent)."""
+    """Create the line topics plus the alerts and dead-letter topics if missing (the compose bootstrap job;
+    idempotent)."""
     from . import kafka_clients
 
     settings = _checked_settings()
@@ -178,21 +188,31 @@ def topics(lines: str = typer.Option("L1,L2", help="comma-separated line ids: on
         frames = settings.is_frames_topic(name)
         cfg = kafka_clients.topic_configs(settings, frames)
         retention = f"{settings.frames_retention_ms / 3_600_000:g} h" if frames else "broker default"
-        t.add_row(name, str(settings.partitions if frames else 1), str(settings.replication_factor), cfg["max.message.bytes"], retention)
+        t.add_row(
+            name,
+            str(settings.partitions if frames else 1),
+            str(settings.replication_factor),
+            cfg["max.message.bytes"],
+            retention,
+        )
     console.print(t)
 
 
 @app.command()
 def health(
-    worker: bool = typer.Option(False, "--worker", help="also require a worker process on this host to have reported recently"),
+    worker: bool = typer.Option(
+        False, "--worker", help="also require a worker process on this host to have reported recently"
+    ),
     within: float = typer.Option(60.0, help="seconds within which the worker must have reported (with --worker)"),
 ) -> None:
-    """Exit 0 if Kafka and Redis answer (and, with --worker, this host's worker is alive): the containers' health check."""
+    """Exit 0 if Kafka and Redis answer (and, with --worker, this host's worker is alive): the containers' health
+    check."""
     import socket
     import time
 
-    from . import kafka_clients
     from workers.store import ResultStore, check_connection
+
+    from . import kafka_clients
 
     try:
         settings = Settings.load().check()
@@ -226,20 +246,27 @@ def down() -> None:
         return
     stopped, skipped = services.stop()
     if skipped:
-        console.print(f"[yellow]not touched[/] PID {', '.join(map(str, skipped))}: no longer the process `duoscan up` started (stale state)")
+        console.print(
+            f"[yellow]not touched[/] PID {', '.join(map(str, skipped))}: no longer the process `duoscan up` "
+            "started (stale state)"
+        )
     console.print(f"stopped {len(stopped)} process{'es' if len(stopped) != 1 else ''}")
 
 
 @app.command()
 def synth(
     out: Path = typer.Option(Path("data/synthetic"), help="output folder (MVTec 3D-AD layout)"),
-    profile: str = typer.Option("fast", help="fast: 128 px, 3 categories (demo, tests); realistic: 400 px, 6 categories, subtle defects (development benchmark)"),
-    size: Optional[int] = typer.Option(None, help="image side in pixels (default: the profile's)"),
-    train: Optional[int] = typer.Option(None, help="good training frames per category (default: the profile's)"),
-    validation: Optional[int] = typer.Option(None, help="good validation frames per category"),
-    test_good: Optional[int] = typer.Option(None, help="good test frames per category"),
-    test_per_defect: Optional[int] = typer.Option(None, help="test frames per defect type and category"),
-    categories: Optional[str] = typer.Option(None, help="comma-separated categories (default: all of the profile's)"),
+    profile: str = typer.Option(
+        "fast",
+        help="fast: 128 px, 3 categories (demo, tests); "
+        "realistic: 400 px, 6 categories, subtle defects (development benchmark)",
+    ),
+    size: int | None = typer.Option(None, help="image side in pixels (default: the profile's)"),
+    train: int | None = typer.Option(None, help="good training frames per category (default: the profile's)"),
+    validation: int | None = typer.Option(None, help="good validation frames per category"),
+    test_good: int | None = typer.Option(None, help="good test frames per category"),
+    test_per_defect: int | None = typer.Option(None, help="test frames per defect type and category"),
+    categories: str | None = typer.Option(None, help="comma-separated categories (default: all of the profile's)"),
     seed: int = typer.Option(0, help="another seed renders wholly new parts (seed 1 is the project's tuning set)"),
 ) -> None:
     """Render synthetic parts with defects and masks in MVTec 3D-AD's layout."""
@@ -250,7 +277,10 @@ def synth(
     cats = tuple(categories.split(",")) if categories else None
     unknown = sorted(set(cats or ()) - set(PROFILES[profile]["categories"]))
     if unknown:
-        _fail(f"unknown {profile} categories {', '.join(unknown)}: use some of {', '.join(PROFILES[profile]['categories'])}")
+        _fail(
+            f"unknown {profile} categories {', '.join(unknown)}: use some of "
+            f"{', '.join(PROFILES[profile]['categories'])}"
+        )
     write_synthetic_dataset(out, cats, size, train, validation, test_good, test_per_defect, seed, profile=profile)
     console.print(f"wrote {out}")
 
@@ -270,7 +300,9 @@ def synth_anomalies(
     from .evaluate import save_anomaly_preview
 
     check_category(data, category)
-    samples = with_all_inputs([s for _, s in zip(range(max(n, 2)), iter_dataset(data, category, "train"))])
+    samples = with_all_inputs(
+        [s for _, s in zip(range(max(n, 2)), iter_dataset(data, category, "train"), strict=False)]
+    )
     if not samples:
         _fail(f"no training frames for {category} in {data}")
     console.print(f"wrote {save_anomaly_preview(samples, out, n, seed)}")
@@ -279,14 +311,19 @@ def synth_anomalies(
 @app.command()
 def train(
     data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
-    category: Optional[list[str]] = typer.Option(None, help="categories to train (repeatable; default: all in DATA)"),
+    category: list[str] | None = typer.Option(None, help="categories to train (repeatable; default: all in DATA)"),
     method: str = typer.Option("baseline", help="registered method: " + ", ".join(sorted(_methods()))),
-    out: Path = typer.Option(DEFAULT_MODELS, help="MODEL.pt for one category, else a folder of <category>.pt (`work` serves out/models by default)"),
+    out: Path = typer.Option(
+        DEFAULT_MODELS,
+        help="MODEL.pt for one category, else a folder of <category>.pt (`work` serves out/models by default)",
+    ),
     modality: str = typer.Option("both", help="rgb | xyz | both (methods that support it)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    target_fpr: float = typer.Option(0.01, min=1e-6, max=0.5, help="threshold so about this share of good validation frames alert"),
+    target_fpr: float = typer.Option(
+        0.01, min=1e-6, max=0.5, help="threshold so about this share of good validation frames alert"
+    ),
     cache: Path = typer.Option(FEATURE_CACHE, help="feature cache folder"),
-    shots: Optional[int] = typer.Option(None, min=1, help="few-shot: train on K good frames (a fixed seeded choice)"),
+    shots: int | None = typer.Option(None, min=1, help="few-shot: train on K good frames (a fixed seeded choice)"),
 ) -> None:
     """Fit a method on good training frames, calibrate its threshold on validation, save it."""
     from producers.dataset import categories_in, check_category
@@ -313,8 +350,10 @@ def calibrate(
     data: Path = typer.Option(..., help="dataset root with good frames of CATEGORY"),
     category: str = typer.Option(..., help="category whose good frames set the threshold"),
     target_fpr: float = typer.Option(0.01, min=1e-6, max=0.5, help="share of good frames that may alert"),
-    split: str = typer.Option("validation", help="split to take good frames from (never the test split for reported numbers)"),
-    out: Optional[Path] = typer.Option(None, help="write the recalibrated model here instead"),
+    split: str = typer.Option(
+        "validation", help="split to take good frames from (never the test split for reported numbers)"
+    ),
+    out: Path | None = typer.Option(None, help="write the recalibrated model here instead"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Set a model's decision threshold from good frames for a target false-positive rate; store it with the model."""
@@ -332,7 +371,9 @@ def calibrate(
     m.calibrate(good, target_fpr)  # the model's own calibration (cmdr also re-fits its degraded-path scale)
     path = m.save(out or model)
     t = Table("model", "good frames", "target FPR", "threshold before", "threshold after", "file")
-    t.add_row(f"{m.name} v{m.version}", str(len(good)), f"{target_fpr:g}", f"{before:.4f}", f"{m.threshold:.4f}", str(path))
+    t.add_row(
+        f"{m.name} v{m.version}", str(len(good)), f"{target_fpr:g}", f"{before:.4f}", f"{m.threshold:.4f}", str(path)
+    )
     console.print(t)
 
 
@@ -342,11 +383,13 @@ def evaluate(
     category: str = typer.Option(..., help="category to evaluate"),
     model: Path = typer.Option(..., help="model file from `duoscan train`"),
     json_out: Path = typer.Option(Path("out/eval.json"), "--json", help="report: metrics, image scores, timing"),
-    maps: Optional[Path] = typer.Option(None, help="write <defect>/<NNN>.tiff anomaly maps here"),
-    panel: Optional[Path] = typer.Option(None, help="PNG of worst and best cases (default: next to the JSON)"),
+    maps: Path | None = typer.Option(None, help="write <defect>/<NNN>.tiff anomaly maps here"),
+    panel: Path | None = typer.Option(None, help="PNG of worst and best cases (default: next to the JSON)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     cache: Path = typer.Option(FEATURE_CACHE, help="feature cache folder (second runs reuse it)"),
-    blank_xyz: float = typer.Option(0.0, min=0.0, max=1.0, help="depth-dropout drill: zero this share of test point clouds (seeded)"),
+    blank_xyz: float = typer.Option(
+        0.0, min=0.0, max=1.0, help="depth-dropout drill: zero this share of test point clouds (seeded)"
+    ),
 ) -> None:
     """Score the test split: I-AUROC, P-AUROC, AUPRO@30% and @1%, maps and a picture."""
     from models import load_model
@@ -359,11 +402,25 @@ def evaluate(
     _same_category(m, category, model)
     rep = evaluate_model(m, data, category, json_out, maps, panel or json_out.with_suffix(".png"), blank_xyz=blank_xyz)
     t = Table("metric", "value")
-    for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test", "n_degraded", "i_auroc_blanked", "i_auroc_intact"):
+    for k in (
+        "i_auroc",
+        "p_auroc",
+        "aupro_30",
+        "aupro_01",
+        "n_test",
+        "n_degraded",
+        "i_auroc_blanked",
+        "i_auroc_intact",
+    ):
         if k not in rep:
             continue
         value = rep[k]
-        t.add_row(k, ("n/a (needs good and defective test frames with gt/ masks)" if value != value else f"{value:.3f}") if isinstance(value, float) else str(value))
+        t.add_row(
+            k,
+            ("n/a (needs good and defective test frames with gt/ masks)" if value != value else f"{value:.3f}")
+            if isinstance(value, float)
+            else str(value),
+        )
     t.add_row("frames/s", f"{rep['timing']['fps']:.1f}")
     console.print(t)
     console.print(f"report {json_out}")
@@ -371,12 +428,17 @@ def evaluate(
 
 @app.command("benchmark-table")
 def benchmark_table_cmd(
-    data: Path = typer.Option(Path("data/synthetic"), help="dataset root; rendered with `duoscan synth` defaults if missing"),
-    methods: str = typer.Option("baseline,btf:rgb,btf:xyz,btf:both", help="comma-separated method[:modality][:key=value...] specs, e.g. mafr:both:shots=5"),
-    categories: Optional[str] = typer.Option(None, help="comma-separated (default: all)"),
+    data: Path = typer.Option(
+        Path("data/synthetic"), help="dataset root; rendered with `duoscan synth` defaults if missing"
+    ),
+    methods: str = typer.Option(
+        "baseline,btf:rgb,btf:xyz,btf:both",
+        help="comma-separated method[:modality][:key=value...] specs, e.g. mafr:both:shots=5",
+    ),
+    categories: str | None = typer.Option(None, help="comma-separated (default: all)"),
     out: Path = typer.Option(Path("out/benchmark"), help="table.md, results.json and per-run reports"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    cache: Optional[Path] = typer.Option(None, help="feature cache folder (off by default so the timings are real)"),
+    cache: Path | None = typer.Option(None, help="feature cache folder (off by default so the timings are real)"),
 ) -> None:
     """Train + evaluate several methods on several categories; print one markdown table."""
     from producers.dataset import categories_in, check_category, write_synthetic_dataset
@@ -424,9 +486,15 @@ def produce(
     settings = _checked_settings()
     preflight.broker(settings)
     metrics.serve(settings)
-    frames = synthetic_frames(line, station, seed=seed, defect_rate=defect_rate, size=size) if source == "synthetic" else dataset_frames(Path(source), line, station, split)
+    frames = (
+        synthetic_frames(line, station, seed=seed, defect_rate=defect_rate, size=size)
+        if source == "synthetic"
+        else dataset_frames(Path(source), line, station, split)
+    )
     with FramePublisher(settings) as pub:
-        for frame in track(paced(frames, fps, count), total=count, description=f"publishing to {pub.settings.frames_topic(line)}"):
+        for frame in track(
+            paced(frames, fps, count), total=count, description=f"publishing to {pub.settings.frames_topic(line)}"
+        ):
             pub.publish_frame(frame)
     console.print(f"published {pub.sent} frames")
 
@@ -435,7 +503,9 @@ def produce(
 def stations(
     names: list[str] = typer.Argument(..., metavar="STATION...", help="the stations of one line"),
     line: str = typer.Option(..., help="the line they publish to"),
-    partitions: Optional[int] = typer.Option(None, min=1, help="partitions of the line's topic (default: DUOSCAN_PARTITIONS)"),
+    partitions: int | None = typer.Option(
+        None, min=1, help="partitions of the line's topic (default: DUOSCAN_PARTITIONS)"
+    ),
 ) -> None:
     """Which partition each station's frames land on, so how evenly the line's workers can share it."""
     from schemas import Frame
@@ -454,16 +524,21 @@ def stations(
     if len(names) < n:  # fewer stations than partitions: some must stay empty
         counts = [c for c in counts if c]
     if max(counts) - min(counts) > 1:
-        console.print(f"[yellow]uneven:[/yellow] one partition carries {max(counts)} of {len(names)} stations; the worker that holds it "
-                      f"bounds the line's throughput. Other station names or another partition count spread them differently.")
+        console.print(
+            f"[yellow]uneven:[/yellow] one partition carries {max(counts)} of {len(names)} stations; the worker "
+            "that holds it "
+            f"bounds the line's throughput. Other station names or another partition count spread them differently."
+        )
 
 
 @app.command()
 def work(
-    model: Optional[list[Path]] = typer.Option(None, "--model", "--models", help="model file or folder of <category>.pt files (repeatable)"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: DUOSCAN_DEVICE, else auto)"),
-    max_batch: Optional[int] = typer.Option(None, help="micro-batch size limit"),
-    max_wait: Optional[float] = typer.Option(None, help="micro-batch wait limit in seconds"),
+    model: list[Path] | None = typer.Option(
+        None, "--model", "--models", help="model file or folder of <category>.pt files (repeatable)"
+    ),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda (default: DUOSCAN_DEVICE, else auto)"),
+    max_batch: int | None = typer.Option(None, help="micro-batch size limit"),
+    max_wait: float | None = typer.Option(None, help="micro-batch wait limit in seconds"),
     loglevel: str = typer.Option("info"),
 ) -> None:
     """Run one worker; start several to share the partitions of every frames.* topic."""
@@ -483,13 +558,25 @@ def work(
 @app.command()
 def alerts(
     follow: bool = typer.Option(True, help="keep waiting for new alerts"),
-    group: str = typer.Option("duoscan-alerts", help="consumer group: offsets are committed after every output took the alerts (at-least-once)"),
-    out: Optional[list[str]] = typer.Option(None, "--out", help="JSON lines to '-' (stdout, the default) or appended to a file; repeatable"),
-    webhook: Optional[list[str]] = typer.Option(None, "--webhook", help="POST each alert as JSON to this URL, retrying 5xx/429/timeouts with backoff; repeatable"),
-    header: Optional[list[str]] = typer.Option(None, "--header", help="extra webhook header, 'Name: value' (e.g. an auth token); repeatable"),
+    group: str = typer.Option(
+        "duoscan-alerts",
+        help="consumer group: offsets are committed after every output took the alerts (at-least-once)",
+    ),
+    out: list[str] | None = typer.Option(
+        None, "--out", help="JSON lines to '-' (stdout, the default) or appended to a file; repeatable"
+    ),
+    webhook: list[str] | None = typer.Option(
+        None,
+        "--webhook",
+        help="POST each alert as JSON to this URL, retrying 5xx/429/timeouts with backoff; repeatable",
+    ),
+    header: list[str] | None = typer.Option(
+        None, "--header", help="extra webhook header, 'Name: value' (e.g. an auth token); repeatable"
+    ),
     max_backoff: float = typer.Option(30.0, help="longest wait between webhook retries, seconds"),
 ) -> None:
-    """Forward alerts to an MES: JSON lines (stdout or a file) and/or HTTP webhooks; schema in schemas/alert.schema.json."""
+    """Forward alerts to an MES: JSON lines (stdout or a file) and/or HTTP webhooks; schema in
+    schemas/alert.schema.json."""
     from workers.forward import JsonLines, Webhook, forward_alerts, parse_header
 
     from . import metrics
@@ -513,11 +600,11 @@ def view(
     port: int = typer.Option(8080, min=1, max=65535, help="HTTP port"),
 ) -> None:
     """Serve the operator view: lines, latest verdicts with heatmap overlays, score trends, alerts, frame pages."""
+    import socket
+
     import uvicorn
 
     from .view.app import create_app
-
-    import socket
 
     settings = _checked_settings()
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -531,7 +618,9 @@ def view(
 
 
 @app.command()
-def config(action: str = typer.Argument("show", help="show: print the effective configuration; check: validate it")) -> None:
+def config(
+    action: str = typer.Argument("show", help="show: print the effective configuration; check: validate it"),
+) -> None:
     """Print (`show`) or validate (`check`) the effective configuration; secrets are masked."""
     if action not in ("show", "check"):
         _fail(f"unknown action {action!r} (show | check)")
@@ -546,9 +635,15 @@ def config(action: str = typer.Argument("show", help="show: print the effective 
 def demo(
     frames: int = typer.Option(240, help="frames to stream (split over 2 lines)"),
     workers: int = typer.Option(2, help="worker processes"),
-    fps: float = typer.Option(10.0, help="total publish rate (frames/s over both lines; 2 BridgeNet workers on 2 cores keep up with ~10)"),
+    fps: float = typer.Option(
+        10.0, help="total publish rate (frames/s over both lines; 2 BridgeNet workers on 2 cores keep up with ~10)"
+    ),
     out: Path = typer.Option(Path("out"), help="heatmap overlays and summary go here"),
-    method: str = typer.Option("bridgenet", help="method the workers serve (default: the best seed method on the tuning sets): " + ", ".join(sorted(_methods()))),
+    method: str = typer.Option(
+        "bridgenet",
+        help="method the workers serve (default: the best seed method on the tuning sets): "
+        + ", ".join(sorted(_methods())),
+    ),
 ) -> None:
     """The whole product on one machine: embedded broker + Redis, synthetic parts, workers, summary."""
     from .demo import run_demo
@@ -576,7 +671,10 @@ def _same_category(model: object, category: str, path: Path) -> None:
     """A model fitted on one category says nothing useful about another: refuse rather than report noise."""
     fitted = getattr(model, "category", "")
     if fitted and fitted != category:
-        _fail(f"{path} was trained on category {fitted!r}, not {category!r}: pass --category {fitted} or that category's model")
+        _fail(
+            f"{path} was trained on category {fitted!r}, not {category!r}: pass --category {fitted} or that "
+            "category's model"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ from typing import Any
 
 SECRET_FIELDS = ("redis_password", "kafka_sasl_password")
 RUNTIMES = ("auto", "torch", "onnx")
-CODECS = ("none", "zstd", "lz4", "zstd-delta", "lz4-delta")  # schemas.arrays.CODECS (tested equal; config imports nothing)
+CODECS = (
+    "none",
+    "zstd",
+    "lz4",
+    "zstd-delta",
+    "lz4-delta",
+)  # schemas.arrays.CODECS (tested equal; config imports nothing)
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -28,7 +34,9 @@ def state_dir() -> Path:
     working directory (``DUOSCAN_STATE_DIR``, else ``$XDG_STATE_HOME/duoscan``, else ``~/.local/state/duoscan``)."""
     if os.environ.get("DUOSCAN_STATE_DIR"):
         return Path(os.environ["DUOSCAN_STATE_DIR"])
-    return Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")) / "duoscan"  # expanduser: no error without a home
+    return (
+        Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")) / "duoscan"
+    )  # expanduser: no error without a home
 
 
 def services_file() -> Path:
@@ -86,7 +94,9 @@ class Settings:
     # NumPy/SciPy BLAS threads per process (0 = the library's default, one per core). Per-frame work already
     # runs one frame per core (models/parallel.py); OpenBLAS threads on top of that oversubscribe the cores.
     blas_threads: int = 1
-    gil_switch_s: float = 0.05  # worker's sys.setswitchinterval: the event loop would otherwise take the GIL from scoring every 5 ms
+    gil_switch_s: float = (
+        0.05  # worker's sys.setswitchinterval: the event loop would otherwise take the GIL from scoring every 5 ms
+    )
     model_path: str = "models/baseline.pt"
     routes_file: str = ""  # line/station/category -> model table; default: routes.toml beside the models
     model_poll_s: float = 5.0  # how often a worker looks for new model versions (0 = never)
@@ -110,7 +120,7 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, **overrides: Any) -> "Settings":
+    def load(cls, **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         state_file = services_file()
         if state_file.exists():
@@ -129,7 +139,7 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def frames_topic(self, line: str) -> str:
@@ -156,40 +166,77 @@ class Settings:
         d["redis_url"] = mask_url(d["redis_url"])
         return d
 
-    def check(self) -> "Settings":
+    def check(self) -> Settings:
         """Raise ``ConfigError`` naming the variable when a setting cannot work."""
         for name, low in _MINIMA.items():
             if not getattr(self, name) >= low:  # also refuses NaN
                 raise ConfigError(f"DUOSCAN_{name.upper()} must be at least {low}, not {getattr(self, name)}")
         for name, allowed in (("codec", CODECS), ("backbone_runtime", RUNTIMES)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"DUOSCAN_{name.upper()} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"DUOSCAN_{name.upper()} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+                )
         if self.heartbeat_s >= self.session_timeout_s:
-            raise ConfigError(f"DUOSCAN_HEARTBEAT_S ({self.heartbeat_s:g}) must be below DUOSCAN_SESSION_TIMEOUT_S ({self.session_timeout_s:g})")
+            raise ConfigError(
+                f"DUOSCAN_HEARTBEAT_S ({self.heartbeat_s:g}) must be below DUOSCAN_SESSION_TIMEOUT_S "
+                f"({self.session_timeout_s:g})"
+            )
         if self.kafka_security_protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(f"DUOSCAN_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, not {self.kafka_security_protocol!r}")
+            raise ConfigError(
+                f"DUOSCAN_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}, not "
+                f"{self.kafka_security_protocol!r}"
+            )
         if self.kafka_security_protocol.startswith("SASL"):
             if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
-                raise ConfigError(f"DUOSCAN_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, not {self.kafka_sasl_mechanism!r}")
+                raise ConfigError(
+                    f"DUOSCAN_KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}, not "
+                    f"{self.kafka_sasl_mechanism!r}"
+                )
             if not (self.kafka_sasl_username and self.kafka_sasl_password):
                 raise ConfigError("SASL needs DUOSCAN_KAFKA_SASL_USERNAME and DUOSCAN_KAFKA_SASL_PASSWORD")
-        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile"):
+        for name in (
+            "kafka_ssl_cafile",
+            "kafka_ssl_certfile",
+            "kafka_ssl_keyfile",
+            "redis_ssl_ca_certs",
+            "redis_ssl_certfile",
+            "redis_ssl_keyfile",
+        ):
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"DUOSCAN_{name.upper()} points at {path}, which is not a file")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"DUOSCAN_DEVICE must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"DUOSCAN_REDIS_URL must start with redis://, rediss:// (TLS) or unix://, not {mask_url(self.redis_url)!r}")
+            raise ConfigError(
+                "DUOSCAN_REDIS_URL must start with redis://, rediss:// (TLS) or unix://, not "
+                f"{mask_url(self.redis_url)!r}"
+            )
         return self
 
 
 # Lower bounds of the numeric settings (a zero partition count or a negative TTL cannot work).
 _MINIMA: dict[str, float] = {
-    "partitions": 1, "replication_factor": 1, "session_timeout_s": 0.1, "heartbeat_s": 0.01, "fetch_max_wait_ms": 0,
-    "max_frame_bytes": 1024, "frames_retention_ms": 1, "producer_delivery_timeout_s": 0.1, "producer_max_block_s": 0.1,
-    "max_batch": 1, "max_wait_s": 0.0, "torch_threads": 0, "blas_threads": 0, "gil_switch_s": 0.0001, "model_poll_s": 0.0,
-    "new_topic_poll_s": 0.0, "redis_retry_max_s": 0.01, "result_ttl_s": 1, "stream_maxlen": 1, "preview_px": 0,
+    "partitions": 1,
+    "replication_factor": 1,
+    "session_timeout_s": 0.1,
+    "heartbeat_s": 0.01,
+    "fetch_max_wait_ms": 0,
+    "max_frame_bytes": 1024,
+    "frames_retention_ms": 1,
+    "producer_delivery_timeout_s": 0.1,
+    "producer_max_block_s": 0.1,
+    "max_batch": 1,
+    "max_wait_s": 0.0,
+    "torch_threads": 0,
+    "blas_threads": 0,
+    "gil_switch_s": 0.0001,
+    "model_poll_s": 0.0,
+    "new_topic_poll_s": 0.0,
+    "redis_retry_max_s": 0.01,
+    "result_ttl_s": 1,
+    "stream_maxlen": 1,
+    "preview_px": 0,
     "metrics_port": 0,
 }
 

@@ -36,11 +36,15 @@ def _interleave(*iterators):
             yield next(it)
 
 
-def _wait_for_workers(store: ResultStore, n: int, total_partitions: int, timeout_s: float = 90.0) -> dict[str, list[str]]:
+def _wait_for_workers(
+    store: ResultStore, n: int, total_partitions: int, timeout_s: float = 90.0
+) -> dict[str, list[str]]:
     deadline = time.monotonic() + timeout_s
     with console.status(f"waiting for {n} workers to join the group and share {total_partitions} partitions"):
         while time.monotonic() < deadline:
-            assigned = {w: [p for p in info.get("partitions", "").split(",") if p] for w, info in store.workers().items()}
+            assigned = {
+                w: [p for p in info.get("partitions", "").split(",") if p] for w, info in store.workers().items()
+            }
             live = {w: p for w, p in assigned.items() if p}
             if len(live) == n and sum(len(p) for p in live.values()) == total_partitions:
                 return live
@@ -48,7 +52,14 @@ def _wait_for_workers(store: ResultStore, n: int, total_partitions: int, timeout
     raise TimeoutError(f"workers did not join in time; see {state_dir() / 'logs'}/worker-*.log")
 
 
-def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path = Path("out"), size: int = 128, method: str = "bridgenet") -> dict:
+def run_demo(
+    frames: int = 240,
+    n_workers: int = 2,
+    fps: float = 10.0,
+    out: Path = Path("out"),
+    size: int = 128,
+    method: str = "bridgenet",
+) -> dict:
     from models import create
     from producers.dataset import iter_samples, write_synthetic_dataset
 
@@ -57,13 +68,18 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path
     data = out / "synthetic"
     models_dir = out / "models"
     procs: list[subprocess.Popen] = []
-    with EmbeddedBroker(log_path=logs / "demo-broker.log") as broker, EmbeddedRedis(log_path=logs / "demo-redis.log") as redis_server:
+    with (
+        EmbeddedBroker(log_path=logs / "demo-broker.log") as broker,
+        EmbeddedRedis(log_path=logs / "demo-redis.log") as redis_server,
+    ):
         settings = Settings.load(bootstrap_servers=broker.bootstrap, redis_url=redis_server.url)
         console.print(f"[bold]embedded broker[/] {broker.bootstrap}   [bold]redis[/] {redis_server.url}")
         try:
             # 1. parts and models
             write_synthetic_dataset(data, size=size, n_train=40, n_validation=30, n_test_good=0, n_test_per_defect=0)
-            for stale in models_dir.glob("*.pt"):  # a model left by an earlier demo of another method must not be served
+            for stale in models_dir.glob(
+                "*.pt"
+            ):  # a model left by an earlier demo of another method must not be served
                 stale.unlink()
             for cat in ("ring", "puck", "hexnut"):
                 model = create(method)
@@ -78,7 +94,14 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path
             env = {**os.environ, "DUOSCAN_BOOTSTRAP_SERVERS": broker.bootstrap, "DUOSCAN_REDIS_URL": redis_server.url}
             for i in range(n_workers):
                 log = open(logs / f"demo-worker-{i}.log", "wb")
-                procs.append(subprocess.Popen([sys.executable, "-m", "duoscan", "work", "--models", str(models_dir), "--loglevel", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "duoscan", "work", "--models", str(models_dir), "--loglevel", "warning"],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             store = ResultStore(settings)
             assignment = _wait_for_workers(store, n_workers, settings.partitions * len(LINES))
             for w, parts in assignment.items():
@@ -87,17 +110,30 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path
             # 3. stream frames (+3 malformed ones that must land in the DLQ)
             truth: dict[str, str] = {}
             rgbs: dict[str, np.ndarray] = {}
-            sources = [synthetic_frames(line, station, seed=i + 1, size=size) for i, (line, station) in enumerate(LINES.items())]
+            sources = [
+                synthetic_frames(line, station, seed=i + 1, size=size)
+                for i, (line, station) in enumerate(LINES.items())
+            ]
             # Render first: a camera does not spend the CPU the workers need on drawing parts.
-            parts = list(track(itertools.islice(_interleave(*sources), frames), total=frames, description="rendering parts"))
+            parts = list(
+                track(itertools.islice(_interleave(*sources), frames), total=frames, description="rendering parts")
+            )
             t_start = time.time()
             with FramePublisher(settings) as pub:
-                for frame in track(paced(iter(parts), fps, frames), total=frames, description=f"streaming {frames} frames from {len(LINES)} lines"):
+                for frame in track(
+                    paced(iter(parts), fps, frames),
+                    total=frames,
+                    description=f"streaming {frames} frames from {len(LINES)} lines",
+                ):
                     pub.publish_frame(frame)
                     truth[frame.frame_id] = frame.meta["defect"]
                     rgbs[frame.frame_id] = frame.rgb
                 good_payload = frame.encode()
-                for bad in (os.urandom(300), good_payload[: len(good_payload) // 2], good_payload.replace(b"\xa1v\x01", b"\xa1v\x07", 1)):
+                for bad in (
+                    os.urandom(300),
+                    good_payload[: len(good_payload) // 2],
+                    good_payload.replace(b"\xa1v\x01", b"\xa1v\x07", 1),
+                ):
                     pub.send_raw("L1", b"L1/S1", bad, "malformed")
 
             # 4. wait for every result
@@ -122,18 +158,32 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path
         # 5. summary
         res = list(results.values())
         lat = np.array([r.timings.publish_to_write_ms for r in res]) if res else np.array([np.nan])
-        span = (max(r.timings.written_ns for r in res) - min(r.timings.published_ns for r in res)) / 1e9 if res else float("nan")
+        span = (
+            (max(r.timings.written_ns for r in res) - min(r.timings.published_ns for r in res)) / 1e9
+            if res
+            else float("nan")
+        )
         labels = [int(truth[r.frame_id] != "good") for r in res]
         auroc = image_auroc(labels, [r.score / r.threshold for r in res]) if res else float("nan")
         flagged = [r for r in res if r.anomalous]
         tp = sum(truth[r.frame_id] != "good" for r in flagged)
         summary = {
-            "frames_in": len(ids), "results_written": len(res), "missing": len(ids) - len(res),
-            "defective_in": sum(v != "good" for v in truth.values()), "alerts": len(alerts), "anomalous_results": len(flagged),
-            "true_alerts": tp, "false_alerts": len(flagged) - tp, "dlq": len(dlq),
-            "throughput_fps": len(res) / span if span else float("nan"), "publish_rate_fps": fps,
-            "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
-            "image_auroc": auroc, "workers": n_workers, "elapsed_s": time.time() - t_start,
+            "frames_in": len(ids),
+            "results_written": len(res),
+            "missing": len(ids) - len(res),
+            "defective_in": sum(v != "good" for v in truth.values()),
+            "alerts": len(alerts),
+            "anomalous_results": len(flagged),
+            "true_alerts": tp,
+            "false_alerts": len(flagged) - tp,
+            "dlq": len(dlq),
+            "throughput_fps": len(res) / span if span else float("nan"),
+            "publish_rate_fps": fps,
+            "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_p99_ms": float(np.percentile(lat, 99)),
+            "image_auroc": auroc,
+            "workers": n_workers,
+            "elapsed_s": time.time() - t_start,
         }
         heat_dir = out / "heatmaps"
         heat_dir.mkdir(exist_ok=True)
@@ -149,12 +199,18 @@ def run_demo(frames: int = 240, n_workers: int = 2, fps: float = 10.0, out: Path
 
     table = Table(title="duoscan demo", show_header=False)
     rows = [
-        ("frames in / results written", f"{summary['frames_in']} / {summary['results_written']} (missing {summary['missing']})"),
+        (
+            "frames in / results written",
+            f"{summary['frames_in']} / {summary['results_written']} (missing {summary['missing']})",
+        ),
         ("defective parts streamed", str(summary["defective_in"])),
         ("alerts on topic", f"{summary['alerts']} ({summary['true_alerts']} true, {summary['false_alerts']} false)"),
         ("dead letters (3 sent on purpose)", str(summary["dlq"])),
         ("throughput", f"{summary['throughput_fps']:.1f} frames/s (publishing at {fps:.0f}/s, {n_workers} workers)"),
-        ("publish→result latency p50 / p99", f"{summary['latency_p50_ms']:.0f} ms / {summary['latency_p99_ms']:.0f} ms"),
+        (
+            "publish→result latency p50 / p99",
+            f"{summary['latency_p50_ms']:.0f} ms / {summary['latency_p99_ms']:.0f} ms",
+        ),
         ("image AUROC vs ground truth", f"{summary['image_auroc']:.3f}"),
         ("heatmaps", f"{len(pngs)} overlays in {heat_dir}" + (f", contact sheet {sheet}" if sheet else "")),
     ]

@@ -16,15 +16,23 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
+from typing import Any
 
 from . import kafka_clients
 from .config import Settings
 from .embedded import EmbeddedBroker, EmbeddedRedis
-from .stack import committed_lag, spawn_worker, stop_workers, train_baseline_models, wait_for_assignment, wait_until, worker_ids
+from .stack import (
+    committed_lag,
+    spawn_worker,
+    stop_workers,
+    train_baseline_models,
+    wait_for_assignment,
+    wait_until,
+    worker_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +95,17 @@ class _Publisher(threading.Thread):
 
         self.settings, self.cfg = settings, cfg
         lines = [f"L{i + 1}" for i in range(cfg.lines)]
-        streams = [synthetic_frames(line, f"S{s + 1}", seed=cfg.seed * 100 + i * 10 + s, defect_rate=0.3, size=cfg.size) for i, line in enumerate(lines) for s in range(cfg.stations)]
+        streams = [
+            synthetic_frames(line, f"S{s + 1}", seed=cfg.seed * 100 + i * 10 + s, defect_rate=0.3, size=cfg.size)
+            for i, line in enumerate(lines)
+            for s in range(cfg.stations)
+        ]
         self.frames = [next(streams[i % len(streams)]) for i in range(cfg.frames)]
         self.hostile = hostile_payloads(self.frames[0], cfg.malformed, cfg.seed)
         total = cfg.frames + cfg.malformed
-        bad_at = {round((k + 0.5) * total / max(cfg.malformed, 1)) for k in range(cfg.malformed)} if cfg.malformed else set()
+        bad_at = (
+            {round((k + 0.5) * total / max(cfg.malformed, 1)) for k in range(cfg.malformed)} if cfg.malformed else set()
+        )
         bad_at = set(itertools.islice(sorted(bad_at), cfg.malformed))
         self.plan: list[tuple[str, int]] = []  # ("frame", i) or ("hostile", j)
         fi = hi = 0
@@ -124,7 +138,11 @@ class _Publisher(threading.Thread):
                         futures.append(pub.publish_frame(frame))
                     else:
                         line = self.lines[i % len(self.lines)]
-                        futures.append(pub.send_raw(line, f"{line}/S1".encode(), self.hostile[i][1], f"hostile:{self.hostile[i][0]}"))
+                        futures.append(
+                            pub.send_raw(
+                                line, f"{line}/S1".encode(), self.hostile[i][1], f"hostile:{self.hostile[i][0]}"
+                            )
+                        )
                     self.sent = n + 1
                 pub.flush()
                 for fut in futures:
@@ -135,7 +153,13 @@ class _Publisher(threading.Thread):
             self.error = exc
 
 
-def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broker: EmbeddedBroker | None = None, progress: Callable[[str], None] = print) -> DrillReport:
+def run_drill(
+    cfg: DrillConfig,
+    workdir: Path,
+    models: Path | None = None,
+    broker: EmbeddedBroker | None = None,
+    progress: Callable[[str], None] = print,
+) -> DrillReport:
     """Run the whole drill; infrastructure it did not get is started (and stopped) here."""
     from schemas import Alert, DeadLetter
     from workers.store import ResultStore
@@ -159,8 +183,15 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
             models = train_baseline_models(workdir)
         tag = "drill" + uuid.uuid4().hex[:6]
         settings = Settings.load(
-            bootstrap_servers=broker.bootstrap, redis_url=redis_server.url, topic_prefix=f"{tag}.frames.", dlq_topic=f"{tag}.frames.dlq",
-            alerts_topic=f"{tag}.alerts", group_id=f"{tag}-workers", key_prefix=tag, partitions=cfg.partitions, redis_retry_max_s=1.0,
+            bootstrap_servers=broker.bootstrap,
+            redis_url=redis_server.url,
+            topic_prefix=f"{tag}.frames.",
+            dlq_topic=f"{tag}.frames.dlq",
+            alerts_topic=f"{tag}.alerts",
+            group_id=f"{tag}-workers",
+            key_prefix=tag,
+            partitions=cfg.partitions,
+            redis_retry_max_s=1.0,
         )
         publisher = _Publisher(settings, cfg)
         kafka_clients.ensure_topics(settings, publisher.lines)
@@ -176,17 +207,39 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         # 1. SIGKILL a worker that is scoring, mid-stream: right after it finished a batch, so that
         #    batch is written but (commits run every 0.5 s) most likely not committed yet: the
         #    window where a redelivery could duplicate results or alerts.
-        wait_until(lambda: publisher.sent >= cfg.kill_at * total or not publisher.is_alive(), cfg.timeout_s, "the kill point")
-        victim_id = str(wait_until(lambda: next((w for w, info in store.workers().items() if w in ids and int(info.get("processed", 0)) > 0), None), 60, "a worker to score"))
+        wait_until(
+            lambda: publisher.sent >= cfg.kill_at * total or not publisher.is_alive(), cfg.timeout_s, "the kill point"
+        )
+        victim_id = str(
+            wait_until(
+                lambda: next(
+                    (w for w, info in store.workers().items() if w in ids and int(info.get("processed", 0)) > 0), None
+                ),
+                60,
+                "a worker to score",
+            )
+        )
         seen = int(store.workers()[victim_id].get("processed", 0))
-        wait_until(lambda: int(store.workers()[victim_id].get("processed", 0)) > seen, 60, "the victim's next batch", interval=0.01)
+        wait_until(
+            lambda: int(store.workers()[victim_id].get("processed", 0)) > seen,
+            60,
+            "the victim's next batch",
+            interval=0.01,
+        )
         victim = ids[victim_id]
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        event(f"SIGKILL {victim_id} right after a batch, {int(store.workers()[victim_id].get('processed', 0))} frames in; {publisher.sent}/{total} published")
+        event(
+            f"SIGKILL {victim_id} right after a batch, {int(store.workers()[victim_id].get('processed', 0))} "
+            f"frames in; {publisher.sent}/{total} published"
+        )
 
         # 2. Redis away while frames keep arriving
-        wait_until(lambda: publisher.sent >= cfg.redis_down_at * total or not publisher.is_alive(), cfg.timeout_s, "the outage point")
+        wait_until(
+            lambda: publisher.sent >= cfg.redis_down_at * total or not publisher.is_alive(),
+            cfg.timeout_s,
+            "the outage point",
+        )
         redis_server.stop()
         event(f"Redis stopped; {publisher.sent}/{total} published")
         time.sleep(cfg.redis_outage_s)
@@ -202,7 +255,9 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
 
         t_wait = time.monotonic()
         try:
-            wait_until(lambda: len(store.read_results(frame_ids)) == len(frame_ids), cfg.timeout_s, "every frame's result")
+            wait_until(
+                lambda: len(store.read_results(frame_ids)) == len(frame_ids), cfg.timeout_s, "every frame's result"
+            )
         except TimeoutError as exc:
             event(str(exc))
         report.seconds_to_all_results = round(time.monotonic() - t_start, 1)
@@ -225,7 +280,9 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         report.redelivered_results = store.stats().get("redelivered", 0)
         anomalous = {fid for fid, r in results.items() if r.anomalous}
         report.anomalous_results = len(anomalous)
-        alerts = Counter(Alert.decode(v).frame_id for v in kafka_clients.read_topic(settings, settings.alerts_topic, 3.0))
+        alerts = Counter(
+            Alert.decode(v).frame_id for v in kafka_clients.read_topic(settings, settings.alerts_topic, 3.0)
+        )
         report.alerts_published = sum(alerts.values())
         report.duplicate_alerts = sum(n - 1 for n in alerts.values() if n > 1)
         report.missing_alerts = len(anomalous - set(alerts))
@@ -239,8 +296,17 @@ def run_drill(cfg: DrillConfig, workdir: Path, models: Path | None = None, broke
         survivors = [p for p in procs if p is not victim]
         report.worker_crashes_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
         report.redis_outages_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
-        report.redis_retry_log_lines = sum(Path(p.log_path).read_text(errors="replace").count("Redis unavailable") for p in survivors)  # type: ignore[attr-defined]
-        report.goal_met = report.lost == 0 and report.duplicate_alerts == 0 and report.duplicate_results == 0 and report.dlq_unique == report.malformed_sent and report.dlq_duplicates <= report.dlq_resent and report.final_lag == 0
+        report.redis_retry_log_lines = sum(
+            Path(p.log_path).read_text(errors="replace").count("Redis unavailable") for p in survivors
+        )  # type: ignore[attr-defined]
+        report.goal_met = (
+            report.lost == 0
+            and report.duplicate_alerts == 0
+            and report.duplicate_results == 0
+            and report.dlq_unique == report.malformed_sent
+            and report.dlq_duplicates <= report.dlq_resent
+            and report.final_lag == 0
+        )
     finally:
         stop_workers(procs)
         redis_server.stop()

@@ -48,7 +48,7 @@ class _Service:
     def _argv(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self) -> "_Service":
+    def start(self) -> _Service:
         out: Any = subprocess.DEVNULL
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,9 @@ class EmbeddedRedis(_Service):
 
     name = "valkey-server"
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None, password: str = "", data_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, password: str = "", data_dir: Path | None = None
+    ) -> None:
         super().__init__(port, log_path)
         self.password = password
         self.data_dir = data_dir
@@ -133,7 +135,7 @@ class EmbeddedRedis(_Service):
             argv += ["--requirepass", self.password]
         return argv
 
-    def start(self) -> "EmbeddedRedis":
+    def start(self) -> EmbeddedRedis:
         super().start()
         client = redis.Redis(port=self.port, password=self.password or None)
         deadline = time.monotonic() + 10

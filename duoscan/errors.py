@@ -19,9 +19,20 @@ def describe(exc: BaseException) -> str | None:
 
     if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError)):
         return _one_line(exc)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.ENOSPC):
-        what = {errno.ENOENT: "does not exist", errno.ENOTDIR: "is not a folder", errno.EISDIR: "is a folder, not a file",
-                errno.EACCES: "is not accessible (permissions)", errno.ENOSPC: "cannot be written: the disk is full"}[exc.errno]
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.ENOSPC,
+    ):
+        what = {
+            errno.ENOENT: "does not exist",
+            errno.ENOTDIR: "is not a folder",
+            errno.EISDIR: "is a folder, not a file",
+            errno.EACCES: "is not accessible (permissions)",
+            errno.ENOSPC: "cannot be written: the disk is full",
+        }[exc.errno]
         return f"{exc.filename} {what}" if exc.filename else _one_line(exc)
     if isinstance(exc, FileNotFoundError):  # raised with a message of our own (dataset readers)
         return _one_line(exc)
@@ -33,12 +44,16 @@ def _service_error(exc: BaseException) -> str | None:
     import redis
     from kafka import errors as kafka_errors
 
-    from producers.sdk import PublishError
+    from producers.sdk import FrameTooLargeError, PublishError
     from workers.store import RedisAuthError
 
-    if isinstance(exc, (PublishError, RedisAuthError)):
+    if isinstance(exc, (PublishError, FrameTooLargeError, RedisAuthError)):
         return _one_line(exc)
-    unreachable = tuple(getattr(kafka_errors, n) for n in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError") if hasattr(kafka_errors, n))
+    unreachable = tuple(
+        getattr(kafka_errors, n)
+        for n in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError")
+        if hasattr(kafka_errors, n)
+    )
     if isinstance(exc, unreachable):
         return f"no Kafka broker answered ({exc}): start one (`duoscan up`) or set DUOSCAN_BOOTSTRAP_SERVERS"
     if isinstance(exc, redis.ConnectionError):

@@ -26,7 +26,18 @@ from producers.dataset import Sample, dataset_inputs, iter_dataset
 from .overlay import colormap
 
 
-def train_model(data: Path, category: str, method: str, modality: str = "both", device: str = "cpu", target_fpr: float = 0.01, cache_dir: str | None = None, progress: bool = True, shots: int | None = None, **options: Any) -> AnomalyModel:
+def train_model(
+    data: Path,
+    category: str,
+    method: str,
+    modality: str = "both",
+    device: str = "cpu",
+    target_fpr: float = 0.01,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    shots: int | None = None,
+    **options: Any,
+) -> AnomalyModel:
     """Fit on ``train`` (good only), calibrate the threshold on ``validation`` (good only). Never touches test.
 
     ``shots`` keeps K training frames (a fixed, seeded choice) for few-shot runs.
@@ -47,11 +58,18 @@ def check_inputs(data: Path, category: str, model: AnomalyModel, modality: str =
     """Refuse before training when the data lacks an input the model (or the chosen modality) needs."""
     has = dataset_inputs(data, category)
     takes_modality = hasattr(model, "modality")  # the weight-free baseline fuses whatever the frames carry
-    want = set(required_inputs(model)) | (({"rgb", "xyz"} if modality == "both" else {modality}) if takes_modality else set())
+    want = set(required_inputs(model)) | (
+        ({"rgb", "xyz"} if modality == "both" else {modality}) if takes_modality else set()
+    )
     if missing := sorted(want - set(has)):
-        fix = f"--modality {has[0]}" if len(has) == 1 and takes_modality else "a method that works on " + " + ".join(has)
-        raise MissingInputError(f"{model.name} with --modality {modality} needs {' and '.join(missing)}, but {data}/{category}/train/good has only "
-                                f"{' and '.join(f'{m}/' for m in has)}: use {fix}")
+        fix = (
+            f"--modality {has[0]}" if len(has) == 1 and takes_modality else "a method that works on " + " + ".join(has)
+        )
+        raise MissingInputError(
+            f"{model.name} with --modality {modality} needs {' and '.join(missing)}, but "
+            f"{data}/{category}/train/good has only "
+            f"{' and '.join(f'{m}/' for m in has)}: use {fix}"
+        )
 
 
 class MissingInputError(FileNotFoundError):
@@ -72,7 +90,8 @@ def blank_point_clouds(samples: list[Sample], fraction: float, seed: int = 0) ->
 
 
 def json_safe(value: Any) -> Any:
-    """NaN/inf (a metric without both classes, e.g. a test split without gt/ masks) as JSON null: bare NaN is not JSON."""
+    """NaN/inf (a metric without both classes, e.g. a test split without gt/ masks) as JSON null: bare NaN is not
+    JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -82,7 +101,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def evaluate_model(model: AnomalyModel, data: Path, category: str, json_out: Path | None = None, maps_dir: Path | None = None, panel: Path | None = None, batch: int = 8, progress: bool = True, blank_xyz: float = 0.0) -> dict[str, Any]:
+def evaluate_model(
+    model: AnomalyModel,
+    data: Path,
+    category: str,
+    json_out: Path | None = None,
+    maps_dir: Path | None = None,
+    panel: Path | None = None,
+    batch: int = 8,
+    progress: bool = True,
+    blank_xyz: float = 0.0,
+) -> dict[str, Any]:
     """Score the test split. ``blank_xyz`` zeroes that share of the test frames' point clouds first;
     the report then also gives I-AUROC on the blanked frames alone and how many were scored degraded."""
     samples = with_all_inputs(list(iter_dataset(data, category, "test")))
@@ -114,20 +143,31 @@ def evaluate_model(model: AnomalyModel, data: Path, category: str, json_out: Pat
         "aupro_01": aupro(masks, maps, 0.01) if any(m.any() for m in masks) else float("nan"),
         "threshold": model.threshold,
         "per_defect_i_auroc": {
-            d: image_auroc([s.label for s in samples if s.defect in (d, "good")], [sc for s, sc in zip(samples, scores) if s.defect in (d, "good")])
+            d: image_auroc(
+                [s.label for s in samples if s.defect in (d, "good")],
+                [sc for s, sc in zip(samples, scores, strict=True) if s.defect in (d, "good")],
+            )
             for d in sorted({s.defect for s in samples} - {"good"})
         },
-        "image_scores": {f"{s.defect}/{s.name}": sc for s, sc in zip(samples, scores)},
+        "image_scores": {f"{s.defect}/{s.name}": sc for s, sc in zip(samples, scores, strict=True)},
         "n_degraded": int(sum(degraded)),
-        "timing": {"total_s": total_s, "features_s": features_s, "scoring_s": total_s - features_s, "fps": len(samples) / total_s},
+        "timing": {
+            "total_s": total_s,
+            "features_s": features_s,
+            "scoring_s": total_s - features_s,
+            "fps": len(samples) / total_s,
+        },
     }
     if blanked:
         report["blank_xyz"] = blank_xyz
         sub = sorted(blanked)
         report["i_auroc_blanked"] = image_auroc([labels[i] for i in sub], [scores[i] for i in sub])
-        report["i_auroc_intact"] = image_auroc([labels[i] for i in range(len(samples)) if i not in blanked], [scores[i] for i in range(len(samples)) if i not in blanked])
+        report["i_auroc_intact"] = image_auroc(
+            [labels[i] for i in range(len(samples)) if i not in blanked],
+            [scores[i] for i in range(len(samples)) if i not in blanked],
+        )
     if maps_dir:
-        for s, m in zip(samples, maps):
+        for s, m in zip(samples, maps, strict=True):
             (maps_dir / s.defect).mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(maps_dir / s.defect / f"{s.name}.tiff", m)
     if panel:
@@ -153,7 +193,11 @@ def save_panel(samples: list[Sample], scores: list[float], maps: list[np.ndarray
     order = np.argsort(scores)
     bad = [i for i in order if samples[i].label]
     good = [i for i in order if not samples[i].label]
-    picks = [("missed anomaly", i) for i in bad[:n]] + [("false alarm", i) for i in good[::-1][:n]] + [("clearest anomaly", i) for i in bad[::-1][:n]]
+    picks = (
+        [("missed anomaly", i) for i in bad[:n]]
+        + [("false alarm", i) for i in good[::-1][:n]]
+        + [("clearest anomaly", i) for i in bad[::-1][:n]]
+    )
     hi = max(float(np.percentile(np.concatenate([m.ravel() for m in maps]), 99.9)), 1e-9)
     rows = []
     size = 160
@@ -184,14 +228,30 @@ def save_anomaly_preview(samples: list[Sample], path: Path, n: int = 4, seed: in
     rng = np.random.default_rng(seed)
     prepared = [prepare(s.rgb, s.xyz, PreprocessConfig()) for s in samples[: max(n, 2)]]
     depths = [visible_depth(p) for p in prepared]
-    donors = list(zip([p.rgb for p in prepared], depths))
+    donors = list(zip([p.rgb for p in prepared], depths, strict=True))
     size, rows = 128, []
-    names = ["rgb", "visible depth", "texture: rgb", "texture: depth", "texture: mask", "gaussian: depth", "gaussian: mask"]
+    names = [
+        "rgb",
+        "visible depth",
+        "texture: rgb",
+        "texture: depth",
+        "texture: mask",
+        "gaussian: depth",
+        "gaussian: mask",
+    ]
     for i, p in enumerate(prepared[:n]):
         region = part_region(p.valid)
         tex = UnifiedTextureGenerator()(p.rgb, depths[i], region, rng, donors[:i] + donors[i + 1 :], target="both")
         gau = MultiScaleGaussianGenerator().depth(p.rgb, depths[i], region, rng)
-        tiles = [p.rgb, grey(depths[i]), tex.rgb, grey(tex.depth), grey(tex.mask.astype(np.float32)), grey(gau.depth), grey(gau.mask.astype(np.float32))]
+        tiles = [
+            p.rgb,
+            grey(depths[i]),
+            tex.rgb,
+            grey(tex.depth),
+            grey(tex.mask.astype(np.float32)),
+            grey(gau.depth),
+            grey(gau.mask.astype(np.float32)),
+        ]
         row = Image.new("RGB", (size * len(tiles), size), (255, 255, 255))
         for j, t in enumerate(tiles):
             row.paste(Image.fromarray(t).resize((size, size)), (j * size, 0))
@@ -222,7 +282,9 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     return method, modality, options
 
 
-def benchmark_table(data: Path, specs: list[str], categories: list[str], out: Path, device: str = "cpu", cache_dir: str | None = None) -> str:
+def benchmark_table(
+    data: Path, specs: list[str], categories: list[str], out: Path, device: str = "cpu", cache_dir: str | None = None
+) -> str:
     """Train + evaluate every method spec on every category; markdown table of the four metrics."""
     rows: list[dict[str, Any]] = []
     for spec in specs:
@@ -233,23 +295,45 @@ def benchmark_table(data: Path, specs: list[str], categories: list[str], out: Pa
             t0 = time.perf_counter()
             model = train_model(data, cat, method, modality, device, cache_dir=cache_dir, **train_options)
             train_s = time.perf_counter() - t0
-            rep = evaluate_model(model, data, cat, blank_xyz=blank, json_out=out / spec.replace(":", "-").replace("=", "") / f"{cat}.json")
+            rep = evaluate_model(
+                model,
+                data,
+                cat,
+                blank_xyz=blank,
+                json_out=out / spec.replace(":", "-").replace("=", "") / f"{cat}.json",
+            )
             rep["train_s"] = train_s
             rows.append({"spec": spec, **rep})
     blanked = any("i_auroc_blanked" in r for r in rows)  # depth-dropout runs: also I-AUROC on the blanked frames
     extra = lambda r: f" {r['i_auroc_blanked']:.3f} |" if "i_auroc_blanked" in r else " |"  # noqa: E731
-    lines = ["| method | category | I-AUROC | P-AUROC | AUPRO@30% | AUPRO@1% | train s | test fps |" + (" I-AUROC blanked |" if blanked else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|" if blanked else "")]
+    lines = [
+        "| method | category | I-AUROC | P-AUROC | AUPRO@30% | AUPRO@1% | train s | test fps |"
+        + (" I-AUROC blanked |" if blanked else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if blanked else ""),
+    ]
     for r in rows:
-        lines.append(f"| {r['spec']} | {r['category']} | {r['i_auroc']:.3f} | {r['p_auroc']:.3f} | {r['aupro_30']:.3f} | {r['aupro_01']:.3f} | {r['train_s']:.0f} | {r['timing']['fps']:.1f} |"
-                     + (extra(r) if blanked else ""))
+        lines.append(
+            f"| {r['spec']} | {r['category']} | {r['i_auroc']:.3f} | {r['p_auroc']:.3f} | {r['aupro_30']:.3f} | "
+            f"{r['aupro_01']:.3f} | {r['train_s']:.0f} | {r['timing']['fps']:.1f} |" + (extra(r) if blanked else "")
+        )
     for spec in specs:
         mine = [r for r in rows if r["spec"] == spec]
         mean = {k: float(np.mean([r[k] for r in mine])) for k in ("i_auroc", "p_auroc", "aupro_30", "aupro_01")}
-        tail = (f" **{np.mean([r['i_auroc_blanked'] for r in mine]):.3f}** |" if "i_auroc_blanked" in mine[0] else " |") if blanked else ""
-        lines.append(f"| **{spec}** | **mean** | **{mean['i_auroc']:.3f}** | **{mean['p_auroc']:.3f}** | **{mean['aupro_30']:.3f}** | **{mean['aupro_01']:.3f}** | | |" + tail)
+        tail = (
+            (f" **{np.mean([r['i_auroc_blanked'] for r in mine]):.3f}** |" if "i_auroc_blanked" in mine[0] else " |")
+            if blanked
+            else ""
+        )
+        lines.append(
+            f"| **{spec}** | **mean** | **{mean['i_auroc']:.3f}** | **{mean['p_auroc']:.3f}** | "
+            f"**{mean['aupro_30']:.3f}** | **{mean['aupro_01']:.3f}** | | |" + tail
+        )
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps(json_safe([{k: v for k, v in r.items() if k != "image_scores"} for r in rows]), indent=2, allow_nan=False))
+    (out / "results.json").write_text(
+        json.dumps(
+            json_safe([{k: v for k, v in r.items() if k != "image_scores"} for r in rows]), indent=2, allow_nan=False
+        )
+    )
     return table

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -74,7 +75,9 @@ def admin(settings: Settings, timeout_s: float = 20.0) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000, **kafka_kwargs(settings))
+            return KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000, **kafka_kwargs(settings)
+            )
         except KafkaError:  # NoBrokersAvailable (2.x) / KafkaConnectionError (3.x)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no Kafka broker reachable at {settings.bootstrap_servers}") from None
@@ -97,7 +100,16 @@ def ensure_topics(settings: Settings, lines: Iterable[str] = ()) -> list[str]:
     client = admin(settings)
     try:
         existing = set(client.list_topics())
-        new = [NewTopic(name, n, settings.replication_factor, topic_configs=topic_configs(settings, settings.is_frames_topic(name))) for name, n in wanted.items() if name not in existing]
+        new = [
+            NewTopic(
+                name,
+                n,
+                settings.replication_factor,
+                topic_configs=topic_configs(settings, settings.is_frames_topic(name)),
+            )
+            for name, n in wanted.items()
+            if name not in existing
+        ]
         if new:
             try:
                 client.create_topics(new)

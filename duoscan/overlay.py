@@ -24,7 +24,9 @@ def threshold_scaled(heatmap: np.ndarray, threshold: float) -> np.ndarray:
     return heatmap / (2 * threshold) if threshold > 0 else heatmap / (heatmap.max() + 1e-9)
 
 
-def blend(rgb: np.ndarray, heatmap: np.ndarray, threshold: float, bbox: tuple[int, int, int, int] | None = None) -> Image.Image:
+def blend(
+    rgb: np.ndarray, heatmap: np.ndarray, threshold: float, bbox: tuple[int, int, int, int] | None = None
+) -> Image.Image:
     """The heatmap blended over the RGB image (threshold mid-ramp), the region's box outlined in green.
 
     ``heatmap`` may be at another resolution than ``rgb`` (previews are smaller); it and ``bbox``
@@ -56,7 +58,9 @@ def render_depth(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def overlay(rgb: np.ndarray, heatmap: np.ndarray, threshold: float, bbox: tuple[int, int, int, int] | None = None) -> Image.Image:
+def overlay(
+    rgb: np.ndarray, heatmap: np.ndarray, threshold: float, bbox: tuple[int, int, int, int] | None = None
+) -> Image.Image:
     """RGB | blended heatmap side by side; the map is scaled so the threshold sits mid-ramp."""
     right = blend(rgb, heatmap, threshold, bbox)
     both = Image.new("RGB", (rgb.shape[1] * 2, rgb.shape[0]))

@@ -20,7 +20,10 @@ def broker(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
                 return
         except (OSError, ValueError):
             continue
-    raise UserError(f"no Kafka broker answers at {settings.bootstrap_servers}: start one (`duoscan up`) or set DUOSCAN_BOOTSTRAP_SERVERS")
+    raise UserError(
+        f"no Kafka broker answers at {settings.bootstrap_servers}: start one (`duoscan up`) or set "
+        "DUOSCAN_BOOTSTRAP_SERVERS"
+    )
 
 
 def redis(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
@@ -34,6 +37,9 @@ def redis(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
     try:
         check_connection(client, settings)
     except redis_py.ConnectionError as exc:
-        raise UserError(f"Redis at {mask_url(settings.redis_url)} is not reachable ({exc}): start it (`duoscan up`) or set DUOSCAN_REDIS_URL") from None
+        raise UserError(
+            f"Redis at {mask_url(settings.redis_url)} is not reachable ({exc}): start it (`duoscan up`) or set "
+            "DUOSCAN_REDIS_URL"
+        ) from None
     finally:
         client.close()

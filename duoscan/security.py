@@ -22,10 +22,24 @@ def kafka_kwargs(settings: Settings) -> dict[str, Any]:
         return out
     out["security_protocol"] = s.kafka_security_protocol
     if "SSL" in s.kafka_security_protocol:
-        out.update({k: v for k, v in (("ssl_cafile", s.kafka_ssl_cafile), ("ssl_certfile", s.kafka_ssl_certfile), ("ssl_keyfile", s.kafka_ssl_keyfile)) if v})
+        out.update(
+            {
+                k: v
+                for k, v in (
+                    ("ssl_cafile", s.kafka_ssl_cafile),
+                    ("ssl_certfile", s.kafka_ssl_certfile),
+                    ("ssl_keyfile", s.kafka_ssl_keyfile),
+                )
+                if v
+            }
+        )
         out["ssl_check_hostname"] = True
     if s.kafka_security_protocol.startswith("SASL"):
-        out.update(sasl_mechanism=s.kafka_sasl_mechanism, sasl_plain_username=s.kafka_sasl_username, sasl_plain_password=s.kafka_sasl_password)
+        out.update(
+            sasl_mechanism=s.kafka_sasl_mechanism,
+            sasl_plain_username=s.kafka_sasl_username,
+            sasl_plain_password=s.kafka_sasl_password,
+        )
     return out
 
 
@@ -43,9 +57,18 @@ def faust_credentials(settings: Settings) -> Any:
     s = settings.check()
     if s.kafka_security_protocol == "PLAINTEXT":
         return None
-    ctx = ssl_context(s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile) if "SSL" in s.kafka_security_protocol else None
+    ctx = (
+        ssl_context(s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile)
+        if "SSL" in s.kafka_security_protocol
+        else None
+    )
     if s.kafka_security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=s.kafka_sasl_username, password=s.kafka_sasl_password, ssl_context=ctx, mechanism=s.kafka_sasl_mechanism)
+        return faust.SASLCredentials(
+            username=s.kafka_sasl_username,
+            password=s.kafka_sasl_password,
+            ssl_context=ctx,
+            mechanism=s.kafka_sasl_mechanism,
+        )
     return faust.SSLCredentials(ctx)
 
 
@@ -58,5 +81,15 @@ def redis_kwargs(settings: Settings) -> dict[str, Any]:
     if s.redis_username:
         out["username"] = s.redis_username
     if s.redis_url.startswith("rediss://"):
-        out.update({k: v for k, v in (("ssl_ca_certs", s.redis_ssl_ca_certs), ("ssl_certfile", s.redis_ssl_certfile), ("ssl_keyfile", s.redis_ssl_keyfile)) if v})
+        out.update(
+            {
+                k: v
+                for k, v in (
+                    ("ssl_ca_certs", s.redis_ssl_ca_certs),
+                    ("ssl_certfile", s.redis_ssl_certfile),
+                    ("ssl_keyfile", s.redis_ssl_keyfile),
+                )
+                if v
+            }
+        )
     return out

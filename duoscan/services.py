@@ -24,7 +24,7 @@ class ServiceProcess:
     started: float  # psutil create_time(), seconds since the epoch
 
     @classmethod
-    def of(cls, pid: int) -> "ServiceProcess":
+    def of(cls, pid: int) -> ServiceProcess:
         proc = psutil.Process(pid)
         return cls(pid, proc.cmdline(), proc.create_time())
 
@@ -40,7 +40,11 @@ class ServiceProcess:
 def record(bootstrap_servers: str, redis_url: str, pids: list[int]) -> None:
     path = services_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"bootstrap_servers": bootstrap_servers, "redis_url": redis_url, "processes": [asdict(ServiceProcess.of(p)) for p in pids]}
+    state = {
+        "bootstrap_servers": bootstrap_servers,
+        "redis_url": redis_url,
+        "processes": [asdict(ServiceProcess.of(p)) for p in pids],
+    }
     path.write_text(json.dumps(state, indent=2))
 
 
@@ -52,7 +56,9 @@ def recorded() -> list[ServiceProcess] | None:
         return None
     try:
         state = json.loads(path.read_text())
-        return [ServiceProcess(int(p["pid"]), list(p["cmdline"]), float(p["started"])) for p in state.get("processes", [])]
+        return [
+            ServiceProcess(int(p["pid"]), list(p["cmdline"]), float(p["started"])) for p in state.get("processes", [])
+        ]
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"{path} is not a state file duoscan wrote: delete it, then run `duoscan up`") from None
 

@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from kafka import TopicPartition
 
@@ -17,13 +18,17 @@ from .config import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def spawn_worker(settings: Settings, models: list[Path], log_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn_worker(
+    settings: Settings, models: list[Path], log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """One ``duoscan work`` process configured entirely through ``DUOSCAN_*`` variables."""
     env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     args = [a for m in models for a in ("--model", str(m))]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "duoscan", "work", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "duoscan", "work", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     proc.log_path = log_path  # type: ignore[attr-defined]
     return proc
 
@@ -34,7 +39,9 @@ def train_baseline_models(out: Path, size: int = 64) -> Path:
     from producers.dataset import iter_samples, write_synthetic_dataset
     from producers.synthetic import CATEGORIES
 
-    data = write_synthetic_dataset(out / "data", size=size, n_train=12, n_validation=8, n_test_good=2, n_test_per_defect=1, progress=False)
+    data = write_synthetic_dataset(
+        out / "data", size=size, n_train=12, n_validation=8, n_test_good=2, n_test_per_defect=1, progress=False
+    )
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
     for cat in CATEGORIES:
@@ -93,7 +100,11 @@ def wait_for_assignment(store: Any, ids: Iterable[str], total_partitions: int, t
     ids = set(ids)
 
     def assigned() -> bool:
-        held = [set(filter(None, info.get("partitions", "").split(","))) for w, info in store.workers().items() if w in ids]
-        return len([h for h in held if h]) == min(len(ids), total_partitions) and sum(map(len, held)) == total_partitions
+        held = [
+            set(filter(None, info.get("partitions", "").split(","))) for w, info in store.workers().items() if w in ids
+        ]
+        return (
+            len([h for h in held if h]) == min(len(ids), total_partitions) and sum(map(len, held)) == total_partitions
+        )
 
     wait_until(assigned, timeout_s, "every worker to hold partitions")

@@ -11,8 +11,8 @@ weakens every feature (tested on a real photograph in ``tests/test_features.py``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -23,7 +23,9 @@ TENSORFLOW = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # x in [0, 1] -> [-1, 1]
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
 
-def register_backbone(name: str, normalisation: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+def register_backbone(
+    name: str, normalisation: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET
+) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Register a backbone factory and the (mean, std) its weights expect on [0, 1] RGB input."""
 
     def wrap(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -99,7 +101,11 @@ class _InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expand
         layers: list[nn.Module] = [] if expand == 1 else [_conv_bn(cin, hidden, 1)]
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -109,7 +115,15 @@ class _InvertedResidual(nn.Module):
 
 def mobilenet_v2_features() -> nn.Sequential:
     """MobileNetV2's ``features`` with torchvision's parameter names (so its files load as-is)."""
-    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    settings = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
     layers: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
     cin = 32
     for t, c, n, s in settings:

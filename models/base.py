@@ -10,24 +10,27 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import zipfile
 import os
-from statistics import NormalDist
+import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Protocol, Sequence
+from statistics import NormalDist
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
 FORMAT_VERSION = 1
 
+
 class FrameLike(Protocol):
     """Anything with an aligned image and organized cloud: schemas.Frame, dataset samples."""
 
     rgb: np.ndarray  # H×W×3 uint8
     xyz: np.ndarray  # H×W×3 float32, zeros = no point
+
 
 @dataclass
 class AnomalyOutput:
@@ -41,9 +44,19 @@ class AnomalyOutput:
     def __post_init__(self) -> None:
         if not self.degraded:  # methods that never degrade need not say so
             self.degraded = [False] * len(self.image_scores)
+        n = len(self.image_scores)
+        lengths = {
+            "pixel_maps": len(self.pixel_maps),
+            "modalities": len(self.modalities),
+            "degraded": len(self.degraded),
+        }
+        if any(v != n for v in lengths.values()):  # callers zip these with the batch's frames
+            raise ValueError(f"AnomalyOutput for {n} frames has {', '.join(f'{v} {k}' for k, v in lengths.items())}")
+
 
 class ModelFileError(RuntimeError):
     """A model file that is missing, tampered with, or of another method/format."""
+
 
 class AnomalyModel(ABC):
     name: ClassVar[str]
@@ -52,7 +65,7 @@ class AnomalyModel(ABC):
     category: str = ""  # the product category this model was fitted on (routes frames in workers)
 
     @abstractmethod
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "AnomalyModel": ...
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> AnomalyModel: ...
 
     @abstractmethod
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput: ...
@@ -67,7 +80,7 @@ class AnomalyModel(ABC):
     @abstractmethod
     def load_state(self, state: dict[str, torch.Tensor]) -> None: ...
 
-    def to(self, device: str) -> "AnomalyModel":
+    def to(self, device: str) -> AnomalyModel:
         return self
 
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
@@ -100,6 +113,7 @@ class AnomalyModel(ABC):
         os.replace(tmp, path)
         return path
 
+
 def required_inputs(model: AnomalyModel) -> tuple[str, ...]:
     """The inputs a frame must carry for ``model`` to score it: a 3D-only model needs the cloud; every
     other needs colour (a fused model without depth takes its degraded colour path, flagged)."""
@@ -116,11 +130,13 @@ def with_all_inputs(frames: Sequence[Any]) -> list[Any]:
             out.append(f)
             continue
         h, w = (f.rgb if f.rgb is not None else f.xyz).shape[:2]
-        out.append(dataclasses.replace(
-            f,
-            rgb=f.rgb if f.rgb is not None else np.zeros((h, w, 3), np.uint8),
-            xyz=f.xyz if f.xyz is not None else np.zeros((h, w, 3), np.float32),
-        ))
+        out.append(
+            dataclasses.replace(
+                f,
+                rgb=f.rgb if f.rgb is not None else np.zeros((h, w, 3), np.uint8),
+                xyz=f.xyz if f.xyz is not None else np.zeros((h, w, 3), np.float32),
+            )
+        )
     return out
 
 
@@ -135,9 +151,11 @@ def threshold_from_scores(scores: np.ndarray, target_fpr: float) -> float:
 
 REGISTRY: dict[str, type[AnomalyModel]] = {}
 
+
 def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
     REGISTRY[cls.name] = cls
     return cls
+
 
 def create(method: str, **config: Any) -> AnomalyModel:
     """Instantiate a registered method; options it does not take are ignored (e.g. modality for baseline)."""
@@ -146,6 +164,7 @@ def create(method: str, **config: Any) -> AnomalyModel:
     cls = REGISTRY[method]
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in config.items() if k in accepted})
+
 
 def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> AnomalyModel:
     """Load a model file safely (``weights_only=True``); raise :class:`ModelFileError` if it is bad.
@@ -157,14 +176,23 @@ def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> Anomaly
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path} is not a duoscan model file (not a torch archive); train one with `duoscan train`")
+        raise ModelFileError(
+            f"{path} is not a duoscan model file (not a torch archive); train one with `duoscan train`"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if type(exc).__name__ == "UnpicklingError":  # torch's own message suggests turning weights_only off: never say that
-            raise ModelFileError(f"{path} is not a valid duoscan model file: it holds Python objects besides tensors, "
-                                 f"which are refused because loading them could run code; train it again with `duoscan train`") from None
-        raise ModelFileError(f"{path} is not a valid duoscan model file (unreadable: {type(exc).__name__}); train it again with `duoscan train`") from None
+        if (
+            type(exc).__name__ == "UnpicklingError"
+        ):  # torch's own message suggests turning weights_only off: never say that
+            raise ModelFileError(
+                f"{path} is not a valid duoscan model file: it holds Python objects besides tensors, "
+                f"which are refused because loading them could run code; train it again with `duoscan train`"
+            ) from None
+        raise ModelFileError(
+            f"{path} is not a valid duoscan model file (unreadable: {type(exc).__name__}); train it again with "
+            "`duoscan train`"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION or "method" not in blob:
         raise ModelFileError(f"{path} is not a duoscan model file of format {FORMAT_VERSION}")
     try:
@@ -177,6 +205,7 @@ def load_model(path: str | Path, device: str = "cpu", **runtime: Any) -> Anomaly
         raise ModelFileError(f"{path}: cannot restore {blob.get('method')!r} model ({exc})") from None
     return model.to(device)
 
+
 def chunked(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
     chunk: list[Any] = []
     for item in items:
@@ -186,6 +215,7 @@ def chunked(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
+
 
 def resolve_device(device: str = "auto") -> str:
     if device == "auto":

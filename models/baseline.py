@@ -12,7 +12,8 @@ colour alone and reported as such.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ from .components import NearestNeighbours, gaussian_blur, height_above_plane, kn
 
 
 def _resize(arr: np.ndarray, size: int, resample: int) -> np.ndarray:
-    return np.stack([np.asarray(Image.fromarray(arr[..., c]).resize((size, size), resample)) for c in range(arr.shape[2])], axis=2)
+    return np.stack(
+        [np.asarray(Image.fromarray(arr[..., c]).resize((size, size), resample)) for c in range(arr.shape[2])], axis=2
+    )
 
 
 def colour_features(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -35,7 +38,7 @@ def colour_features(rgb: np.ndarray, size: int) -> np.ndarray:
     r, g, b = img[..., 0], img[..., 1], img[..., 2]
     chans = [(r + g + b) / 3, r - g, (r + g) / 2 - b]
     smooth = [ndimage.gaussian_filter(c, 1.0) for c in chans]
-    contrast = [s - ndimage.gaussian_filter(c, 4.0) for s, c in zip(smooth, chans)]
+    contrast = [s - ndimage.gaussian_filter(c, 4.0) for s, c in zip(smooth, chans, strict=True)]
     return np.stack(smooth + contrast, axis=2)
 
 
@@ -52,7 +55,15 @@ def geometry_features(xyz: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
 class BaselineModel(AnomalyModel):
     name = "baseline"
 
-    def __init__(self, work_size: int = 96, stride: int = 2, bank_size: int = 100_000, sigma: float = 1.0, min_valid: float = 0.2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        work_size: int = 96,
+        stride: int = 2,
+        bank_size: int = 100_000,
+        sigma: float = 1.0,
+        min_valid: float = 0.2,
+        seed: int = 0,
+    ) -> None:
         self.work_size, self.stride, self.bank_size = work_size, stride, bank_size
         self.sigma, self.min_valid, self.seed = sigma, min_valid, seed
         self.device = "cpu"
@@ -61,7 +72,14 @@ class BaselineModel(AnomalyModel):
         self.version = "1"
 
     def config(self) -> dict[str, Any]:
-        return dict(work_size=self.work_size, stride=self.stride, bank_size=self.bank_size, sigma=self.sigma, min_valid=self.min_valid, seed=self.seed)
+        return dict(
+            work_size=self.work_size,
+            stride=self.stride,
+            bank_size=self.bank_size,
+            sigma=self.sigma,
+            min_valid=self.min_valid,
+            seed=self.seed,
+        )
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.tensors
@@ -70,13 +88,18 @@ class BaselineModel(AnomalyModel):
         need = {"rgb_bank", "geo_bank", "rgb_mean", "rgb_std", "geo_mean", "geo_std", "scales"}
         if missing := need - state.keys():
             raise KeyError(f"state lacks {', '.join(sorted(missing))}")
-        self.tensors = {"geo_fitted": torch.tensor(1.0), **{k: v.float() for k, v in state.items()}}  # older files always had geometry
+        self.tensors = {
+            "geo_fitted": torch.tensor(1.0),
+            **{k: v.float() for k, v in state.items()},
+        }  # older files always had geometry
         self.to(self.device)
 
-    def to(self, device: str) -> "BaselineModel":
+    def to(self, device: str) -> BaselineModel:
         self.device = device
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
-        self.nn = {m: NearestNeighbours(self.tensors[f"{m}_bank"]) for m in ("rgb", "geo") if f"{m}_bank" in self.tensors}
+        self.nn = {
+            m: NearestNeighbours(self.tensors[f"{m}_bank"]) for m in ("rgb", "geo") if f"{m}_bank" in self.tensors
+        }
         return self
 
     def _features(self, frame: FrameLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,8 +108,11 @@ class BaselineModel(AnomalyModel):
         geo, valid = geometry_features(frame.xyz, self.work_size)
         return rgb, geo[::s, ::s], valid[::s, ::s]
 
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "BaselineModel":
-        feats = [self._features(f) for f in track(list(frames), description="baseline: describing good frames", disable=not progress)]
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> BaselineModel:
+        feats = [
+            self._features(f)
+            for f in track(list(frames), description="baseline: describing good frames", disable=not progress)
+        ]
         if len(feats) < 2:
             raise ValueError("baseline needs at least 2 good frames to fit")
         rgb = torch.from_numpy(np.stack([f[0] for f in feats])).float()
@@ -98,7 +124,8 @@ class BaselineModel(AnomalyModel):
         # A colour-only station (every cloud empty) trains colour alone; geometry then never counts.
         has_geo = bool(valid[~held].any() and valid[held].any())
         t: dict[str, torch.Tensor] = {
-            "rgb_mean": rgb.flatten(0, 2).mean(0), "rgb_std": rgb.flatten(0, 2).std(0) + 1e-6,
+            "rgb_mean": rgb.flatten(0, 2).mean(0),
+            "rgb_std": rgb.flatten(0, 2).std(0) + 1e-6,
             "geo_mean": geo[valid].mean(0) if has_geo else torch.zeros(geo.shape[-1]),
             "geo_std": geo[valid].std(0) + 1e-6 if has_geo else torch.ones(geo.shape[-1]),
             "geo_fitted": torch.tensor(float(has_geo)),
@@ -106,12 +133,16 @@ class BaselineModel(AnomalyModel):
         rgb_n = (rgb - t["rgb_mean"]) / t["rgb_std"]
         geo_n = (geo - t["geo_mean"]) / t["geo_std"]
         scales = []
-        for x, m in ((rgb_n, torch.ones_like(valid)), (geo_n, valid)) if has_geo else ((rgb_n, torch.ones_like(valid)),):
+        for x, m in (
+            ((rgb_n, torch.ones_like(valid)), (geo_n, valid)) if has_geo else ((rgb_n, torch.ones_like(valid)),)
+        ):
             bank = random_subsample(x[~held][m[~held]], self.bank_size, self.seed)
             d = knn_distance(x[held][m[held]], bank)
             scales.append(torch.quantile(d[:200_000], 0.999).clamp_min(1e-6))
         t["rgb_bank"] = random_subsample(rgb_n.flatten(0, 2), self.bank_size, self.seed)
-        t["geo_bank"] = random_subsample(geo_n[valid], self.bank_size, self.seed) if has_geo else torch.zeros(1, geo.shape[-1])
+        t["geo_bank"] = (
+            random_subsample(geo_n[valid], self.bank_size, self.seed) if has_geo else torch.zeros(1, geo.shape[-1])
+        )
         t["scales"] = torch.stack(scales + ([] if has_geo else [torch.tensor(1.0)]))
         self.tensors = t
         return self.to(self.device)

@@ -28,7 +28,7 @@ Where we differ from the reference, and why:
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -78,11 +78,32 @@ class BridgeNet(NeuralFeatureMethod):
             raise ValueError(f"combine must be one of {COMBINE}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}")
-        self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, epochs=epochs,
-                              batch_size=batch_size, lr=lr, n_synthetic=n_synthetic, texture=texture, gaussian=gaussian,
-                              feature_noise=feature_noise, share=share,
-                              combine=combine, output=output, part_only=part_only, degraded_below=degraded_below, sigma=sigma, seed=seed))
-        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, f"visible_depth:{rgb_backbone}")
+        self._init_state(
+            dict(
+                modality=modality,
+                rgb_backbone=rgb_backbone,
+                resolution=resolution,
+                grid=grid,
+                hidden=hidden,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                n_synthetic=n_synthetic,
+                texture=texture,
+                gaussian=gaussian,
+                feature_noise=feature_noise,
+                share=share,
+                combine=combine,
+                output=output,
+                part_only=part_only,
+                degraded_below=degraded_below,
+                sigma=sigma,
+                seed=seed,
+            )
+        )
+        self._setup_features(
+            modality, rgb_backbone, resolution, grid, device, cache_dir, f"visible_depth:{rgb_backbone}"
+        )
         self.gaussian = MultiScaleGaussianGenerator()
         self.texture = UnifiedTextureGenerator()
 
@@ -90,7 +111,9 @@ class BridgeNet(NeuralFeatureMethod):
         return BridgeNetNet(dims, self.opts["hidden"], self.opts["share"])
 
     # --- synthetic anomalies ------------------------------------------------------------------
-    def _synthesise(self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator, donors: list) -> SyntheticAnomaly | None:
+    def _synthesise(
+        self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator, donors: list
+    ) -> SyntheticAnomaly | None:
         o = self.opts
         kinds = (["texture"] if o["texture"] else []) + (["gaussian"] if o["gaussian"] and "xyz" in self.mods else [])
         if not kinds:
@@ -100,27 +123,37 @@ class BridgeNet(NeuralFeatureMethod):
         target = None if len(self.mods) == 2 else ("rgb" if self.mods == ["rgb"] else "depth")
         return self.texture(rgb, depth, region, rng, donors, target)
 
-    def _synthetic_pool(self, prepared: list[Prepared], x: dict[str, torch.Tensor], bar: Progress) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _synthetic_pool(
+        self, prepared: list[Prepared], x: dict[str, torch.Tensor], bar: Progress
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Raw features of ``n_synthetic`` image-space anomalies per good frame and their grid targets
         (the share of each cell the anomaly covers; 0 for a modality it did not touch)."""
         o = self.opts
         rng = np.random.default_rng(o["seed"])
         depths = [visible_depth(p) for p in prepared]
-        donors = list(zip([p.rgb for p in prepared], depths))
+        donors = list(zip([p.rgb for p in prepared], depths, strict=True))
         feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         targets: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared) * o["n_synthetic"])
         for i, p in enumerate(prepared):
             region = part_region(p.valid)
             others = donors[:i] + donors[i + 1 :]
-            made = [a for a in (self._synthesise(p.rgb, depths[i], region, rng, others) for _ in range(o["n_synthetic"])) if a is not None]
+            made = [
+                a
+                for a in (self._synthesise(p.rgb, depths[i], region, rng, others) for _ in range(o["n_synthetic"]))
+                if a is not None
+            ]
             bar.advance(task, o["n_synthetic"])
             if not made:
                 continue
             for m, key, image in (("rgb", "rgb", lambda a: a.rgb), ("xyz", "depth", lambda a: grey_image(a.depth))):
                 if m not in self.mods:
                     continue
-                new = self.pipeline.extractor(self.extractors[m][0]).from_images(np.stack([image(a) for a in made])).to(self.device)
+                new = (
+                    self.pipeline.extractor(self.extractors[m][0])
+                    .from_images(np.stack([image(a) for a in made]))
+                    .to(self.device)
+                )
                 for j, a in enumerate(made):
                     touched = key in a.changed
                     feats[m].append(new[j] if touched else x[m][i])
@@ -141,10 +174,12 @@ class BridgeNet(NeuralFeatureMethod):
             for m in self.mods:
                 noisy[m], masks[m] = self.gaussian.features(x[m])
             logits = self.net(noisy)
-            total = total + torch.stack([bce_focal(logits[m], torch.maximum(target[m], masks[m])) for m in self.mods]).sum()
+            total = (
+                total + torch.stack([bce_focal(logits[m], torch.maximum(target[m], masks[m])) for m in self.mods]).sum()
+            )
         return total
 
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "BridgeNet":
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> BridgeNet:
         frames = list(frames)
         prepared: list[Prepared] = []
         with Progress(disable=not progress, transient=True) as bar:
@@ -167,8 +202,14 @@ class BridgeNet(NeuralFeatureMethod):
         prob = logits if self.opts["output"] == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
         missing = self._depth_missing(valid, self.opts["degraded_below"])
         if len(self.mods) == 2:
-            grid_map = torch.maximum(prob["rgb"], prob["xyz"]) if self.opts["combine"] == "max" else (prob["rgb"] + prob["xyz"]) / 2
-            grid_map[missing.to(grid_map.device)] = prob["rgb"][missing.to(grid_map.device)]  # no usable depth: RGB carries on
+            grid_map = (
+                torch.maximum(prob["rgb"], prob["xyz"])
+                if self.opts["combine"] == "max"
+                else (prob["rgb"] + prob["xyz"]) / 2
+            )
+            grid_map[missing.to(grid_map.device)] = prob["rgb"][
+                missing.to(grid_map.device)
+            ]  # no usable depth: RGB carries on
             if self.opts["part_only"]:  # only cells holding part points score (conveyor texture is no part defect)
                 cells = self._part_gated(valid, prepared)["rgb"]
                 cells[missing.to(cells.device)] = 1.0

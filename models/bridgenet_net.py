@@ -17,8 +17,12 @@ def discriminator(channels: int, hidden: int) -> nn.Module:
     """Three per-location layers to one anomaly logit. GroupNorm, not BatchNorm: a worker's batch
     of one frame must score like a training batch."""
     return nn.Sequential(
-        nn.Conv2d(channels, hidden, 1), nn.GroupNorm(1, hidden), nn.LeakyReLU(0.2),
-        nn.Conv2d(hidden, hidden, 1), nn.GroupNorm(1, hidden), nn.LeakyReLU(0.2),
+        nn.Conv2d(channels, hidden, 1),
+        nn.GroupNorm(1, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(hidden, hidden, 1),
+        nn.GroupNorm(1, hidden),
+        nn.LeakyReLU(0.2),
         nn.Conv2d(hidden, 1, 1),
     )
 

@@ -13,7 +13,8 @@ spacing, and the bank is memory-bounded (``max_patches`` before the coreset).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,16 @@ class BTF(FeatureMethod):
         self.nn: NearestNeighbours | None = None
 
     def config(self) -> dict[str, Any]:
-        return dict(modality=self.modality, rgb_backbone=self.rgb_backbone, resolution=self.resolution, grid=self.grid,
-                    coreset_ratio=self.coreset_ratio, max_patches=self.max_patches, sigma=self.sigma, seed=self.seed)
+        return dict(
+            modality=self.modality,
+            rgb_backbone=self.rgb_backbone,
+            resolution=self.resolution,
+            grid=self.grid,
+            coreset_ratio=self.coreset_ratio,
+            max_patches=self.max_patches,
+            sigma=self.sigma,
+            seed=self.seed,
+        )
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.tensors
@@ -62,7 +71,7 @@ class BTF(FeatureMethod):
         self.tensors = {k: v.float() for k, v in state.items()}
         self.to(self.device)
 
-    def to(self, device: str) -> "BTF":
+    def to(self, device: str) -> BTF:
         self._move_pipeline(device)
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
         if "bank" in self.tensors:
@@ -81,7 +90,7 @@ class BTF(FeatureMethod):
         t = self.tensors
         return (x.to(t["mean"].device) - t["mean"]) / t["std"] * t["weight"]
 
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "BTF":
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> BTF:
         frames = list(frames)
         chunks = [frames[i : i + 8] for i in range(0, len(frames), 8)]
         xs, vs = [], []
@@ -118,6 +127,6 @@ class BTF(FeatureMethod):
         b, g = x.shape[:2]
         d = self.nn(self._embed(x).flatten(0, 2)).view(b, g, g) * valid.to(self.device)
         smooth = smooth_maps(d, self.resolution, self.sigma).cpu().numpy()
-        maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared)]
+        maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared, strict=True)]
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
         return AnomalyOutput(scores, maps, [list(self.mods)] * b)

@@ -31,7 +31,7 @@ Where we differ from the reference code, and why:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -75,9 +75,28 @@ class CMDR(NeuralFeatureMethod):
     ) -> None:
         if fusion not in FUSION:
             raise ValueError(f"fusion must be one of {FUSION}")
-        self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, map_hidden=map_hidden, rec_hidden=rec_hidden,
-                         bottleneck=bottleneck, levels=levels, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, fusion=fusion,
-                         alpha=alpha, degraded_below=degraded_below, xyz_features=xyz_features, sigma=sigma, seed=seed))
+        self._init_state(
+            dict(
+                modality=modality,
+                rgb_backbone=rgb_backbone,
+                resolution=resolution,
+                grid=grid,
+                map_hidden=map_hidden,
+                rec_hidden=rec_hidden,
+                bottleneck=bottleneck,
+                levels=levels,
+                dropout=dropout,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                fusion=fusion,
+                alpha=alpha,
+                degraded_below=degraded_below,
+                xyz_features=xyz_features,
+                sigma=sigma,
+                seed=seed,
+            )
+        )
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
 
     def _net(self, dims: dict[str, int]) -> CMDRNet:
@@ -90,7 +109,8 @@ class CMDR(NeuralFeatureMethod):
 
     # --- distances ----------------------------------------------------------------------------
     def _distances(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw per-location distances: ``rec_<m>`` (reconstruction) and ``map_<m>`` (predicted from the other modality)."""
+        """Raw per-location distances: ``rec_<m>`` (reconstruction) and ``map_<m>`` (predicted from the other
+        modality)."""
         assert self.net is not None
         rec, mapped = self.net(x)
         d = {f"rec_{m}": cosine_distance(rec[m], x[m]) for m in rec}
@@ -104,7 +124,7 @@ class CMDR(NeuralFeatureMethod):
         return torch.stack([masked_mean(d[k], v[k]) for k in sorted(d)]).sum()
 
     # --- fit ------------------------------------------------------------------------------------
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "CMDR":
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> CMDR:
         frames = list(frames)
         with Progress(disable=not progress, transient=True) as bar:
             prepared: list[Prepared] = []
@@ -118,13 +138,17 @@ class CMDR(NeuralFeatureMethod):
                     self.stats[f"{k}_mean"] = masked_mean(d[k], v).clamp_min(1e-6)
                 self._fit_depth_share(vm)
                 vm = self._part_gated(vm, prepared)
-                self.stats.update(late.fit_scales(d, self._signal_validity(d, vm), late.QUANTILE))  # provisional; calibrate() re-fits
+                self.stats.update(
+                    late.fit_scales(d, self._signal_validity(d, vm), late.QUANTILE)
+                )  # provisional; calibrate() re-fits
                 if self.fused:  # until calibrate() sees validation frames, match the scales on the training frames
                     self._match_degraded_scale(*self._path_scores(x, vm))
         return self.to(self.device)
 
     # --- score ----------------------------------------------------------------------------------
-    def _grid_maps(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _grid_maps(
+        self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """B×G×G anomaly on the grid from the model's inputs, and (fused models only) the
         RGB-only map used for frames without usable depth."""
         o = self.opts
@@ -134,7 +158,9 @@ class CMDR(NeuralFeatureMethod):
             m = self.mods[0]
             return d[f"rec_{m}"] * valid[m], None
         if o["fusion"] == "late":  # each distance over its good-frame 99th percentile, summed (models.fusion)
-            return late.fuse(raw, self._signal_validity(raw, valid), self.stats, "sum"), raw["rec_rgb"] / self.stats["rec_rgb_q"]
+            return late.fuse(raw, self._signal_validity(raw, valid), self.stats, "sum"), raw["rec_rgb"] / self.stats[
+                "rec_rgb_q"
+            ]
         v3 = valid["xyz"]
         a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3)
         a_rec = confidence_weighted(d["rec_rgb"], d["rec_xyz"], v3, o["alpha"])
@@ -152,7 +178,12 @@ class CMDR(NeuralFeatureMethod):
         prepared, feats, valid = self._features_on_device(batch)
         fused, rgb_only = self._grid_maps(self._standardise(feats), self._part_gated(valid, prepared))
         r, s = self.opts["resolution"], self.opts["sigma"]
-        return prepared, self._to_maps(fused, r, s), None if rgb_only is None else self._to_maps(rgb_only, r, s), self._depth_missing(valid, self.opts["degraded_below"])
+        return (
+            prepared,
+            self._to_maps(fused, r, s),
+            None if rgb_only is None else self._to_maps(rgb_only, r, s),
+            self._depth_missing(valid, self.opts["degraded_below"]),
+        )
 
     @torch.no_grad()
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
@@ -184,7 +215,9 @@ class CMDR(NeuralFeatureMethod):
     def _match_degraded_scale(self, fused: np.ndarray, rgb: np.ndarray) -> None:
         """Set the factor that puts the RGB-only path on the fused scale (ratio of median image
         scores on good frames), so one threshold serves both."""
-        self.stats["degraded_scale"] = torch.tensor(float(np.median(fused) / max(np.median(rgb), 1e-9)), device=self.device)
+        self.stats["degraded_scale"] = torch.tensor(
+            float(np.median(fused) / max(np.median(rgb), 1e-9)), device=self.device
+        )
 
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
         """Fused models also re-fit the degraded path's scale on these (held-out) good frames."""

@@ -44,7 +44,9 @@ class ReconstructionNet(nn.Module):
     the input's channels. No skip connections: a skip would let an anomaly pass straight through.
     """
 
-    def __init__(self, channels: int, hidden: int = 96, bottleneck: int = 32, levels: int = 2, dropout: float = 0.1) -> None:
+    def __init__(
+        self, channels: int, hidden: int = 96, bottleneck: int = 32, levels: int = 2, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         down: list[nn.Module] = [nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Dropout2d(dropout)]
         for i in range(levels):
@@ -59,7 +61,7 @@ class ReconstructionNet(nn.Module):
         for _ in range(self.levels - 1):  # the sizes each up-step returns to (odd grids round up)
             sizes.append(((sizes[-1][0] + 1) // 2, (sizes[-1][1] + 1) // 2))
         z = self.down(x)
-        for block, size in zip(self.up, reversed(sizes)):
+        for block, size in zip(self.up, reversed(sizes), strict=True):
             z = block(F.interpolate(z, size=size, mode="bilinear", align_corners=False))
         return self.out(z)
 
@@ -68,10 +70,20 @@ class CMDRNet(nn.Module):
     """The four networks. Trained jointly on the sum of their masked cosine losses, which — as their
     parameters are disjoint and Adam is per-parameter — is the same as the reference's four optimisers."""
 
-    def __init__(self, dims: dict[str, int], map_hidden: int = 128, rec_hidden: int = 96, bottleneck: int = 32, levels: int = 2, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dims: dict[str, int],
+        map_hidden: int = 128,
+        rec_hidden: int = 96,
+        bottleneck: int = 32,
+        levels: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.mods = sorted(dims)
-        self.rec = nn.ModuleDict({m: ReconstructionNet(dims[m], rec_hidden, bottleneck, levels, dropout) for m in self.mods})
+        self.rec = nn.ModuleDict(
+            {m: ReconstructionNet(dims[m], rec_hidden, bottleneck, levels, dropout) for m in self.mods}
+        )
         self.maps = nn.ModuleDict()
         if len(self.mods) == 2:  # cross-modal mapping needs both inputs
             self.maps["rgb"] = MappingNet(dims["xyz"], dims["rgb"], map_hidden)  # 3D -> 2D
@@ -96,7 +108,9 @@ def masked_mean(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (d * valid).sum() / valid.sum().clamp_min(1)
 
 
-def reliability_gate(j: torch.Tensor, valid: torch.Tensor, window: int = 7, base: float = 4.0, gain: float = 2.0) -> torch.Tensor:
+def reliability_gate(
+    j: torch.Tensor, valid: torch.Tensor, window: int = 7, base: float = 4.0, gain: float = 2.0
+) -> torch.Tensor:
     """A_map = σ(W·J)·J with W = base + gain·(local std / local mean of J) over valid cells in a
     ``window``² neighbourhood: discrepancies that stand out from their surroundings are trusted more."""
     j = j * valid

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from rich.progress import Progress
+from torch import nn
 
 from .base import AnomalyModel, FrameLike
 from .components import smooth_maps
@@ -24,7 +25,16 @@ class FeatureMethod(AnomalyModel):
 
     stats: dict[str, torch.Tensor]
 
-    def _setup_features(self, modality: str, rgb_backbone: str, resolution: int, grid: int, device: str, cache_dir: str | None, xyz_features: str = "fpfh") -> None:
+    def _setup_features(
+        self,
+        modality: str,
+        rgb_backbone: str,
+        resolution: int,
+        grid: int,
+        device: str,
+        cache_dir: str | None,
+        xyz_features: str = "fpfh",
+    ) -> None:
         """``xyz_features``: '+'-joined 3D extractors (``fpfh``, ``geometry``), concatenated per location."""
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {', '.join(MODALITIES)}")
@@ -32,9 +42,13 @@ class FeatureMethod(AnomalyModel):
         self.mods = MODALITIES[modality]
         self.extractors = {"rgb": [f"rgb:{rgb_backbone}"], "xyz": [f"xyz:{x}" for x in xyz_features.split("+")]}
         names = [n for m in self.mods for n in self.extractors[m]]
-        self.pipeline = FeaturePipeline(names, PreprocessConfig(resolution=resolution), FeatureConfig(grid=grid), device, cache_dir)
+        self.pipeline = FeaturePipeline(
+            names, PreprocessConfig(resolution=resolution), FeatureConfig(grid=grid), device, cache_dir
+        )
 
-    def modality_features(self, frames: Sequence[FrameLike]) -> tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def modality_features(
+        self, frames: Sequence[FrameLike]
+    ) -> tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Per modality: B×C×G×G features (its extractors concatenated) and B×G×G validity
         (RGB: everywhere; 3D: cells where the first 3D extractor has enough measured points)."""
         prepared, raw = self.pipeline(frames)
@@ -42,11 +56,19 @@ class FeatureMethod(AnomalyModel):
         valid = {m: (raw[self.extractors[m][0]][1] > 0).float() for m in self.mods}
         return prepared, feats, valid
 
-    def _features_on_device(self, frames: Sequence[FrameLike]) -> tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _features_on_device(
+        self, frames: Sequence[FrameLike]
+    ) -> tuple[list[Prepared], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         prepared, feats, valid = self.modality_features(frames)
-        return prepared, {m: f.to(self.device) for m, f in feats.items()}, {m: v.to(self.device) for m, v in valid.items()}
+        return (
+            prepared,
+            {m: f.to(self.device) for m, f in feats.items()},
+            {m: v.to(self.device) for m, v in valid.items()},
+        )
 
-    def _gather(self, frames: Sequence[FrameLike], bar: Progress, label: str, prepared: list[Prepared] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _gather(
+        self, frames: Sequence[FrameLike], bar: Progress, label: str, prepared: list[Prepared] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Features and validity of all ``frames``, in chunks of 8, with a progress bar; the
         preprocessed frames are appended to ``prepared`` when a list is given."""
         feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
@@ -100,7 +122,9 @@ class FeatureMethod(AnomalyModel):
         return {m: (x - self.stats[f"{m}_mean"].view(1, -1, 1, 1)) / self.stats[f"{m}_scale"] for m, x in feats.items()}
 
     @staticmethod
-    def _in_chunks(fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], x: dict[str, torch.Tensor], n: int = 8) -> dict[str, torch.Tensor]:
+    def _in_chunks(
+        fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], x: dict[str, torch.Tensor], n: int = 8
+    ) -> dict[str, torch.Tensor]:
         """``fn`` applied to ``n`` frames at a time (bounded memory), its per-key outputs concatenated."""
         total = next(iter(x.values())).shape[0]
         parts = [fn({m: v[i : i + n] for m, v in x.items()}) for i in range(0, total, n)]
@@ -112,7 +136,7 @@ class FeatureMethod(AnomalyModel):
 
     @staticmethod
     def _frame_maps(maps: np.ndarray, prepared: Sequence[Prepared]) -> list[np.ndarray]:
-        return [to_frame_resolution(m, p) for m, p in zip(maps, prepared)]
+        return [to_frame_resolution(m, p) for m, p in zip(maps, prepared, strict=True)]
 
     def _move_pipeline(self, device: str) -> None:
         self.device = device
@@ -141,7 +165,10 @@ class NeuralFeatureMethod(FeatureMethod):
 
     def state(self) -> dict[str, torch.Tensor]:
         assert self.net is not None
-        return {**{f"net.{k}": v for k, v in self.net.state_dict().items()}, **{f"stats.{k}": v for k, v in self.stats.items()}}
+        return {
+            **{f"net.{k}": v for k, v in self.net.state_dict().items()},
+            **{f"stats.{k}": v for k, v in self.stats.items()},
+        }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.stats = {k[6:]: v.float() for k, v in state.items() if k.startswith("stats.")}
@@ -149,14 +176,20 @@ class NeuralFeatureMethod(FeatureMethod):
         self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         self.to(self.device)
 
-    def to(self, device: str) -> "NeuralFeatureMethod":
+    def to(self, device: str) -> NeuralFeatureMethod:
         self._move_pipeline(device)
         self.stats = {k: v.to(device) for k, v in self.stats.items()}
         if self.net is not None:
             self.net.to(device).eval()
         return self
 
-    def _train(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor], bar: Progress) -> None:
+    def _train(
+        self,
+        x: dict[str, torch.Tensor],
+        valid: dict[str, torch.Tensor],
+        loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor],
+        bar: Progress,
+    ) -> None:
         """Seeded Adam over shuffled mini-batches of the (standardised) features ``x``;
         ``loss(features, validity)`` of one batch. Leaves the network in eval mode."""
         o = self.opts

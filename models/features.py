@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from .backbones import input_normalisation, load_backbone
 from .parallel import map_frames
-from .runtime import on_runtime
 from .preprocess import Prepared, PreprocessConfig, point_pitch
+from .runtime import on_runtime
 
 # Part of every cache key: bump when an extractor's output changes for the same settings.
 FEATURES_VERSION = 3  # 3: each backbone gets the input normalisation its weights expect
@@ -138,7 +138,11 @@ class FPFHFeatures(_PointCellFeatures):
             search = o3d.geometry.KDTreeSearchParamHybrid
             pcd.estimate_normals(search(radius=self.cfg.normal_pitches * pitch, max_nn=self.cfg.normal_nn))
             pcd.orient_normals_towards_camera_location(np.zeros(3))
-            fpfh = np.asarray(o3d.pipelines.registration.compute_fpfh_feature(pcd, search(radius=self.cfg.fpfh_pitches * pitch, max_nn=self.cfg.fpfh_nn)).data).T
+            fpfh = np.asarray(
+                o3d.pipelines.registration.compute_fpfh_feature(
+                    pcd, search(radius=self.cfg.fpfh_pitches * pitch, max_nn=self.cfg.fpfh_nn)
+                ).data
+            ).T
             if len(fpfh) != len(pts):  # downsampled: every pixel takes its nearest kept point's descriptor
                 from scipy.spatial import cKDTree
 
@@ -168,7 +172,9 @@ class GeometryFeatures(_PointCellFeatures):
         return np.stack([s1 - s2, s2 - s4, np.hypot(gx, gy)], axis=-1).astype(np.float32) * p.valid[..., None]
 
 
-def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures:
+def create_extractor(
+    name: str, cfg: FeatureConfig, device: str = "cpu"
+) -> RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures:
     if name == "xyz:fpfh":
         return FPFHFeatures(cfg)
     if name == "xyz:geometry":
@@ -176,8 +182,11 @@ def create_extractor(name: str, cfg: FeatureConfig, device: str = "cpu") -> RGBF
     if name.startswith("rgb:"):
         return RGBFeatures(name[4:], cfg, device)
     if name.startswith("xyz:visible_depth:"):
-        return VisibleDepthFeatures(name[len("xyz:visible_depth:"):], cfg, device)
-    raise KeyError(f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh, xyz:geometry, xyz:visible_depth:<backbone>)")
+        return VisibleDepthFeatures(name[len("xyz:visible_depth:") :], cfg, device)
+    raise KeyError(
+        f"unknown feature extractor {name!r} (rgb:efficientnet_lite0, rgb:mobilenet_v2, rgb:file:<path>, xyz:fpfh, "
+        "xyz:geometry, xyz:visible_depth:<backbone>)"
+    )
 
 
 class FeatureCache:
@@ -217,7 +226,14 @@ class FeatureCache:
 class FeaturePipeline:
     """Preprocess frames and run the named extractors, with an optional on-disk cache."""
 
-    def __init__(self, extractors: Sequence[str], prep: PreprocessConfig, feat: FeatureConfig, device: str = "cpu", cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        extractors: Sequence[str],
+        prep: PreprocessConfig,
+        feat: FeatureConfig,
+        device: str = "cpu",
+        cache_dir: str | Path | None = None,
+    ) -> None:
         self.names, self.prep_cfg, self.feat_cfg, self.device = list(extractors), prep, feat, device
         self.cache = FeatureCache(cache_dir)
         self._extractors: dict[str, RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures] = {}
@@ -237,7 +253,12 @@ class FeaturePipeline:
         prepared = map_frames(lambda f: prepare(f.rgb, f.xyz, self.prep_cfg), frames)  # type: ignore[attr-defined]
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name in self.names:
-            settings = {"extractor": name, "version": FEATURES_VERSION, **asdict(self.prep_cfg), **asdict(self.feat_cfg)}
+            settings = {
+                "extractor": name,
+                "version": FEATURES_VERSION,
+                **asdict(self.prep_cfg),
+                **asdict(self.feat_cfg),
+            }
             keys = [self.cache.key(f.rgb, f.xyz, settings) for f in frames] if self.cache.root else [None] * len(frames)  # type: ignore[attr-defined]
             hits = [self.cache.get(k) if k else None for k in keys]
             missing = [i for i, h in enumerate(hits) if h is None]
@@ -247,7 +268,10 @@ class FeaturePipeline:
                     hits[i] = (feats[j].numpy(), valid[j].numpy())
                     if keys[i]:
                         self.cache.put(keys[i], *hits[i])  # type: ignore[misc]
-            out[name] = (torch.from_numpy(np.stack([h[0] for h in hits])), torch.from_numpy(np.stack([h[1] for h in hits])))  # type: ignore[index]
+            out[name] = (
+                torch.from_numpy(np.stack([h[0] for h in hits])),
+                torch.from_numpy(np.stack([h[1] for h in hits])),
+            )  # type: ignore[index]
         self.timing["features_s"] += time.perf_counter() - t0
         self.timing["frames"] += len(frames)
         return prepared, out

@@ -25,7 +25,9 @@ def map_quantile(maps: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Ten
     if values.numel() == 0:
         return torch.ones((), device=maps.device)
     if values.numel() > 1_000_000:
-        values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000].to(values.device)]
+        values = values[
+            torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000].to(values.device)
+        ]
     return torch.quantile(values, q).clamp_min(1e-6)
 
 
@@ -34,7 +36,9 @@ def fit_scales(maps: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], q:
     return {f"{m}_q": map_quantile(maps[m], valid[m], q) for m in maps}
 
 
-def fuse(maps: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], how: str = "sum") -> torch.Tensor:
+def fuse(
+    maps: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], stats: dict[str, torch.Tensor], how: str = "sum"
+) -> torch.Tensor:
     """B×G×G fused map: each modality divided by its scale and zeroed where it has no data, then combined."""
     norm = [maps[m] / stats[f"{m}_q"] * (valid[m] > 0) for m in sorted(maps)]
     if len(norm) == 1:

@@ -31,7 +31,7 @@ the reference's setting.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +40,8 @@ from rich.progress import Progress
 from . import fusion
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .feature_method import NeuralFeatureMethod
-from .preprocess import Prepared
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
+from .preprocess import Prepared
 
 COMBINE = ("late", "product", "sum", "max")
 
@@ -77,9 +77,30 @@ class MAFR(NeuralFeatureMethod):
     ) -> None:
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {COMBINE}")
-        self._init_state(dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, hidden=hidden, latent=latent,
-                         dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, w_rec=w_rec, w_smooth=w_smooth, w_census=w_census,
-                         combine=combine, normalise=normalise, denoise=denoise, xyz_features=xyz_features, sigma=sigma, score_sigma=score_sigma, seed=seed))
+        self._init_state(
+            dict(
+                modality=modality,
+                rgb_backbone=rgb_backbone,
+                resolution=resolution,
+                grid=grid,
+                hidden=hidden,
+                latent=latent,
+                dropout=dropout,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                w_rec=w_rec,
+                w_smooth=w_smooth,
+                w_census=w_census,
+                combine=combine,
+                normalise=normalise,
+                denoise=denoise,
+                xyz_features=xyz_features,
+                sigma=sigma,
+                score_sigma=score_sigma,
+                seed=seed,
+            )
+        )
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
 
     def _net(self, dims: dict[str, int]) -> MAFRNet:
@@ -89,9 +110,15 @@ class MAFR(NeuralFeatureMethod):
     def _errors(self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: reconstruction_error(x[m], y[m]) for m in self.mods}
 
-    def loss(self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def loss(
+        self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         o = self.opts
-        terms = {"rec": torch.zeros((), device=self.device), "smooth": torch.zeros((), device=self.device), "census": torch.zeros((), device=self.device)}
+        terms = {
+            "rec": torch.zeros((), device=self.device),
+            "smooth": torch.zeros((), device=self.device),
+            "census": torch.zeros((), device=self.device),
+        }
         for m in self.mods:
             err = reconstruction_error(x[m], y[m])
             terms["rec"] = terms["rec"] + (err * valid[m]).sum() / valid[m].sum().clamp_min(1)
@@ -101,7 +128,7 @@ class MAFR(NeuralFeatureMethod):
         return terms
 
     # --- fit / score ------------------------------------------------------------------------
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "MAFR":
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> MAFR:
         frames = list(frames)
         o = self.opts
         with Progress(disable=not progress, transient=True) as bar:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -38,9 +38,11 @@ def pro_curve(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tuple[
     """False-positive rate and mean per-region overlap at every distinct score, descending."""
     fp_step, pro_step = [], []
     n_ok, n_regions = 0, 0
-    for mask, amap in zip(masks, maps):
+    for mask, amap in zip(masks, maps, strict=True):
         if mask.shape != amap.shape:
-            raise ValueError(f"map {amap.shape} and ground truth {mask.shape} differ; compare at ground-truth resolution")
+            raise ValueError(
+                f"map {amap.shape} and ground truth {mask.shape} differ; compare at ground-truth resolution"
+            )
         labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3), bool))
         ok = labels == 0
         n_ok += int(ok.sum())

@@ -7,9 +7,10 @@ on every core while the backbone and networks, which already use all cores, wait
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -45,12 +46,15 @@ def name_os_thread(name: str) -> None:
 
 def named_pool(name: str, workers: int = 1) -> ThreadPoolExecutor:
     """A thread pool whose threads carry ``name`` for Python and for the OS (see :func:`name_os_thread`)."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=name_os_thread, initargs=(name,))
+    return ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix=name, initializer=name_os_thread, initargs=(name,)
+    )
 
 
 @contextmanager
 def os_thread_named(name: str) -> Iterator[None]:
-    """The calling thread carries ``name`` inside the block (so native threads started there inherit it), then its old name."""
+    """The calling thread carries ``name`` inside the block (so native threads started there inherit it), then its
+    old name."""
     old = ctypes.create_string_buffer(16)
     try:
         ctypes.CDLL(None).prctl(16, old, 0, 0, 0)  # 16 = PR_GET_NAME

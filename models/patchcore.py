@@ -10,7 +10,8 @@ bank) lets the modality with the larger spread dominate. Maps are upsampled, Gau
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,9 +47,21 @@ class PatchCore(FeatureMethod):
     ) -> None:
         if fusion not in ("sum", "max"):
             raise ValueError("fusion must be sum or max")
-        self.opts = dict(modality=modality, rgb_backbone=rgb_backbone, resolution=resolution, grid=grid, xyz_features=xyz_features,
-                         coreset_ratio=coreset_ratio, max_bank=max_bank, max_patches=max_patches, quantile=quantile, fusion=fusion,
-                         degraded_below=degraded_below, sigma=sigma, seed=seed)
+        self.opts = dict(
+            modality=modality,
+            rgb_backbone=rgb_backbone,
+            resolution=resolution,
+            grid=grid,
+            xyz_features=xyz_features,
+            coreset_ratio=coreset_ratio,
+            max_bank=max_bank,
+            max_patches=max_patches,
+            quantile=quantile,
+            fusion=fusion,
+            degraded_below=degraded_below,
+            sigma=sigma,
+            seed=seed,
+        )
         self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
         self.version = "1"
         self.stats: dict[str, torch.Tensor] = {}
@@ -68,7 +81,7 @@ class PatchCore(FeatureMethod):
             raise KeyError(f"patchcore state needs a bank and a scale for each of {self.mods}")
         self.to(self.device)
 
-    def to(self, device: str) -> "PatchCore":
+    def to(self, device: str) -> PatchCore:
         self._move_pipeline(device)
         self.stats = {k: v.to(device) for k, v in self.stats.items()}
         self.banks = {m: b.to(device) for m, b in self.banks.items()}
@@ -89,7 +102,7 @@ class PatchCore(FeatureMethod):
             return random_subsample(pool, n, o["seed"]).contiguous()
         return pool[greedy_coreset(pool, n, seed=o["seed"])].contiguous()
 
-    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> "PatchCore":
+    def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> PatchCore:
         frames = list(frames)
         if len(frames) < 2:
             raise ValueError("patchcore needs at least 2 good frames to fit")
@@ -123,7 +136,9 @@ class PatchCore(FeatureMethod):
             out[m] = self.nn[m](f.permute(0, 2, 3, 1).reshape(b * g * g, -1)).view(b, g, g)
         return out
 
-    def _grid_maps(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _grid_maps(
+        self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The fused B×G×G map and (fused models) the normalised RGB-only map for frames without depth."""
         maps = self._modality_maps(x)
         grid = fusion.fuse(maps, valid, self.stats, self.opts["fusion"])

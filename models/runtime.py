@@ -65,7 +65,9 @@ class OnnxBackbone(nn.Module):
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # polite when other processes share the cores
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "0"
+        )  # polite when other processes share the cores
         with os_thread_named("onnx"):  # its intra-op threads start here and keep the name: their CPU time shows apart
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
@@ -95,13 +97,25 @@ def export_onnx(net: nn.Module, name: str, cache_dir: Path | None = None) -> Pat
     with torch.no_grad():
         n_out = len(net(torch.zeros(1, 3, 64, 64)))
     outputs = [f"map{i}" for i in range(n_out)]
-    axes = {"image": {0: "batch", 2: "height", 3: "width"}, **{o: {0: "batch", 2: f"h{i}", 3: f"w{i}"} for i, o in enumerate(outputs)}}
+    axes = {
+        "image": {0: "batch", 2: "height", 3: "width"},
+        **{o: {0: "batch", 2: f"h{i}", 3: f"w{i}"} for i, o in enumerate(outputs)},
+    }
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache)  # atomic: workers may export at the same time
     os.close(fd)
     try:
         with warnings.catch_warnings():  # the TorchScript exporter is chatty about dynamic shapes
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), tmp, input_names=["image"], output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
+            torch.onnx.export(
+                net,
+                (torch.zeros(1, 3, 224, 224),),
+                tmp,
+                input_names=["image"],
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -15,8 +15,8 @@ masks are R×R bool. Everything takes a ``numpy.random.Generator`` so runs are r
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,7 +46,9 @@ def perlin(shape: tuple[int, int], res: tuple[int, int], rng: np.random.Generato
     return (np.sqrt(2) * (top * (1 - v) + bottom * v))[:h, :w]
 
 
-def perlin_mask(region: np.ndarray, rng: np.random.Generator, min_share: float = 0.005, max_share: float = 0.25, tries: int = 20) -> np.ndarray:
+def perlin_mask(
+    region: np.ndarray, rng: np.random.Generator, min_share: float = 0.005, max_share: float = 0.25, tries: int = 20
+) -> np.ndarray:
     """A blob-shaped mask inside ``region`` (the part), from thresholded Perlin noise at a random
     scale, covering between ``min_share`` and ``max_share`` of the region. Empty if the region is."""
     h, w = region.shape
@@ -102,10 +104,19 @@ class UnifiedTextureGenerator:
     """Perlin-masked foreign texture in RGB, depth or both (same mask), blended with β ~ N(0.5, 0.3) in [0.2, 0.8]."""
 
     def __init__(self, donor_share: float = 0.5) -> None:
-        self.donor_share = donor_share  # how often the fill comes from another good frame instead of a procedural texture
+        self.donor_share = (
+            donor_share  # how often the fill comes from another good frame instead of a procedural texture
+        )
 
-    def __call__(self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator,
-                 donors: Sequence[tuple[np.ndarray, np.ndarray]] = (), target: str | None = None) -> SyntheticAnomaly:
+    def __call__(
+        self,
+        rgb: np.ndarray,
+        depth: np.ndarray,
+        region: np.ndarray,
+        rng: np.random.Generator,
+        donors: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+        target: str | None = None,
+    ) -> SyntheticAnomaly:
         target = target or TARGETS[int(rng.integers(3))]
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}")
@@ -135,11 +146,17 @@ class UnifiedTextureGenerator:
 class MultiScaleGaussianGenerator:
     """Gaussian anomalies at several scales: depth bumps/dents, and masked feature noise."""
 
-    def __init__(self, blob_scales: Sequence[float] = (0.02, 0.04, 0.08), feature_sigmas: Sequence[float] = (0.6, 0.2, 0.1)) -> None:
+    def __init__(
+        self, blob_scales: Sequence[float] = (0.02, 0.04, 0.08), feature_sigmas: Sequence[float] = (0.6, 0.2, 0.1)
+    ) -> None:
         self.blob_scales = tuple(blob_scales)  # blob σ as a share of the image side
-        self.feature_sigmas = tuple(feature_sigmas)  # noise σ in standardised feature units (6×, 2×, 1× a base, as the reference)
+        self.feature_sigmas = tuple(
+            feature_sigmas
+        )  # noise σ in standardised feature units (6×, 2×, 1× a base, as the reference)
 
-    def depth(self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator) -> SyntheticAnomaly:
+    def depth(
+        self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator
+    ) -> SyntheticAnomaly:
         """One to three Gaussian bumps or dents on the part; the mask is where the height moved by
         more than a tenth of the largest change."""
         h, w = depth.shape
@@ -162,7 +179,13 @@ class MultiScaleGaussianGenerator:
         sample of a B×C×G×G batch; returns (noisy features, B×G×G float target mask)."""
         b, _, g, _ = x.shape
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        masks = torch.from_numpy(np.stack([perlin_mask(np.ones((g, g), bool), rng, 0.02, 0.3) for _ in range(b)])).float().to(x.device)
-        sigma = torch.tensor([rng.choice(self.feature_sigmas) for _ in range(b)], dtype=x.dtype, device=x.device).view(b, 1, 1, 1)
+        masks = (
+            torch.from_numpy(np.stack([perlin_mask(np.ones((g, g), bool), rng, 0.02, 0.3) for _ in range(b)]))
+            .float()
+            .to(x.device)
+        )
+        sigma = torch.tensor([rng.choice(self.feature_sigmas) for _ in range(b)], dtype=x.dtype, device=x.device).view(
+            b, 1, 1, 1
+        )
         noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device) * sigma
         return x + noise * masks[:, None], masks

@@ -7,9 +7,9 @@ zeros for missing points. A missing gt file means "no defect" (all zeros).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import tifffile
@@ -24,8 +24,24 @@ from .synthetic import CATEGORIES, DEFECTS, render_part
 SPLITS = ("train", "validation", "test")
 # profile -> categories, defects and the counts `duoscan synth` uses unless told otherwise
 PROFILES = {
-    "fast": dict(categories=CATEGORIES, defects=DEFECTS, size=128, n_train=40, n_validation=10, n_test_good=10, n_test_per_defect=6),
-    "realistic": dict(categories=REALISTIC_CATEGORIES, defects=REALISTIC_DEFECTS, size=REALISTIC_SIZE, n_train=60, n_validation=15, n_test_good=15, n_test_per_defect=6),
+    "fast": dict(
+        categories=CATEGORIES,
+        defects=DEFECTS,
+        size=128,
+        n_train=40,
+        n_validation=10,
+        n_test_good=10,
+        n_test_per_defect=6,
+    ),
+    "realistic": dict(
+        categories=REALISTIC_CATEGORIES,
+        defects=REALISTIC_DEFECTS,
+        size=REALISTIC_SIZE,
+        n_train=60,
+        n_validation=15,
+        n_test_good=15,
+        n_test_per_defect=6,
+    ),
 }
 
 
@@ -43,16 +59,41 @@ class Sample(Frame):
         return int(self.defect != "good")
 
 
-def make_sample(rgb: np.ndarray | None, xyz: np.ndarray | None, mask: np.ndarray, category: str, split: str, defect: str, name: str, source: str) -> Sample:
+def make_sample(
+    rgb: np.ndarray | None,
+    xyz: np.ndarray | None,
+    mask: np.ndarray,
+    category: str,
+    split: str,
+    defect: str,
+    name: str,
+    source: str,
+) -> Sample:
     return Sample(
-        line="dataset", station=split, category=category, rgb=rgb, xyz=xyz,
+        line="dataset",
+        station=split,
+        category=category,
+        rgb=rgb,
+        xyz=xyz,
         frame_id=f"{category}.{split}.{defect}.{name}",
         meta={"defect": defect, "split": split, "name": name, "source": source},
-        mask=mask, split=split, defect=defect, name=name,
+        mask=mask,
+        split=split,
+        defect=defect,
+        name=name,
     )
 
 
-def write_sample(root: Path, category: str, split: str, defect: str, index: int, rgb: np.ndarray, xyz: np.ndarray, mask: np.ndarray | None) -> None:
+def write_sample(
+    root: Path,
+    category: str,
+    split: str,
+    defect: str,
+    index: int,
+    rgb: np.ndarray,
+    xyz: np.ndarray,
+    mask: np.ndarray | None,
+) -> None:
     base = root / category / split / defect
     name = f"{index:03d}"
     for sub in ("rgb", "xyz") + (("gt",) if mask is not None else ()):
@@ -88,7 +129,15 @@ def write_synthetic_dataset(
     cats: tuple[str, ...] = categories or spec["categories"]
     defects: tuple[str, ...] = spec["defects"]
     size = size or spec["size"]
-    counts = [spec[k] if v is None else v for k, v in (("n_train", n_train), ("n_validation", n_validation), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect))]
+    counts = [
+        spec[k] if v is None else v
+        for k, v in (
+            ("n_train", n_train),
+            ("n_validation", n_validation),
+            ("n_test_good", n_test_good),
+            ("n_test_per_defect", n_test_per_defect),
+        )
+    ]
     plan: list[tuple[str, str, str, int]] = []
     for cat in cats:
         plan += [(cat, "train", "good", i) for i in range(counts[0])]
@@ -99,8 +148,18 @@ def write_synthetic_dataset(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"rendering synthetic parts ({profile})", total=len(plan))
         for cat, split, defect, i in plan:
-            key = [seed, known.index(cat) if cat in known else 99, SPLITS.index(split), (defects + ("good",)).index(defect), i]
-            part = render_realistic(cat, key, defect, size) if profile == "realistic" else render_part(cat, np.random.default_rng(key), defect, size)
+            key = [
+                seed,
+                known.index(cat) if cat in known else 99,
+                SPLITS.index(split),
+                (defects + ("good",)).index(defect),
+                i,
+            ]
+            part = (
+                render_realistic(cat, key, defect, size)
+                if profile == "realistic"
+                else render_part(cat, np.random.default_rng(key), defect, size)
+            )
             write_sample(out, cat, split, defect, i, part.rgb, part.xyz, part.mask if split == "test" else None)
             bar.advance(task)
     return out
@@ -110,10 +169,19 @@ def categories_in(root: Path) -> list[str]:
     """The category folders of a dataset root (FileNotFoundError naming the root if there are none)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist: render one with `duoscan synth --out {root}` or point --data at a dataset")
-    found = sorted(p.name for p in root.iterdir() if (p / "train").is_dir() or (p / "test").is_dir() or (p / "test_public").is_dir())
+        raise FileNotFoundError(
+            f"dataset folder {root} does not exist: render one with `duoscan synth --out {root}` or point --data "
+            "at a dataset"
+        )
+    found = sorted(
+        p.name
+        for p in root.iterdir()
+        if (p / "train").is_dir() or (p / "test").is_dir() or (p / "test_public").is_dir()
+    )
     if not found:
-        raise FileNotFoundError(f"{root} holds no category in MVTec 3D-AD or Eyecandies layout (<category>/train/good/rgb/...)")
+        raise FileNotFoundError(
+            f"{root} holds no category in MVTec 3D-AD or Eyecandies layout (<category>/train/good/rgb/...)"
+        )
     return found
 
 
@@ -134,11 +202,17 @@ def iter_samples(root: Path, category: str, split: str) -> Iterator[Sample]:
         has_rgb, has_xyz = (defect_dir / "rgb").is_dir(), (defect_dir / "xyz").is_dir()
         if not (has_rgb or has_xyz):
             raise FileNotFoundError(f"{defect_dir} has neither rgb/ nor xyz/ (expected MVTec 3D-AD layout)")
-        stems = sorted(p.stem for p in (defect_dir / "rgb").glob("*.png")) if has_rgb else sorted(p.stem for p in (defect_dir / "xyz").glob("*.tiff"))
+        stems = (
+            sorted(p.stem for p in (defect_dir / "rgb").glob("*.png"))
+            if has_rgb
+            else sorted(p.stem for p in (defect_dir / "xyz").glob("*.tiff"))
+        )
         for stem in stems:
             xyz_path = defect_dir / "xyz" / f"{stem}.tiff"
             if has_xyz and not xyz_path.is_file():
-                raise FileNotFoundError(f"{xyz_path} is missing: each rgb/NNN.png of {defect_dir} needs its xyz/NNN.tiff")
+                raise FileNotFoundError(
+                    f"{xyz_path} is missing: each rgb/NNN.png of {defect_dir} needs its xyz/NNN.tiff"
+                )
             rgb = np.asarray(Image.open(defect_dir / "rgb" / f"{stem}.png").convert("RGB")) if has_rgb else None
             xyz = np.asarray(tifffile.imread(xyz_path), dtype=np.float32) if has_xyz else None
             gt_path = defect_dir / "gt" / f"{stem}.png"

@@ -11,8 +11,8 @@ dataset root (theirs drop it) and keep metres (no ×0.1 rescale; our preprocessi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import yaml
@@ -22,7 +22,18 @@ from .dataset import Sample, make_sample
 
 FOCAL_LENGTH_PX = 711.11
 SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test_public", "test_public": "test_public"}
-CATEGORIES = ("CandyCane", "ChocolateCookie", "ChocolatePraline", "Confetto", "GummyBear", "HazelnutTruffle", "LicoriceSandwich", "Lollipop", "Marshmallow", "PeppermintCandy")
+CATEGORIES = (
+    "CandyCane",
+    "ChocolateCookie",
+    "ChocolatePraline",
+    "Confetto",
+    "GummyBear",
+    "HazelnutTruffle",
+    "LicoriceSandwich",
+    "Lollipop",
+    "Marshmallow",
+    "PeppermintCandy",
+)
 
 
 def load_depth(depth_png: Path, info_yaml: Path) -> np.ndarray:
@@ -62,5 +73,7 @@ def iter_eyecandies(root: Path, category: str, split: str, lighting: int = 4) ->
         depth = load_depth(depth_png, folder / f"{stem}_info_depth.yaml")
         xyz = depth_to_xyz(depth, np.loadtxt(folder / f"{stem}_pose.txt"))
         mask_path = folder / f"{stem}_mask.png"
-        mask = np.asarray(Image.open(mask_path).convert("L")) > 0 if mask_path.exists() else np.zeros(rgb.shape[:2], bool)
+        mask = (
+            np.asarray(Image.open(mask_path).convert("L")) > 0 if mask_path.exists() else np.zeros(rgb.shape[:2], bool)
+        )
         yield make_sample(rgb, xyz, mask, category, canonical, "bad" if mask.any() else "good", stem, str(root))

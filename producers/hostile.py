@@ -8,8 +8,8 @@ and flagged ``degraded`` (or dead-lettered by a 3D-only model).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import msgpack
 import numpy as np
@@ -42,7 +42,9 @@ HOSTILE_KINDS: dict[str, Callable[[Frame, np.random.Generator], bytes]] = {
     "wrong schema version": lambda f, rng: _edit(f, lambda o: o.update(v=99)),
     "wrong dtype": lambda f, rng: _edit(f, lambda o: o["rgb"].update(dtype="float64")),
     "object dtype": lambda f, rng: _edit(f, lambda o: o["xyz"].update(dtype="object")),
-    "mismatched rgb/xyz shapes": lambda f, rng: _edit(f, lambda o: o.update(xyz=encode_array(np.ones((3, 3, 3), np.float32), "none"))),
+    "mismatched rgb/xyz shapes": lambda f, rng: _edit(
+        f, lambda o: o.update(xyz=encode_array(np.ones((3, 3, 3), np.float32), "none"))
+    ),
     "absurd dimensions": lambda f, rng: _edit(f, lambda o: o["rgb"].update(shape=[10**6, 10**6, 3])),
     "byte-count lie": lambda f, rng: _edit(f, lambda o: o["xyz"].update(data=o["xyz"]["data"][:-4])),
     "NaN in xyz": lambda f, rng: _edit(f, _with_xyz(f, float("nan"))),

@@ -21,7 +21,7 @@ defective frame differs from its good twin only inside its mask (tested).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -53,7 +53,9 @@ def _box(lx: np.ndarray, ly: np.ndarray, x0: float, x1: float, y0: float, y1: fl
 
 
 def _bracket(rng: np.random.Generator, lx: np.ndarray, ly: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, float]:
-    d = np.maximum(_box(lx, ly, -0.30 * s, 0.30 * s, 0.05 * s, 0.20 * s), _box(lx, ly, -0.30 * s, -0.15 * s, -0.25 * s, 0.20 * s))
+    d = np.maximum(
+        _box(lx, ly, -0.30 * s, 0.30 * s, 0.05 * s, 0.20 * s), _box(lx, ly, -0.30 * s, -0.15 * s, -0.25 * s, 0.20 * s)
+    )
     for hx, hy in ((0.18, 0.125), (-0.225, -0.15)):
         d = np.minimum(d, np.hypot(lx - hx * s, ly - hy * s) - 0.03 * s)
     h = 3.0 * _bevel(d, 3.0)
@@ -104,15 +106,23 @@ def _cookie(rng: np.random.Generator, lx: np.ndarray, ly: np.ndarray, s: int) ->
     return h, albedo, 0.03
 
 
-def _connector(rng: np.random.Generator, lx: np.ndarray, ly: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _connector(
+    rng: np.random.Generator, lx: np.ndarray, ly: np.ndarray, s: int
+) -> tuple[np.ndarray, np.ndarray, float]:
     body = _box(lx, ly, -0.26 * s, 0.26 * s, -0.15 * s, 0.15 * s)
     latch = _box(lx, ly, -0.08 * s, 0.08 * s, 0.15 * s - 4, 0.21 * s)  # on one side only
     h = 6.0 * _bevel(body, 2.0) + 3.0 * _bevel(latch, 2.0) * (body <= 0)
     for i in range(6):  # pin sockets: square holes 2 mm deep
         hole = _box(lx, ly, (-0.2 + 0.08 * i) * s - 0.02 * s, (-0.2 + 0.08 * i) * s + 0.02 * s, -0.05 * s, 0.0 * s) > 0
         h = h - 2.0 * hole
-    albedo = np.full(lx.shape + (3,), 0.16) * rng.uniform(0.95, 1.05) * (1 + 0.05 * _sample(_noise(rng, (2 * s, 2 * s), 1.0), ly, lx)[..., None])
-    marker = (_box(lx, ly, 0.17 * s, 0.23 * s, 0.06 * s, 0.12 * s) > 0) & (lx - 0.17 * s > ly - 0.06 * s)  # printed triangle
+    albedo = (
+        np.full(lx.shape + (3,), 0.16)
+        * rng.uniform(0.95, 1.05)
+        * (1 + 0.05 * _sample(_noise(rng, (2 * s, 2 * s), 1.0), ly, lx)[..., None])
+    )
+    marker = (_box(lx, ly, 0.17 * s, 0.23 * s, 0.06 * s, 0.12 * s) > 0) & (
+        lx - 0.17 * s > ly - 0.06 * s
+    )  # printed triangle
     albedo = np.where(marker[..., None], np.array([0.9, 0.9, 0.88]), albedo)
     return h, albedo, 0.25
 
@@ -132,7 +142,14 @@ def _plate(rng: np.random.Generator, lx: np.ndarray, ly: np.ndarray, s: int) -> 
     return h, albedo, 0.05
 
 
-SHAPES: dict[str, Shape] = {"bracket": _bracket, "gear": _gear, "potato": _potato, "cookie": _cookie, "connector": _connector, "plate": _plate}
+SHAPES: dict[str, Shape] = {
+    "bracket": _bracket,
+    "gear": _gear,
+    "potato": _potato,
+    "cookie": _cookie,
+    "connector": _connector,
+    "plate": _plate,
+}
 
 
 # --- defects: change height (mm) and albedo in place, return the exact mask -------------------
@@ -164,8 +181,20 @@ def _apply_defect(rng: np.random.Generator, kind: str, h: np.ndarray, albedo: np
         if kind == "stain":  # faint: 6-15 % darker or tinted, geometry untouched
             albedo[blob] *= 1 - rng.uniform(0.06, 0.15) * rng.uniform(0.6, 1.0, 3)
             return blob
-        albedo[blob] = rng.choice([np.array([0.2, 0.3, 0.7]), np.array([0.08, 0.08, 0.08]), np.array([0.9, 0.9, 0.9]), np.array([0.6, 0.2, 0.2])])
-        h += rng.uniform(3, 12) * NOISE_MM * ndimage.gaussian_filter(blob.astype(float), 1.0) * (ndimage.binary_dilation(blob, iterations=3))
+        albedo[blob] = rng.choice(
+            [
+                np.array([0.2, 0.3, 0.7]),
+                np.array([0.08, 0.08, 0.08]),
+                np.array([0.9, 0.9, 0.9]),
+                np.array([0.6, 0.2, 0.2]),
+            ]
+        )
+        h += (
+            rng.uniform(3, 12)
+            * NOISE_MM
+            * ndimage.gaussian_filter(blob.astype(float), 1.0)
+            * (ndimage.binary_dilation(blob, iterations=3))
+        )
         return ndimage.binary_dilation(blob, iterations=4)
     if kind == "scratch":
         width = rng.uniform(1.5, 3.0)

@@ -51,7 +51,8 @@ class FramePublisher:
             self._producer = kafka_clients.producer(settings, **producer_config)
         except (KafkaTimeoutError, KafkaConnectionError) as exc:
             raise BrokerUnavailableError(
-                f"no Kafka broker answered at {settings.bootstrap_servers} within {settings.producer_max_block_s:.0f} s "
+                f"no Kafka broker answered at {settings.bootstrap_servers} within "
+                f"{settings.producer_max_block_s:.0f} s "
                 f"(DUOSCAN_BOOTSTRAP_SERVERS, DUOSCAN_PRODUCER_MAX_BLOCK_S): {exc}"
             ) from None
         self._limits = DecodeLimits(max_frame_bytes=settings.max_frame_bytes)  # the workers' decode budget
@@ -108,7 +109,12 @@ class FramePublisher:
                 f"frame {label} not sent: the broker at {self.settings.bootstrap_servers} did not answer within "
                 f"{self.settings.producer_max_block_s:.0f} s (DUOSCAN_PRODUCER_MAX_BLOCK_S): {exc}"
             ) from None
-        future.add_callback(lambda _md: (metrics.FRAMES_PUBLISHED.labels(line).inc(), metrics.BYTES_PUBLISHED.labels(line).inc(len(payload))))
+        future.add_callback(
+            lambda _md: (
+                metrics.FRAMES_PUBLISHED.labels(line).inc(),
+                metrics.BYTES_PUBLISHED.labels(line).inc(len(payload)),
+            )
+        )
         future.add_errback(self._failed, label or key.decode(), line)
         self.sent += 1
         return future
@@ -134,7 +140,7 @@ class FramePublisher:
         finally:
             self._producer.close()
 
-    def __enter__(self) -> "FramePublisher":
+    def __enter__(self) -> FramePublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

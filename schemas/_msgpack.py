@@ -50,7 +50,9 @@ def require(obj: dict[str, Any], key: str, typ: type | tuple[type, ...], kind: s
     value = obj[key]
     types = typ if isinstance(typ, tuple) else (typ,)
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-        raise SchemaError(f"{kind}: field {key!r} must be {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}")
+        raise SchemaError(
+            f"{kind}: field {key!r} must be {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}"
+        )
     if isinstance(value, str) and len(value) > max_len:
         raise SchemaError(f"{kind}: field {key!r} is longer than {max_len} characters")
     return value
@@ -61,7 +63,9 @@ def check_version(obj: dict[str, Any], supported: int | tuple[int, ...], kind: s
     versions = supported if isinstance(supported, tuple) else (supported,)
     version = require(obj, "v", int, kind)
     if version not in versions:
-        raise SchemaError(f"{kind}: unknown schema version {version} (this build reads version {'/'.join(map(str, versions))})")
+        raise SchemaError(
+            f"{kind}: unknown schema version {version} (this build reads version {'/'.join(map(str, versions))})"
+        )
     if obj.get("kind") != kind:
         raise SchemaError(f"{kind}: message kind is {obj.get('kind')!r}, expected {kind!r}")
     return version

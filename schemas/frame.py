@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from ._msgpack import check_version, pack, require, unpack
@@ -67,31 +68,49 @@ class Frame:
     def key_for(line: str, station: str) -> bytes:
         return f"{line}/{station}".encode()
 
-    def validate(self, limits: DecodeLimits | None = None) -> "Frame":
+    def validate(self, limits: DecodeLimits | None = None) -> Frame:
+        """Raise :class:`SchemaError` with the reason unless the frame satisfies the wire contract."""
         limits = limits or DecodeLimits()
+        self._validate_names()
+        self._validate_arrays(limits)
+        self._validate_meta(limits)
+        return self
+
+    def _validate_names(self) -> None:
         for name in ("line", "station", "category"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _NAME.match(value):
                 raise SchemaError(f"frame: {name} {value!r} must be 1-64 characters of [A-Za-z0-9._-]")
         if not isinstance(self.frame_id, str) or not _ID.match(self.frame_id):
             raise SchemaError(f"frame: frame_id {self.frame_id!r} must be 1-256 characters of [A-Za-z0-9._:/@-]")
+
+    def _validate_arrays(self, limits: DecodeLimits) -> None:
         for name in MODALITIES:
             value = getattr(self, name)
             if value is not None and not isinstance(value, np.ndarray):
-                raise SchemaError(f"frame: {name} must be a numpy array (or None when the station has no such sensor), got {type(value).__name__}")
+                raise SchemaError(
+                    f"frame: {name} must be a numpy array (or None when the station has no such sensor), got "
+                    f"{type(value).__name__}"
+                )
         if self.rgb is None and self.xyz is None:
             raise SchemaError("frame: carries neither rgb nor xyz; a frame needs at least one of them")
         if self.rgb is not None and (self.rgb.ndim != 3 or self.rgb.shape[2] != 3 or self.rgb.dtype != np.uint8):
             raise SchemaError(f"frame: rgb must be H×W×3 uint8, got {self.rgb.shape} {self.rgb.dtype}")
-        if self.xyz is not None and (self.xyz.ndim != 3 or self.xyz.shape[2] != 3 or self.xyz.dtype not in (np.float32, np.float16)):
+        if self.xyz is not None and (
+            self.xyz.ndim != 3 or self.xyz.shape[2] != 3 or self.xyz.dtype not in (np.float32, np.float16)
+        ):
             raise SchemaError(f"frame: xyz must be H×W×3 float32/float16, got {self.xyz.shape} {self.xyz.dtype}")
         if self.rgb is not None and self.xyz is not None and self.rgb.shape[:2] != self.xyz.shape[:2]:
-            raise SchemaError(f"frame: rgb is {self.rgb.shape[:2]} but xyz is {self.xyz.shape[:2]}; they must be aligned")
+            raise SchemaError(
+                f"frame: rgb is {self.rgb.shape[:2]} but xyz is {self.xyz.shape[:2]}; they must be aligned"
+            )
         h, w = self.shape
         if not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side):
             raise SchemaError(f"frame: image side outside 1..{limits.max_side}: {h}×{w}")
         if self.xyz is not None and not np.isfinite(self.xyz).all():
             raise SchemaError("frame: xyz contains NaN or Inf (use all-zero points for missing measurements)")
+
+    def _validate_meta(self, limits: DecodeLimits) -> None:
         if len(self.meta) > limits.max_meta_items:
             raise SchemaError(f"frame: more than {limits.max_meta_items} metadata items")
         for k, v in self.meta.items():
@@ -99,7 +118,6 @@ class Frame:
                 raise SchemaError("frame: metadata must map strings to strings")
             if len(k) > 256 or len(v) > limits.max_text_len:
                 raise SchemaError(f"frame: metadata item {k[:40]!r} is too long")
-        return self
 
     def encode(self, codec: Codec = "zstd", xyz_float16: bool = False, limits: DecodeLimits | None = None) -> bytes:
         """msgpack bytes. ``xyz_float16`` halves XYZ (about 0.1 mm error at 0.5 m; see README).
@@ -112,8 +130,12 @@ class Frame:
         xyz = None if self.xyz is None else self.xyz.astype(np.float16 if xyz_float16 else np.float32, copy=False)
         decoded = sum(a.nbytes for a in (self.rgb, xyz) if a is not None)
         if decoded > limits.max_frame_bytes:
-            raise SchemaError(f"frame: its arrays take {decoded:,} bytes decoded, over the {limits.max_frame_bytes:,}-byte decode budget "
-                              f"every worker enforces (DUOSCAN_MAX_FRAME_BYTES); send smaller frames, DUOSCAN_XYZ_FLOAT16=1, or raise the limit")
+            raise SchemaError(
+                f"frame: its arrays take {decoded:,} bytes decoded, over the {limits.max_frame_bytes:,}-byte "
+                "decode budget "
+                "every worker enforces (DUOSCAN_MAX_FRAME_BYTES); send smaller frames, DUOSCAN_XYZ_FLOAT16=1, or "
+                "raise the limit"
+            )
         arrays = {name: encode_array(a, codec) for name, a in (("rgb", self.rgb), ("xyz", xyz)) if a is not None}
         return pack(
             {
@@ -131,7 +153,7 @@ class Frame:
         )
 
     @classmethod
-    def decode(cls, payload: bytes, limits: DecodeLimits | None = None) -> "Frame":
+    def decode(cls, payload: bytes, limits: DecodeLimits | None = None) -> Frame:
         """Decode and fully validate; raise :class:`SchemaError` with the reason otherwise."""
         limits = limits or DecodeLimits()
         obj = unpack(payload, max_bytes=limits.max_frame_bytes, kind="frame")
@@ -168,4 +190,3 @@ def peek_frame_id(payload: bytes) -> str | None:
         return fid if isinstance(fid, str) and _ID.match(fid) else None
     except SchemaError:
         return None
-

@@ -22,5 +22,5 @@ class DecodeLimits:
     max_text_len: int = 4096
 
     @classmethod
-    def from_env(cls) -> "DecodeLimits":
+    def from_env(cls) -> DecodeLimits:
         return cls(max_frame_bytes=int(os.environ.get("DUOSCAN_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES)))

@@ -143,7 +143,7 @@ class Alert(_Message):
     degraded: bool = False
 
     @classmethod
-    def from_result(cls, r: Result) -> "Alert":
+    def from_result(cls, r: Result) -> Alert:
         return cls(
             frame_id=r.frame_id,
             line=r.line,
@@ -173,7 +173,7 @@ class DeadLetter(_Message):
     time_ns: int = field(default_factory=time.time_ns)
 
     @classmethod
-    def decode(cls, payload: bytes) -> "DeadLetter":
+    def decode(cls, payload: bytes) -> DeadLetter:
         obj = unpack(payload, max_bytes=1 << 31, kind=cls.kind)
         check_version(obj, MESSAGE_SCHEMA_VERSION, cls.kind)
         return cls._from_obj(obj)

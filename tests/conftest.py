@@ -5,16 +5,16 @@ from __future__ import annotations
 import io
 import subprocess
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
+from duoscan import stack
 from duoscan.config import Settings
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis
-from duoscan import stack
 from duoscan.stack import spawn_worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,15 @@ def settings(broker, redis_server) -> Settings:
 def dataset(tmp_path_factory) -> Path:
     from producers.dataset import write_synthetic_dataset
 
-    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), size=64, n_train=12, n_validation=8, n_test_good=4, n_test_per_defect=2, progress=False)
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"),
+        size=64,
+        n_train=12,
+        n_validation=8,
+        n_test_good=4,
+        n_test_per_defect=2,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +153,9 @@ def process_frames(settings: Settings, model_path: Path, frames: list, line: str
     kafka_clients.ensure_topics(settings, [line])
     store = ResultStore(settings)
     proc = BatchProcessor(settings, ModelRouter([model_path], "auto"), store, kafka_clients.producer(settings))
-    report = proc.process([Incoming(settings.frames_topic(line), partition, i, f.encode()) for i, f in enumerate(frames)])
+    report = proc.process(
+        [Incoming(settings.frames_topic(line), partition, i, f.encode()) for i, f in enumerate(frames)]
+    )
     return report, store
 
 
@@ -161,12 +171,18 @@ def served_puck_results(settings: Settings, start_worker, model_path: Path, line
 
     kafka_clients.ensure_topics(settings, [line])
     start_worker(settings, models=[model_path])
-    frames = [f for f in itertools.islice(synthetic_frames(line, "S1", seed=4, defect_rate=0.5, size=64), 40) if f.category == "puck"][:n]
+    frames = [
+        f
+        for f in itertools.islice(synthetic_frames(line, "S1", seed=4, defect_rate=0.5, size=64), 40)
+        if f.category == "puck"
+    ][:n]
     with FramePublisher(settings) as pub:
         for f in frames:
             pub.publish_frame(f)
     store = ResultStore(settings)
-    return wait_for_items(lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, f"results on {line}")
+    return wait_for_items(
+        lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, f"results on {line}"
+    )
 
 
 def standardised_features(model, frames: list) -> tuple[list, dict, dict]:

@@ -22,7 +22,9 @@ def test_shared_network_uses_one_set_of_weights():
     assert 2 * n(shared) == n(separate)
     x = torch.randn(2, 6, 5, 5)
     out = shared({"rgb": x, "xyz": x})
-    assert out["rgb"].shape == (2, 5, 5) and torch.equal(out["rgb"], out["xyz"])  # same input, same weights, same output
+    assert out["rgb"].shape == (2, 5, 5) and torch.equal(
+        out["rgb"], out["xyz"]
+    )  # same input, same weights, same output
     with pytest.raises(ValueError):
         BridgeNetNet({"rgb": 6, "xyz": 4})
 
@@ -37,7 +39,9 @@ def test_losses():
 
 @pytest.fixture(scope="module")
 def bridgenet_model(dataset, tmp_path_factory):
-    model = train_model(dataset, "puck", "bridgenet", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY)
+    model = train_model(
+        dataset, "puck", "bridgenet", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY
+    )
     return model, model.save(tmp_path_factory.mktemp("bridgenet") / "puck.pt")
 
 
@@ -47,7 +51,7 @@ def test_bridgenet_fits_scores_and_round_trips(dataset, bridgenet_model):
     test = list(iter_dataset(dataset, "puck", "test"))
     out = model.score(test)
     assert np.isfinite(out.image_scores).all() and ((out.image_scores >= 0) & (out.image_scores <= 1)).all()
-    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test, strict=True))
     assert out.modalities == [["rgb", "xyz"]] * len(test) and out.degraded == [False] * len(test)
     again = load_model(path)
     assert again.config() == model.config()
@@ -75,13 +79,30 @@ def test_fused_map_is_zero_off_the_part_unless_asked_otherwise(dataset, bridgene
         model.opts["part_only"] = True
 
 
-@pytest.mark.parametrize("options", [dict(part_only=False), dict(modality="rgb"), dict(modality="xyz"), dict(share=False), dict(texture=False), dict(gaussian=False), dict(feature_noise=True), dict(output="logit", combine="mean")])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(part_only=False),
+        dict(modality="rgb"),
+        dict(modality="xyz"),
+        dict(share=False),
+        dict(texture=False),
+        dict(gaussian=False),
+        dict(feature_noise=True),
+        dict(output="logit", combine="mean"),
+    ],
+)
 def test_variants_and_ablations_train_and_score(dataset, options):
     modality = options.pop("modality", "both")
-    model = train_model(dataset, "ring", "bridgenet", modality, progress=False, shots=4, **{**TINY, "epochs": 1, **options})
+    model = train_model(
+        dataset, "ring", "bridgenet", modality, progress=False, shots=4, **{**TINY, "epochs": 1, **options}
+    )
     test = list(iter_dataset(dataset, "ring", "test"))[:2]
     out = model.score(test)
-    assert np.isfinite(out.image_scores).all() and out.modalities[0] == {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[modality]
+    assert (
+        np.isfinite(out.image_scores).all()
+        and out.modalities[0] == {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[modality]
+    )
     if modality == "xyz":  # a depth-only model without depth has nothing to score with
         assert np.isnan(model.score(blank_point_clouds(test, 1.0)[0]).image_scores).all()
 

@@ -35,7 +35,7 @@ def test_btf_modalities_score_and_round_trip(dataset, btf_models):
         assert model.category == "puck" and model.config()["modality"] == modality
         out = model.score(test)
         assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
-        assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+        assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test, strict=True))
         assert out.modalities[0] == {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}[modality]
         assert np.isfinite(model.threshold)
         again = load_model(model.save(path.with_suffix(".copy.pt")))
@@ -54,14 +54,32 @@ def test_btf_finds_what_it_should(dataset, btf_models):
 
 def test_evaluate_cli_writes_report_maps_and_panel(dataset, btf_models, tmp_path):
     out = tmp_path / "eval.json"
-    args = ["evaluate", "--data", str(dataset), "--category", "puck", "--model", str(btf_models["both"]), "--json", str(out), "--maps", str(tmp_path / "maps"), "--device", "cpu", "--cache", str(tmp_path / "cache")]
+    args = [
+        "evaluate",
+        "--data",
+        str(dataset),
+        "--category",
+        "puck",
+        "--model",
+        str(btf_models["both"]),
+        "--json",
+        str(out),
+        "--maps",
+        str(tmp_path / "maps"),
+        "--device",
+        "cpu",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cached = sorted(tmp_path.joinpath("cache").rglob("*.npz"))
     assert len(cached) == 2 * len(list(iter_dataset(dataset, "puck", "test")))  # rgb + fpfh per test frame
     mtimes = [p.stat().st_mtime_ns for p in cached]
     assert CliRunner().invoke(app, args).exit_code == 0
-    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.joinpath("cache").rglob("*.npz"))] == mtimes  # served, not recomputed
+    assert [
+        p.stat().st_mtime_ns for p in sorted(tmp_path.joinpath("cache").rglob("*.npz"))
+    ] == mtimes  # served, not recomputed
     report = json.loads(out.read_text())
     for key in ("i_auroc", "p_auroc", "aupro_30", "aupro_01", "n_test", "method", "image_scores", "timing"):
         assert key in report
@@ -77,7 +95,22 @@ def test_evaluate_cli_writes_report_maps_and_panel(dataset, btf_models, tmp_path
 
 def test_train_cli_single_file_and_unknown_method(dataset, tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["train", "--data", str(dataset), "--category", "ring", "--method", "baseline", "--out", str(tmp_path / "ring.pt"), "--device", "cpu"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(dataset),
+            "--category",
+            "ring",
+            "--method",
+            "baseline",
+            "--out",
+            str(tmp_path / "ring.pt"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert load_model(tmp_path / "ring.pt").category == "ring"
     r = cli("train", "--data", str(dataset), "--category", "ring", "--method", "nope", "--out", str(tmp_path / "x.pt"))

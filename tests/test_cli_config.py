@@ -17,7 +17,25 @@ from duoscan.config import Settings
 from tests.conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["up", "down", "topics", "health", "synth", "synth-anomalies", "train", "calibrate", "evaluate", "benchmark-table", "produce", "stations", "work", "alerts", "view", "config", "demo"]
+COMMANDS = [
+    "up",
+    "down",
+    "topics",
+    "health",
+    "synth",
+    "synth-anomalies",
+    "train",
+    "calibrate",
+    "evaluate",
+    "benchmark-table",
+    "produce",
+    "stations",
+    "work",
+    "alerts",
+    "view",
+    "config",
+    "demo",
+]
 
 
 def test_the_help_check_covers_every_command():
@@ -56,12 +74,18 @@ def test_a_config_file_sits_between_defaults_and_the_environment(monkeypatch, tm
     monkeypatch.setenv("DUOSCAN_CONFIG_FILE", str(path))
     monkeypatch.setenv("DUOSCAN_CODEC", "zstd")
     s = Settings.load()
-    assert (s.max_batch, s.max_wait_s, s.xyz_float16, s.codec) == (16, 1.0, True, "zstd"), "file over defaults, env over file"
+    assert (s.max_batch, s.max_wait_s, s.xyz_float16, s.codec) == (16, 1.0, True, "zstd"), (
+        "file over defaults, env over file"
+    )
     assert Settings.load(max_batch=2).max_batch == 2
     shown = CliRunner().invoke(app, ["config", "show"])
     assert shown.exit_code == 0 and "from-file" not in shown.output and str(path) in shown.output.replace("\n", "")
-    for body, message in (("max_batchh = 3\n", "unknown setting 'max_batchh'"), ('max_batch = "8"\n', "max_batch must be a int"),
-                          ("xyz_float16 = 1\n", "xyz_float16 must be a bool"), ("max_batch = [\n", str(path))):
+    for body, message in (
+        ("max_batchh = 3\n", "unknown setting 'max_batchh'"),
+        ('max_batch = "8"\n', "max_batch must be a int"),
+        ("xyz_float16 = 1\n", "xyz_float16 must be a bool"),
+        ("max_batch = [\n", str(path)),
+    ):
         path.write_text(body)
         with pytest.raises(ValueError, match=message):
             Settings.load()
@@ -93,7 +117,26 @@ def test_frames_topics_exclude_the_dead_letter_topic():
 def test_synth_and_train_commands(tmp_path):
     runner = CliRunner()
     data, models = tmp_path / "data", tmp_path / "models"
-    r = runner.invoke(app, ["synth", "--out", str(data), "--size", "48", "--train", "4", "--validation", "3", "--test-good", "1", "--test-per-defect", "0", "--categories", "ring"])
+    r = runner.invoke(
+        app,
+        [
+            "synth",
+            "--out",
+            str(data),
+            "--size",
+            "48",
+            "--train",
+            "4",
+            "--validation",
+            "3",
+            "--test-good",
+            "1",
+            "--test-per-defect",
+            "0",
+            "--categories",
+            "ring",
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["train", "--data", str(data), "--out", str(models)])
     assert r.exit_code == 0, r.output
@@ -109,9 +152,17 @@ def test_security_settings_reach_every_client_and_stay_masked(tmp_path):
 
     ca = tmp_path / "ca.pem"
     ca.write_text("not read until a connection is made")
-    s = Settings.load(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="line7",
-                      kafka_sasl_password="kpass", kafka_ssl_cafile=str(ca), redis_url="rediss://:upass@redis.plant:6380/0",
-                      redis_username="worker", redis_password="rpass", redis_ssl_ca_certs=str(ca))
+    s = Settings.load(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="line7",
+        kafka_sasl_password="kpass",
+        kafka_ssl_cafile=str(ca),
+        redis_url="rediss://:upass@redis.plant:6380/0",
+        redis_username="worker",
+        redis_password="rpass",
+        redis_ssl_ca_certs=str(ca),
+    )
     k = kafka_kwargs(s)
     assert k["security_protocol"] == "SASL_SSL" and k["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (k["sasl_plain_username"], k["sasl_plain_password"], k["ssl_cafile"]) == ("line7", "kpass", str(ca))
@@ -132,7 +183,15 @@ def test_security_settings_reach_every_client_and_stay_masked(tmp_path):
     "change, message",
     [
         ({"kafka_security_protocol": "TLS"}, "DUOSCAN_KAFKA_SECURITY_PROTOCOL"),
-        ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "GSSAPI", "kafka_sasl_username": "u", "kafka_sasl_password": "p"}, "DUOSCAN_KAFKA_SASL_MECHANISM"),
+        (
+            {
+                "kafka_security_protocol": "SASL_PLAINTEXT",
+                "kafka_sasl_mechanism": "GSSAPI",
+                "kafka_sasl_username": "u",
+                "kafka_sasl_password": "p",
+            },
+            "DUOSCAN_KAFKA_SASL_MECHANISM",
+        ),
         ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "DUOSCAN_KAFKA_SASL_USERNAME"),
         ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/no/such/ca.pem"}, "DUOSCAN_KAFKA_SSL_CAFILE"),
         ({"redis_url": "http://redis:6379"}, "DUOSCAN_REDIS_URL"),
@@ -150,8 +209,22 @@ def test_calibrate_sets_and_stores_the_threshold(dataset, models_dir, tmp_path):
     base = load_model(models_dir / "ring.pt")
     loose, strict = tmp_path / "loose.pt", tmp_path / "strict.pt"
     for out, fpr in ((loose, "0.5"), (strict, "0.001")):
-        result = CliRunner().invoke(app, ["calibrate", "--model", str(models_dir / "ring.pt"), "--data", str(dataset), "--category", "ring",
-                                          "--target-fpr", fpr, "--out", str(out)])
+        result = CliRunner().invoke(
+            app,
+            [
+                "calibrate",
+                "--model",
+                str(models_dir / "ring.pt"),
+                "--data",
+                str(dataset),
+                "--category",
+                "ring",
+                "--target-fpr",
+                fpr,
+                "--out",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
     lo, hi = load_model(loose).threshold, load_model(strict).threshold
     assert lo < hi, "a higher tolerated false-positive rate gives a lower threshold"
@@ -169,7 +242,14 @@ def test_blas_threads_setting_limits_every_loaded_blas(blas, expected):
         "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}), "
         "len([i for i in threadpool_info() if i['user_api'] == 'blas']))"
     )
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DUOSCAN_BLAS_THREADS": blas}, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DUOSCAN_BLAS_THREADS": blas},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     limits, libraries = done.stdout.split("] ")
     assert set(json.loads(limits + "]")) == expected and int(libraries) >= 1
@@ -202,7 +282,9 @@ def test_stage_threads_carry_their_name_for_the_os():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("env, flag, expected", [(None, [], "auto"), ("cpu", [], "cpu"), ("cpu", ["--device", "cuda"], "cuda")])
+@pytest.mark.parametrize(
+    "env, flag, expected", [(None, [], "auto"), ("cpu", [], "cpu"), ("cpu", ["--device", "cuda"], "cuda")]
+)
 def test_the_worker_scores_on_the_configured_device(monkeypatch, settings, tmp_path, env, flag, expected):
     """``duoscan work`` takes DUOSCAN_DEVICE unless --device says otherwise (it once always passed "auto",
     so a GPU worker benchmarked "on CPU" scored on the GPU)."""

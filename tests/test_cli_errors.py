@@ -24,34 +24,86 @@ def bad_inputs(data: Path, model: Path, garbage: Path) -> dict[str, tuple[list[s
     return {
         "missing dataset": (["train", "--data", "/nonexistent"], {}, "/nonexistent does not exist"),
         "missing category": (["train", "--data", d, "--category", "nosuch"], {}, "no category 'nosuch'"),
-        "unknown method": (["train", "--data", d, "--category", "ring", "--method", "nosuch"], {}, "unknown method 'nosuch'"),
-        "unknown modality": (["train", "--data", d, "--category", "ring", "--modality", "nosuch"], {}, "--modality 'nosuch'"),
+        "unknown method": (
+            ["train", "--data", d, "--category", "ring", "--method", "nosuch"],
+            {},
+            "unknown method 'nosuch'",
+        ),
+        "unknown modality": (
+            ["train", "--data", d, "--category", "ring", "--modality", "nosuch"],
+            {},
+            "--modality 'nosuch'",
+        ),
         "unknown device": (["train", "--data", d, "--category", "ring", "--device", "nosuch"], {}, "--device 'nosuch'"),
-        "target fpr out of range": (["train", "--data", d, "--category", "ring", "--target-fpr", "5"], {}, "--target-fpr"),
-        "missing model file": (["evaluate", "--data", d, "--category", "ring", "--model", "/nonexistent.pt"], {}, "does not exist"),
-        "foreign model file": (["evaluate", "--data", d, "--category", "ring", "--model", str(garbage)], {}, "not a duoscan model file"),
-        "model of another category": (["evaluate", "--data", d, "--category", "puck", "--model", m], {}, "trained on category 'ring'"),
-        "calibrate another category": (["calibrate", "--data", d, "--category", "puck", "--model", m], {}, "trained on category 'ring'"),
+        "target fpr out of range": (
+            ["train", "--data", d, "--category", "ring", "--target-fpr", "5"],
+            {},
+            "--target-fpr",
+        ),
+        "missing model file": (
+            ["evaluate", "--data", d, "--category", "ring", "--model", "/nonexistent.pt"],
+            {},
+            "does not exist",
+        ),
+        "foreign model file": (
+            ["evaluate", "--data", d, "--category", "ring", "--model", str(garbage)],
+            {},
+            "not a duoscan model file",
+        ),
+        "model of another category": (
+            ["evaluate", "--data", d, "--category", "puck", "--model", m],
+            {},
+            "trained on category 'ring'",
+        ),
+        "calibrate another category": (
+            ["calibrate", "--data", d, "--category", "puck", "--model", m],
+            {},
+            "trained on category 'ring'",
+        ),
         "work without a model": (["work", "--model", "/nonexistent"], {}, "/nonexistent does not exist"),
         "work without a broker": (["work", "--model", m], NO_BROKER, "no Kafka broker answers at 127.0.0.1:1"),
         "produce without a broker": (["produce", "--count", "1"], NO_BROKER, "no Kafka broker answers"),
         "alerts without a broker": (["alerts"], NO_BROKER, "no Kafka broker answers"),
         "topics without a broker": (["topics"], NO_BROKER, "no Kafka broker answers"),
-        "produce from a missing folder": (["produce", "--source", "/nonexistent"], {}, "--source /nonexistent is not a folder"),
+        "produce from a missing folder": (
+            ["produce", "--source", "/nonexistent"],
+            {},
+            "--source /nonexistent is not a folder",
+        ),
         "line id with a slash": (["produce", "--line", "bad/line"], {}, "--line 'bad/line'"),
         "negative count": (["produce", "--count", "-1"], {}, "--count"),
-        "unknown synth category": (["synth", "--categories", "nosuch", "--out", "/tmp/unused"], {}, "unknown fast categories nosuch"),
+        "unknown synth category": (
+            ["synth", "--categories", "nosuch", "--out", "/tmp/unused"],
+            {},
+            "unknown fast categories nosuch",
+        ),
         "unknown synth profile": (["synth", "--profile", "nosuch", "--out", "/tmp/unused"], {}, "unknown profile"),
         "unknown command": (["nosuch"], {}, "No such command"),
-        "preview of a missing category": (["synth-anomalies", "--data", d, "--category", "nosuch"], {}, "no category 'nosuch'"),
+        "preview of a missing category": (
+            ["synth-anomalies", "--data", d, "--category", "nosuch"],
+            {},
+            "no category 'nosuch'",
+        ),
         "port out of range": (["view", "--port", "99999"], {}, "--port"),
-        "unknown split": (["calibrate", "--data", d, "--category", "ring", "--model", m, "--split", "nosuch"], {}, "--split 'nosuch'"),
+        "unknown split": (
+            ["calibrate", "--data", d, "--category", "ring", "--model", m, "--split", "nosuch"],
+            {},
+            "--split 'nosuch'",
+        ),
         "bad webhook header": (["alerts", "--header", "no colon"], {}, "is not 'Name: value'"),
         "unknown config action": (["config", "nosuch"], {}, "unknown action"),
-        "garbage backbone runtime": (["config", "check"], {"DUOSCAN_BACKBONE_RUNTIME": "garbage"}, "DUOSCAN_BACKBONE_RUNTIME"),
+        "garbage backbone runtime": (
+            ["config", "check"],
+            {"DUOSCAN_BACKBONE_RUNTIME": "garbage"},
+            "DUOSCAN_BACKBONE_RUNTIME",
+        ),
         "zero partitions": (["config", "check"], {"DUOSCAN_PARTITIONS": "0"}, "DUOSCAN_PARTITIONS must be at least 1"),
         "negative batch": (["config", "check"], {"DUOSCAN_MAX_BATCH": "-1"}, "DUOSCAN_MAX_BATCH"),
-        "non-numeric batch": (["config", "check"], {"DUOSCAN_MAX_BATCH": "abc"}, "DUOSCAN_MAX_BATCH must be an integer"),
+        "non-numeric batch": (
+            ["config", "check"],
+            {"DUOSCAN_MAX_BATCH": "abc"},
+            "DUOSCAN_MAX_BATCH must be an integer",
+        ),
         "negative ttl": (["config", "check"], {"DUOSCAN_RESULT_TTL_S": "-1"}, "DUOSCAN_RESULT_TTL_S"),
         "negative frame limit": (["config", "check"], {"DUOSCAN_MAX_FRAME_BYTES": "-1"}, "DUOSCAN_MAX_FRAME_BYTES"),
         "unknown codec": (["config", "check"], {"DUOSCAN_CODEC": "garbage"}, "DUOSCAN_CODEC must be one of"),
@@ -87,9 +139,27 @@ def test_every_user_error_is_one_line_and_exit_code_2(cases, monkeypatch, name):
 
 def test_the_installed_entry_point_keeps_the_contract_and_debug_shows_the_traceback(tmp_path):
     env = {**os.environ, "DUOSCAN_PARTITIONS": "0"}
-    done = subprocess.run([sys.executable, "-m", "duoscan", "config", "check"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert (done.returncode, done.stdout, done.stderr) == (2, "", "error: DUOSCAN_PARTITIONS must be at least 1, not 0\n")
-    debug = subprocess.run([sys.executable, "-m", "duoscan", "--debug", "config", "check"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "duoscan", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        "error: DUOSCAN_PARTITIONS must be at least 1, not 0\n",
+    )
+    debug = subprocess.run(
+        [sys.executable, "-m", "duoscan", "--debug", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
 
 
@@ -122,7 +192,9 @@ def test_down_stops_only_processes_that_are_provably_ours(monkeypatch, tmp_path)
         assert stranger.poll() is None, "the stranger was left alone"
         assert not services.services_file().exists()
         services.services_file().parent.mkdir(parents=True, exist_ok=True)
-        services.services_file().write_text(json.dumps({"bootstrap_servers": "x:1", "redis_url": "redis://x", "pids": [stranger.pid]}))
+        services.services_file().write_text(
+            json.dumps({"bootstrap_servers": "x:1", "redis_url": "redis://x", "pids": [stranger.pid]})
+        )
         assert cli("down").exit_code == 0 and stranger.poll() is None, "a record without provenance proves nothing"
     finally:
         for p in (stranger, ours):
@@ -138,7 +210,9 @@ def test_state_does_not_follow_the_working_directory(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert state_dir() == tmp_path / "xdg" / "duoscan" and services_file().parent == state_dir()
     services_file().parent.mkdir(parents=True)
-    services_file().write_text(json.dumps({"bootstrap_servers": "10.0.0.9:9092", "redis_url": "redis://10.0.0.9:6379/0", "processes": []}))
+    services_file().write_text(
+        json.dumps({"bootstrap_servers": "10.0.0.9:9092", "redis_url": "redis://10.0.0.9:6379/0", "processes": []})
+    )
     elsewhere = tmp_path / "some" / "other" / "folder"
     elsewhere.mkdir(parents=True)
     monkeypatch.chdir(elsewhere)
@@ -148,13 +222,16 @@ def test_state_does_not_follow_the_working_directory(monkeypatch, tmp_path):
     assert not str(DEFAULT_MODELS).startswith("models"), "trained models never land inside the `models` package"
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://admin:pw@host:6379/0", "redis://admin:***@host:6379/0"),
-    ("redis://:pw@host", "redis://:***@host"),
-    ("redis:/admin:pw@host", "redis:***@host"),
-    ("admin:pw@host", "admin:***@host"),
-    ("redis://host:6379/0", "redis://host:6379/0"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://admin:pw@host:6379/0", "redis://admin:***@host:6379/0"),
+        ("redis://:pw@host", "redis://:***@host"),
+        ("redis:/admin:pw@host", "redis:***@host"),
+        ("admin:pw@host", "admin:***@host"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
 def test_a_password_in_a_redis_url_is_masked_even_when_the_url_is_malformed(url, shown):
     assert mask_url(url) == shown and "pw" not in mask_url(url)
 
@@ -190,7 +267,19 @@ def test_evaluation_without_ground_truth_writes_null_not_nan(dataset, models_dir
     for gt in (copy / "ring" / "test").glob("*/gt"):
         shutil.rmtree(gt)
     out = tmp_path / "eval.json"
-    result = cli("evaluate", "--data", str(copy), "--category", "ring", "--model", str(models_dir / "ring.pt"), "--json", str(out), "--device", "cpu")
+    result = cli(
+        "evaluate",
+        "--data",
+        str(copy),
+        "--category",
+        "ring",
+        "--model",
+        str(models_dir / "ring.pt"),
+        "--json",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
     assert report["aupro_30"] is None and report["p_auroc"] is None and isinstance(report["i_auroc"], float)
@@ -199,9 +288,9 @@ def test_evaluation_without_ground_truth_writes_null_not_nan(dataset, models_dir
 
 def test_settings_and_the_wire_contract_agree_on_codecs():
     from duoscan.config import CODECS
-    from schemas import CODECS as WIRE_CODECS
-    from models.runtime import RUNTIMES
     from duoscan.config import RUNTIMES as SETTING_RUNTIMES
+    from models.runtime import RUNTIMES
+    from schemas import CODECS as WIRE_CODECS
 
     assert CODECS == WIRE_CODECS and RUNTIMES == SETTING_RUNTIMES
 
@@ -235,4 +324,8 @@ def test_a_port_in_use_is_one_line():
         taken.listen()
         port = taken.getsockname()[1]
         result = cli("view", "--port", str(port))
-    assert result.exit_code == 2 and result.stderr == f"error: cannot listen on 127.0.0.1:{port} (Address already in use): pick another --port or --host\n"
+    assert (
+        result.exit_code == 2
+        and result.stderr
+        == f"error: cannot listen on 127.0.0.1:{port} (Address already in use): pick another --port or --host\n"
+    )

@@ -57,7 +57,9 @@ def test_reliability_gate_and_confidence_weighting():
 
 @pytest.fixture(scope="module")
 def cmdr_model(dataset, tmp_path_factory):
-    model = train_model(dataset, "hexnut", "cmdr", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY)
+    model = train_model(
+        dataset, "hexnut", "cmdr", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), **TINY
+    )
     return model, model.save(tmp_path_factory.mktemp("cmdr") / "hexnut.pt")
 
 
@@ -66,8 +68,10 @@ def test_cmdr_fits_scores_and_round_trips(dataset, cmdr_model):
     assert model.loss_history[-1] < model.loss_history[0]
     test = list(iter_dataset(dataset, "hexnut", "test"))
     out = model.score(test)
-    assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all() and (out.image_scores >= 0).all()
-    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+    assert (
+        out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all() and (out.image_scores >= 0).all()
+    )
+    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test, strict=True))
     assert out.modalities == [["rgb", "xyz"]] * len(test) and out.degraded == [False] * len(test)
     assert np.isfinite(model.threshold) and float(model.stats["degraded_scale"]) > 0
     again = load_model(path)
@@ -90,7 +94,9 @@ def test_late_fusion_sums_the_four_distances_over_their_good_quantiles(dataset, 
     prepared, x, valid = standardised_features(model, frames)
     gated = model._part_gated(valid, prepared)
     d = model._distances(x)
-    expected = sum(d[k] / model.stats[f"{k}_q"] * gated[k.split("_", 1)[1]] for k in ("rec_rgb", "rec_xyz", "map_rgb", "map_xyz"))
+    expected = sum(
+        d[k] / model.stats[f"{k}_q"] * gated[k.split("_", 1)[1]] for k in ("rec_rgb", "rec_xyz", "map_rgb", "map_xyz")
+    )
     fused, rgb_only = model._grid_maps(x, gated)
     assert torch.allclose(fused, expected)
     assert torch.allclose(rgb_only, d["rec_rgb"] / model.stats["rec_rgb_q"])  # the degraded path needs no 3D input
@@ -142,7 +148,9 @@ def test_worker_flags_degraded_frames_and_dead_letters_unscorable_ones(settings,
         assert results[f.frame_id].degraded == (i in chosen)
         assert results[f.frame_id].modalities == (["rgb"] if i in chosen else ["rgb", "xyz"])
 
-    xyz_only = train_model(dataset, "hexnut", "cmdr", "xyz", progress=False, shots=4, **TINY).save(tmp_path / "hexnut.pt")
+    xyz_only = train_model(dataset, "hexnut", "cmdr", "xyz", progress=False, shots=4, **TINY).save(
+        tmp_path / "hexnut.pt"
+    )
     report, _ = process_frames(settings, xyz_only, frames, "C", partition=1)
     assert report.results == 2 and report.dead == 2
     letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]

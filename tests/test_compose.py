@@ -104,7 +104,10 @@ def test_images_are_built_here_from_dockerfiles_that_exist():
         for item in src.split():
             assert (ROOT / item).exists(), f"Dockerfile copies {item}, which does not exist"
     assert '"torch==2.13.0"' in text and "TORCH_VARIANT" in text
-    assert {svcs["worker-gpu"]["build"]["args"]["TORCH_VARIANT"], svcs["topics"]["build"]["args"]["TORCH_VARIANT"]} == {"cu128", "cpu"}
+    assert {svcs["worker-gpu"]["build"]["args"]["TORCH_VARIANT"], svcs["topics"]["build"]["args"]["TORCH_VARIANT"]} == {
+        "cu128",
+        "cpu",
+    }
     for name in ("kafka", "redis"):
         assert re.fullmatch(r"[a-z/]+:\d+(\.\d+)+", svcs[name]["image"]), f"{name}: pin an official image version"
 
@@ -112,7 +115,9 @@ def test_images_are_built_here_from_dockerfiles_that_exist():
 def test_broker_and_topic_limits_fit_the_frames_clients_send():
     doc = load()
     env = doc["x-duoscan-env"]
-    settings = Settings.load(max_frame_bytes=int(env["DUOSCAN_MAX_FRAME_BYTES"]), frames_retention_ms=int(env["DUOSCAN_FRAMES_RETENTION_MS"]))
+    settings = Settings.load(
+        max_frame_bytes=int(env["DUOSCAN_MAX_FRAME_BYTES"]), frames_retention_ms=int(env["DUOSCAN_FRAMES_RETENTION_MS"])
+    )
     kafka = doc["services"]["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
     assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", "topics come from the bootstrap job"
@@ -153,12 +158,20 @@ def test_commands_parse_in_the_cli():
 
 
 def _compose_cli() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    )
 
 
 @pytest.mark.skipif(not _compose_cli(), reason="no docker compose client on this machine")
 def test_docker_compose_config_accepts_the_file():
     env = {**os.environ, "REDIS_PASSWORD": "test"}
     for profile in ("cpu", "gpu"):
-        out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--profile", profile, "config", "-q"], env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker", "compose", "-f", str(COMPOSE), "--profile", profile, "config", "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr

@@ -48,7 +48,9 @@ def write_routes(folder: Path, text: str) -> Path:
 def test_routes_pick_the_most_specific_model_and_threshold(models_dir, tmp_path):
     folder = copy_models(models_dir, tmp_path / "m")
     save_version(folder / "puck.pt", folder / "puck-l2.pt", 0.25)
-    write_routes(folder, """
+    write_routes(
+        folder,
+        """
 [[route]]
 category = "puck"
 model = "puck.pt"
@@ -68,16 +70,21 @@ threshold = 123.0
 [[route]]
 category = "ring"
 model = "ring.pt"
-""")
+""",
+    )
     router = ModelRouter(folder, "cpu")
     base, l2 = router.resolve("L1", "S1", "puck"), router.resolve("L2", "S1", "puck")
     assert base.path.name == "puck.pt" and base.threshold == load_model(folder / "puck.pt").threshold
     assert l2.path.name == "puck-l2.pt" and l2.threshold == 0.25 and l2.version != base.version
-    assert router.resolve("L3", "S9", "puck").threshold == 123.0 and router.resolve("L3", "S9", "puck").model is base.model
+    assert (
+        router.resolve("L3", "S9", "puck").threshold == 123.0 and router.resolve("L3", "S9", "puck").model is base.model
+    )
     assert router.resolve("L3", "S1", "puck").threshold == base.threshold, "station-specific route only for S9"
     assert router.resolve("L1", "S1", "hexnut") is None, "hexnut.pt is loaded but not routed"
     assert router.resolve("L1", "S1", "ring").path.name == "ring.pt"
-    assert len({id(r.model) for r in router.table.by_path.values()}) == len(list(folder.glob("*.pt"))), "each file loaded once"
+    assert len({id(r.model) for r in router.table.by_path.values()}) == len(list(folder.glob("*.pt"))), (
+        "each file loaded once"
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,7 +93,11 @@ model = "ring.pt"
         ('[[route]]\ncategory = "puck"\nmodel = "puck.pt"\nweight = 2\n', "unknown key(s) weight"),
         ('[[route]]\ncategory = "puck"\nmodel = "nope.pt"\n', "nope.pt does not exist"),
         ('[[route]]\ncategory = "puck"\n', "needs category and model"),
-        ('[[route]]\nline = "L1"\ncategory = "puck"\nmodel = "puck.pt"\n[[route]]\nline = "L1"\ncategory = "puck"\nmodel = "ring.pt"\n', "routes 1 and 2 both match"),
+        (
+            '[[route]]\nline = "L1"\ncategory = "puck"\nmodel = "puck.pt"\n'
+            '[[route]]\nline = "L1"\ncategory = "puck"\nmodel = "ring.pt"\n',
+            "routes 1 and 2 both match",
+        ),
         ("route = [", "routes file"),
     ],
 )
@@ -116,7 +127,10 @@ def test_refresh_swaps_new_files_and_keeps_the_old_version_of_a_broken_one(model
     second = router.resolve("L1", "S1", "puck")
     assert len(changes) == 1 and "puck.pt" in changes[0]
     assert second.version != first.version and second.threshold == 0.5
-    assert router.resolve("L1", "S1", "ring") is not None and router.resolve("L1", "S1", "ring").model is router.table.by_path[folder.resolve() / "ring.pt"].model
+    assert (
+        router.resolve("L1", "S1", "ring") is not None
+        and router.resolve("L1", "S1", "ring").model is router.table.by_path[folder.resolve() / "ring.pt"].model
+    )
 
     spare = save_version(folder / "puck.pt", tmp_path / "puck-fixed.pt", 0.7)
     (folder / "puck.pt").write_bytes(b"half a file")
@@ -140,12 +154,36 @@ def test_two_files_for_one_category_need_a_routes_file(models_dir, tmp_path):
 def test_calibrated_models_serve_their_lines_end_to_end(settings, start_worker, dataset, models_dir, tmp_path):
     folder = copy_models(models_dir, tmp_path / "m")
     calibrated = folder / "puck-l2.pt"
-    result = CliRunner().invoke(app, ["calibrate", "--model", str(folder / "puck.pt"), "--data", str(dataset), "--category", "puck", "--target-fpr", "0.5", "--out", str(calibrated)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            "--model",
+            str(folder / "puck.pt"),
+            "--data",
+            str(dataset),
+            "--category",
+            "puck",
+            "--target-fpr",
+            "0.5",
+            "--out",
+            str(calibrated),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    write_routes(folder, '[[route]]\ncategory = "puck"\nmodel = "puck.pt"\n\n[[route]]\nline = "B"\ncategory = "puck"\nmodel = "puck-l2.pt"\n')
+    write_routes(
+        folder,
+        '[[route]]\ncategory = "puck"\nmodel = "puck.pt"\n\n'
+        '[[route]]\nline = "B"\ncategory = "puck"\nmodel = "puck-l2.pt"\n',
+    )
     kafka_clients.ensure_topics(settings, ["A", "B"])
     start_worker(settings, models=[folder])
-    frames = {line: [f for f in itertools.islice(synthetic_frames(line, "S1", seed=5, size=64), 40) if f.category == "puck"][:6] for line in ("A", "B")}
+    frames = {
+        line: [f for f in itertools.islice(synthetic_frames(line, "S1", seed=5, size=64), 40) if f.category == "puck"][
+            :6
+        ]
+        for line in ("A", "B")
+    }
     ring = next(f for f in synthetic_frames("A", "S1", seed=6, size=64) if f.category == "ring")
     with FramePublisher(settings) as pub:
         for f in [*frames["A"], *frames["B"], ring]:
@@ -160,8 +198,16 @@ def test_calibrated_models_serve_their_lines_end_to_end(settings, start_worker, 
             r = results[f.frame_id]
             assert r.threshold == pytest.approx(model.threshold), f"line {line} scored by its own model"
             assert r.verdict == ("anomalous" if r.score > model.threshold else "ok")
-    assert len({results[f.frame_id].model_version for f in frames["A"]} | {results[f.frame_id].model_version for f in frames["B"]}) == 2
-    dead = wait_for_items(lambda: kafka_clients.read_topic(settings, settings.dlq_topic), 1, 60, "the unrouted ring frame dead-lettered")
+    assert (
+        len(
+            {results[f.frame_id].model_version for f in frames["A"]}
+            | {results[f.frame_id].model_version for f in frames["B"]}
+        )
+        == 2
+    )
+    dead = wait_for_items(
+        lambda: kafka_clients.read_topic(settings, settings.dlq_topic), 1, 60, "the unrouted ring frame dead-lettered"
+    )
     letter = DeadLetter.decode(dead[0])
     assert letter.frame_id == ring.frame_id and "no model for category 'ring' on line 'A'" in letter.reason
 
@@ -193,13 +239,25 @@ def test_a_model_swap_during_the_stream_loses_no_frame(settings, start_worker, m
     results = wait_for_items(lambda: store.read_results(ids), len(ids), 120, "every frame scored")
     assert set(results) == set(ids), "no frame lost across the swap"
     assert store.stats().get("redelivered", 0) == 0, "the swap needs no restart or redelivery"
-    versions = [results[f.frame_id].model_version for f in frames if f.category == category]  # one partition: publish order
+    versions = [
+        results[f.frame_id].model_version for f in frames if f.category == category
+    ]  # one partition: publish order
     new_version = versions[-1]
     assert new_version != old_version and versions[0] == old_version
     switch = versions.index(new_version)
-    assert set(versions[:switch]) == {old_version} and set(versions[switch:]) == {new_version}, "one switch, between batches, never back"
-    assert all(results[f.frame_id].threshold == 0.123 for f in frames if f.category == category and results[f.frame_id].model_version == new_version)
-    workers = wait_until(lambda: [w for w in store.workers().values() if new_version in w.get("models", "")], 30, "the worker reporting its new model")
+    assert set(versions[:switch]) == {old_version} and set(versions[switch:]) == {new_version}, (
+        "one switch, between batches, never back"
+    )
+    assert all(
+        results[f.frame_id].threshold == 0.123
+        for f in frames
+        if f.category == category and results[f.frame_id].model_version == new_version
+    )
+    workers = wait_until(
+        lambda: [w for w in store.workers().values() if new_version in w.get("models", "")],
+        30,
+        "the worker reporting its new model",
+    )
     assert workers
 
     for k, v in settings.to_env().items():
@@ -237,7 +295,11 @@ def test_stations_command_predicts_where_the_broker_puts_each_station(settings):
     assert len(set(placed.values())) > 1, "eight stations over four partitions cannot all land on one"
     result = CliRunner().invoke(app, ["stations", "--line", "L7", "--partitions", "4", *names])
     assert result.exit_code == 0, result.output
-    rows = {int(line.split("│")[1]): line.split("│")[2].split() for line in result.output.splitlines() if line.startswith("│")}
+    rows = {
+        int(line.split("│")[1]): line.split("│")[2].split()
+        for line in result.output.splitlines()
+        if line.startswith("│")
+    }
     assert {name: p for p, members in rows.items() for name in members if name != "-"} == placed
     per_partition = [list(placed.values()).count(p) for p in range(4)]
     assert ("uneven" in result.output) == (max(per_partition) - min(per_partition) > 1)

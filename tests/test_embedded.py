@@ -16,7 +16,6 @@ from duoscan.kafka_clients import frame_topics
 from models import resolve_device
 
 
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -29,7 +28,12 @@ def _alive(pid: int) -> bool:
 
 def test_up_then_down(tmp_path):
     env = {**os.environ, "DUOSCAN_STATE_DIR": str(tmp_path / "state")}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "duoscan", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # noqa: E731
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "duoscan", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
     up = run("up", "--lines", "X1,X2")
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads((tmp_path / "state" / "services.json").read_text())
@@ -69,5 +73,3 @@ def test_cuda_falls_back_to_cpu_without_a_gpu():
     assert resolve_device("auto") == expected
     assert resolve_device("cuda") == expected
     assert resolve_device("cpu") == "cpu"
-
-

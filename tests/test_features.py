@@ -31,7 +31,9 @@ def test_background_plane_is_removed_and_shapes_follow(parts):
     assert back.shape == (72, 60)
 
 
-@pytest.mark.parametrize("name,channels", [("efficientnet_lite0", 152), ("efficientnet_lite2", 168), ("mobilenet_v2", 128)])
+@pytest.mark.parametrize(
+    "name,channels", [("efficientnet_lite0", 152), ("efficientnet_lite2", 168), ("mobilenet_v2", 128)]
+)
 def test_rgb_backbones_are_pretrained_and_dense(parts, name, channels):
     net = load_backbone(name)
     bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)][3]
@@ -50,15 +52,19 @@ def _real_photographs(size: int = 224) -> torch.Tensor:
     import sklearn
     from PIL import Image
 
-    paths = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
-             Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg",
-             Path(sklearn.__file__).parent / "datasets" / "images" / "flower.jpg"]
+    paths = [
+        Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
+        Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg",
+        Path(sklearn.__file__).parent / "datasets" / "images" / "flower.jpg",
+    ]
     out = []
     for path in paths:
         img = Image.open(path).convert("RGB")
         w, h = img.size
         s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.BICUBIC)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize(
+            (size, size), Image.BICUBIC
+        )
         out.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 
@@ -86,7 +92,9 @@ def test_each_backbone_declares_the_input_normalisation_its_weights_were_trained
 def test_user_backbone_file(tmp_path, parts):
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, stride=8, padding=1)).eval()
     batch = torch.export.Dim("batch", min=1, max=64)
-    torch.export.save(torch.export.export(net, (torch.zeros(2, 3, 64, 64),), dynamic_shapes=({0: batch},)), tmp_path / "mine.pt2")
+    torch.export.save(
+        torch.export.export(net, (torch.zeros(2, 3, 64, 64),), dynamic_shapes=({0: batch},)), tmp_path / "mine.pt2"
+    )
     prep = [prepare(p.rgb, p.xyz, PreprocessConfig(resolution=64)) for p in parts]
     feats, _ = create_extractor(f"rgb:file:{tmp_path / 'mine.pt2'}", FeatureConfig(grid=8))(prep)
     assert feats.shape == (2, 5, 8, 8)
@@ -161,7 +169,11 @@ def test_method_specs_parse():
     assert parse_spec("baseline") == ("baseline", "both", {})
     assert parse_spec("btf:xyz") == ("btf", "xyz", {})
     assert parse_spec("mafr:both:shots=5:w_census=0") == ("mafr", "both", {"shots": 5, "w_census": 0})
-    assert parse_spec("mafr:rgb:xyz_features=fpfh+geometry:normalise=true") == ("mafr", "rgb", {"xyz_features": "fpfh+geometry", "normalise": True})
+    assert parse_spec("mafr:rgb:xyz_features=fpfh+geometry:normalise=true") == (
+        "mafr",
+        "rgb",
+        {"xyz_features": "fpfh+geometry", "normalise": True},
+    )
 
 
 def test_onnx_backbone_matches_torch_and_is_exported_once(tmp_path):
@@ -171,13 +183,15 @@ def test_onnx_backbone_matches_torch_and_is_exported_once(tmp_path):
     net = load_backbone("mobilenet_v2")
     path = export_onnx(net, "mobilenet_v2", tmp_path)
     stamp = path.stat().st_mtime_ns
-    assert export_onnx(net, "mobilenet_v2", tmp_path) == path and path.stat().st_mtime_ns == stamp, "cached, not re-exported"
+    assert export_onnx(net, "mobilenet_v2", tmp_path) == path and path.stat().st_mtime_ns == stamp, (
+        "cached, not re-exported"
+    )
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         want = net(x)
     got = OnnxBackbone(path)(x)
     assert [t.shape for t in got] == [t.shape for t in want]
-    for a, b in zip(want, got):
+    for a, b in zip(want, got, strict=True):
         assert float((a - b).abs().max() / a.abs().max()) < 1e-4
     assert resolve_runtime("cuda", "auto") == "torch" and resolve_runtime("cpu", "torch") == "torch"
     assert isinstance(on_runtime(net, "mobilenet_v2", "cpu", "torch"), torch.nn.Module)

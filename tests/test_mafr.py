@@ -51,7 +51,17 @@ def test_loss_terms():
 
 @pytest.fixture(scope="module")
 def mafr_model(dataset, tmp_path_factory):
-    model = train_model(dataset, "hexnut", "mafr", "both", progress=False, cache_dir=str(tmp_path_factory.mktemp("cache")), epochs=4, hidden=32, latent=16)
+    model = train_model(
+        dataset,
+        "hexnut",
+        "mafr",
+        "both",
+        progress=False,
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+        epochs=4,
+        hidden=32,
+        latent=16,
+    )
     return model, model.save(tmp_path_factory.mktemp("mafr") / "hexnut.pt")
 
 
@@ -61,7 +71,7 @@ def test_mafr_fits_scores_and_round_trips(dataset, mafr_model):
     test = list(iter_dataset(dataset, "hexnut", "test"))
     out = model.score(test)
     assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
-    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test))
+    assert all(m.shape == s.rgb.shape[:2] for m, s in zip(out.pixel_maps, test, strict=True))
     assert out.modalities[0] == ["rgb", "xyz"]
     again = load_model(path)
     assert again.config() == model.config() and again.category == "hexnut"
@@ -107,7 +117,9 @@ def test_image_score_reads_a_wider_smoothing_than_the_map(dataset, mafr_model):
         narrow = model.score(frames)
     finally:
         model.opts["score_sigma"] = 8.0
-    assert all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(wide.pixel_maps, narrow.pixel_maps))  # the heatmap is unchanged
+    assert all(
+        np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(wide.pixel_maps, narrow.pixel_maps, strict=True)
+    )  # the heatmap is unchanged
     assert (wide.image_scores <= narrow.image_scores + 1e-6).all() and (wide.image_scores < narrow.image_scores).any()
 
 

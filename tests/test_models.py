@@ -21,7 +21,9 @@ def test_baseline_detects_synthetic_defects(dataset, models_dir):
         test = list(iter_samples(dataset, cat, "test"))
         out = model.score(test)
         assert out.image_scores.shape == (len(test),)
-        assert all(m.shape == s.rgb.shape[:2] and m.dtype == np.float32 for m, s in zip(out.pixel_maps, test))
+        assert all(
+            m.shape == s.rgb.shape[:2] and m.dtype == np.float32 for m, s in zip(out.pixel_maps, test, strict=True)
+        )
         labels = [s.label for s in test]
         assert image_auroc(labels, out.image_scores) >= 0.8, cat
         assert pixel_auroc([s.mask for s in test], out.pixel_maps) >= 0.8, cat
@@ -92,6 +94,11 @@ def test_geometry_helpers():
 
 
 def test_models_import_nothing_from_kafka_or_redis():
-    code = "import sys, models, models.baseline, models.metrics; bad = [m for m in sys.modules if m.split('.')[0] in ('kafka', 'redis', 'faust', 'aiokafka', 'workers', 'producers')]; print(bad); sys.exit(bool(bad))"
+    code = (
+        "import sys, models, models.baseline, models.metrics; "
+        "banned = ('kafka', 'redis', 'faust', 'aiokafka', 'workers', 'producers'); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in banned]; "
+        "print(bad); sys.exit(bool(bad))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

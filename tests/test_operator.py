@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -52,7 +51,15 @@ def total(metrics: dict[str, float], name: str) -> float:
 
 
 def ring_frames(line: str, n: int, seed: int, defect_rate: float = 0.5) -> list:
-    return list(itertools.islice((f for f in synthetic_frames(line, "S1", categories=("ring",), seed=seed, defect_rate=defect_rate, size=64)), n))
+    return list(
+        itertools.islice(
+            (
+                f
+                for f in synthetic_frames(line, "S1", categories=("ring",), seed=seed, defect_rate=defect_rate, size=64)
+            ),
+            n,
+        )
+    )
 
 
 def test_worker_metrics_move_when_frames_flow(settings, start_worker):
@@ -67,14 +74,18 @@ def test_worker_metrics_move_when_frames_flow(settings, start_worker):
     with FramePublisher(settings) as pub:
         for f in frames:
             pub.publish_frame(f)
-    after = wait_until(lambda: (m := _try_scrape(port)) and total(m, "duoscan_results_total") >= len(frames) and m, 90, "counters to move")
+    after = wait_until(
+        lambda: (m := _try_scrape(port)) and total(m, "duoscan_results_total") >= len(frames) and m,
+        90,
+        "counters to move",
+    )
     assert total(after, "duoscan_frames_consumed_total") == len(frames)
-    assert after['duoscan_batch_size_count'] >= 1 and after['duoscan_batch_size_sum'] == len(frames)
-    assert after['duoscan_scoring_seconds_count'] == after['duoscan_batch_size_count']
+    assert after["duoscan_batch_size_count"] >= 1 and after["duoscan_batch_size_sum"] == len(frames)
+    assert after["duoscan_scoring_seconds_count"] == after["duoscan_batch_size_count"]
     assert after['duoscan_end_to_end_latency_seconds_count{line="M"}'] == len(frames)
     anomalous = after.get('duoscan_results_total{line="M",verdict="anomalous"}', 0)
     assert after["duoscan_alerts_total"] == anomalous
-    assert any(k.startswith('duoscan_consumer_lag{partition=') for k in after), "lag is reported per partition"
+    assert any(k.startswith("duoscan_consumer_lag{partition=") for k in after), "lag is reported per partition"
 
 
 def _try_scrape(port: int) -> dict[str, float] | None:
@@ -127,8 +138,21 @@ class Receiver:
 
 def publish_alerts(settings, n: int) -> list[Alert]:
     kafka_clients.ensure_topics(settings, [])
-    alerts = [Alert(frame_id=f"F{i:03d}", line="L1", station="S1", category="ring", score=2.0 + i, threshold=1.0, heatmap_key=f"k{i}",
-                    region=Region(12, (1, 2, 5, 6)) if i % 2 else None, model="cmdr", model_version="1+abc") for i in range(n)]
+    alerts = [
+        Alert(
+            frame_id=f"F{i:03d}",
+            line="L1",
+            station="S1",
+            category="ring",
+            score=2.0 + i,
+            threshold=1.0,
+            heatmap_key=f"k{i}",
+            region=Region(12, (1, 2, 5, 6)) if i % 2 else None,
+            model="cmdr",
+            model_version="1+abc",
+        )
+        for i in range(n)
+    ]
     producer = kafka_clients.producer(settings)
     for a in alerts:
         producer.send(settings.alerts_topic, key=a.frame_id.encode(), value=a.encode())
@@ -145,7 +169,9 @@ def test_webhook_gets_every_alert_once_and_retries_500s(settings, tmp_path):
     n = forward_alerts(settings, [hook, JsonLines(str(jsonl))], group="mes-test", follow=False, idle_timeout_s=3)
     assert n == len(alerts)
     assert receiver.requests == len(alerts) + 3, "the three 500s were retried"
-    assert [a["frame_id"] for a in receiver.accepted] == [a.frame_id for a in alerts], "each alert delivered once, in order"
+    assert [a["frame_id"] for a in receiver.accepted] == [a.frame_id for a in alerts], (
+        "each alert delivered once, in order"
+    )
     assert receiver.keys == [a.frame_id for a in alerts], "frame id as idempotency key"
     schema = json.loads((ROOT / "schemas" / "alert.schema.json").read_text())
     lines = jsonl.read_text().splitlines()
@@ -153,7 +179,9 @@ def test_webhook_gets_every_alert_once_and_retries_500s(settings, tmp_path):
     for body in receiver.accepted + [json.loads(x) for x in lines]:
         jsonschema.validate(body, schema)  # the documented schema is what goes out
     # offsets were committed: the same group starts after them
-    again = forward_alerts(settings, [JsonLines(str(tmp_path / "again.jsonl"))], group="mes-test", follow=False, idle_timeout_s=3)
+    again = forward_alerts(
+        settings, [JsonLines(str(tmp_path / "again.jsonl"))], group="mes-test", follow=False, idle_timeout_s=3
+    )
     assert again == 0
     publish_alerts(settings, 1)
     assert forward_alerts(settings, [hook], group="mes-test", follow=False, idle_timeout_s=3) == 1
@@ -161,9 +189,26 @@ def test_webhook_gets_every_alert_once_and_retries_500s(settings, tmp_path):
 
 def test_webhook_does_not_retry_a_rejection_forever():
     receiver = Receiver(fail=0)
-    receiver.server.RequestHandlerClass.do_POST = lambda h: (h.rfile.read(int(h.headers["Content-Length"])), h.send_response(400), h.end_headers())
+    receiver.server.RequestHandlerClass.do_POST = lambda h: (
+        h.rfile.read(int(h.headers["Content-Length"])),
+        h.send_response(400),
+        h.end_headers(),
+    )
     hook = Webhook(receiver.url, backoff_s=0.01)
-    hook.send(Alert(frame_id="X", line="L", station="S", category="c", score=1.0, threshold=0.5, heatmap_key="k", region=None, model="m", model_version="1"))
+    hook.send(
+        Alert(
+            frame_id="X",
+            line="L",
+            station="S",
+            category="c",
+            score=1.0,
+            threshold=0.5,
+            heatmap_key="k",
+            region=None,
+            model="m",
+            model_version="1",
+        )
+    )
     assert hook.rejected == 1
 
 
@@ -171,19 +216,33 @@ def test_alerts_cli_forwards_to_a_file(settings, tmp_path):
     publish_alerts(settings, 3)
     out = tmp_path / "cli.jsonl"
     env = {**os.environ, **settings.to_env()}
-    done = subprocess.run([sys.executable, "-m", "duoscan", "alerts", "--no-follow", "--group", "cli-test", "--out", str(out)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "duoscan", "alerts", "--no-follow", "--group", "cli-test", "--out", str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert [json.loads(x)["frame_id"] for x in out.read_text().splitlines()] == ["F000", "F001", "F002"]
 
 
 # --- the operator view in a real browser -------------------------------------------------------
 
+
 @pytest.fixture
 def view_server(settings, tmp_path):
     port = free_port()
     env = {**os.environ, **settings.to_env()}
     log = open(tmp_path / "view.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "duoscan", "view", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duoscan", "view", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _get(url + "/api/health"), 60, "the view server")
@@ -209,8 +268,18 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -230,38 +299,90 @@ def test_operator_view_in_chromium(settings, models_dir, view_server, browser):
     assert alerted, "the fixture needs at least one anomalous frame"
 
     browser.get(view_server + "/")
-    wait_js(browser, "return document.querySelector('.line-card[data-line=\"V\"] img.overlay') !== null", 30, "line V with frames")
+    wait_js(
+        browser,
+        "return document.querySelector('.line-card[data-line=\"V\"] img.overlay') !== null",
+        30,
+        "line V with frames",
+    )
     assert "line V" in browser.find_element("css selector", '.line-card[data-line="V"] h2').text
-    wait_js(browser, "return [...document.querySelectorAll('img.overlay')].every(i => i.complete && i.naturalWidth > 0)", 30, "overlays loaded")
-    assert int(browser.find_element("css selector", '.line-card[data-line="V"] svg.trend').get_attribute("data-points")) == len(frames)
+    wait_js(
+        browser,
+        "return [...document.querySelectorAll('img.overlay')].every(i => i.complete && i.naturalWidth > 0)",
+        30,
+        "overlays loaded",
+    )
+    assert int(
+        browser.find_element("css selector", '.line-card[data-line="V"] svg.trend').get_attribute("data-points")
+    ) == len(frames)
     browser.save_screenshot(str(ARTIFACTS / "view-lines.png"))
 
     target = alerted[0]
     browser.get(f"{view_server}/#/frame/{target.frame_id}")
-    wait_js(browser, f"const d = document.getElementById('frame-detail'); return d && d.dataset.frame === '{target.frame_id}'", 30, "the frame page")
-    wait_js(browser, "return ['heatmap','overlay','rgb','depth'].every(id => { const i = document.getElementById(id); return i && i.complete && i.naturalWidth > 0; })", 30, "the frame's images")
+    wait_js(
+        browser,
+        f"const d = document.getElementById('frame-detail'); return d && d.dataset.frame === '{target.frame_id}'",
+        30,
+        "the frame page",
+    )
+    wait_js(
+        browser,
+        "return ['heatmap','overlay','rgb','depth'].every(id => { const i = document.getElementById(id); return i "
+        "&& i.complete && i.naturalWidth > 0; })",
+        30,
+        "the frame's images",
+    )
     assert "anomalous" in browser.find_element("css selector", "#frame-detail h2").text
     browser.save_screenshot(str(ARTIFACTS / "view-frame.png"))
 
     browser.get(f"{view_server}/#/alerts?line=V")
-    rows = wait_js(browser, "const r = document.querySelectorAll('#alerts tr[data-frame]'); return r.length ? [...r].map(x => x.dataset.frame) : null", 30, "alert rows")
+    rows = wait_js(
+        browser,
+        "const r = document.querySelectorAll('#alerts tr[data-frame]'); return r.length ? [...r].map(x => "
+        "x.dataset.frame) : null",
+        30,
+        "alert rows",
+    )
     assert set(rows) == {r.frame_id for r in alerted}
     browser.save_screenshot(str(ARTIFACTS / "view-alerts.png"))
     browser.find_element("css selector", f'#alerts tr[data-frame="{target.frame_id}"]').click()
-    wait_js(browser, f"const d = document.getElementById('frame-detail'); return d && d.dataset.frame === '{target.frame_id}'", 30, "a click on an alert row to open its frame")
+    wait_js(
+        browser,
+        f"const d = document.getElementById('frame-detail'); return d && d.dataset.frame === '{target.frame_id}'",
+        30,
+        "a click on an alert row to open its frame",
+    )
 
     browser.get(view_server + "/")
     wait_js(browser, "return document.querySelector('.line-card[data-line=\"V\"]') !== null", 30, "the lines page")
     new = ring_frames("V", 1, seed=99)[0]
     process_frames(settings, models_dir / "ring.pt", [new], "V", partition=1)
-    wait_js(browser, f"return document.querySelector('[data-frame=\"{new.frame_id}\"]') !== null", 15, "the page to show the new result without a reload")
+    wait_js(
+        browser,
+        f"return document.querySelector('[data-frame=\"{new.frame_id}\"]') !== null",
+        15,
+        "the page to show the new result without a reload",
+    )
     browser.save_screenshot(str(ARTIFACTS / "view-updated.png"))
-    assert int(browser.find_element("css selector", '.line-card[data-line="V"] svg.trend').get_attribute("data-points")) == len(frames) + 1
+    assert (
+        int(browser.find_element("css selector", '.line-card[data-line="V"] svg.trend').get_attribute("data-points"))
+        == len(frames) + 1
+    )
 
     browser.get(view_server + "/#/frame/%E0%A4%A")  # a malformed address says so and the page keeps polling
-    wait_js(browser, "return document.getElementById('status').textContent.includes('malformed')", 15, "the malformed-address message")
+    wait_js(
+        browser,
+        "return document.getElementById('status').textContent.includes('malformed')",
+        15,
+        "the malformed-address message",
+    )
     browser.execute_script("location.hash = '#/'")
-    wait_js(browser, "return document.getElementById('status').textContent.startsWith('updated')", 15, "refreshing again after a bad address")
+    wait_js(
+        browser,
+        "return document.getElementById('status').textContent.startsWith('updated')",
+        15,
+        "refreshing again after a bad address",
+    )
 
 
 def test_view_api_says_what_is_missing(settings, view_server):
@@ -290,7 +411,13 @@ def test_view_says_503_when_redis_is_away(tmp_path):
     port, dead = free_port(), free_port()
     env = {**os.environ, "DUOSCAN_REDIS_URL": f"redis://127.0.0.1:{dead}/0"}
     log = open(tmp_path / "view.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "duoscan", "view", "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duoscan", "view", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _get(url + "/"), 60, "the view server")
@@ -316,11 +443,28 @@ def test_hostile_text_in_redis_is_shown_not_run(settings, view_server, browser):
 
     store = ResultStore(settings)
     evil = '"><img src=x id=pwned onerror="document.title=1">'
-    r = Result(frame_id="evil-1", line="H", station="S1", category="ring", model="m", model_version="1", score=1.0, threshold=0.5,
-               verdict=evil, heatmap_key=store.heatmap_key("evil-1"), modalities=["rgb"], region=None,
-               timings=Timings(1, 1, 1, 1, 1))
+    r = Result(
+        frame_id="evil-1",
+        line="H",
+        station="S1",
+        category="ring",
+        model="m",
+        model_version="1",
+        score=1.0,
+        threshold=0.5,
+        verdict=evil,
+        heatmap_key=store.heatmap_key("evil-1"),
+        modalities=["rgb"],
+        region=None,
+        timings=Timings(1, 1, 1, 1, 1),
+    )
     store.write([r], [encode_heatmap(np.zeros((8, 8), np.float32))])
     browser.get(f"{view_server}/#/frame/evil-1")
-    wait_js(browser, "const d = document.getElementById('frame-detail'); return d && d.dataset.frame === 'evil-1'", 30, "the frame page")
+    wait_js(
+        browser,
+        "const d = document.getElementById('frame-detail'); return d && d.dataset.frame === 'evil-1'",
+        30,
+        "the frame page",
+    )
     assert browser.execute_script("return document.getElementById('pwned') === null && document.title !== '1'")
     assert evil in browser.find_element("css selector", "#frame-detail h2").text

@@ -18,7 +18,10 @@ from .conftest import served_puck_results
 @pytest.fixture(scope="module")
 def patchcore_models(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("patchcore")
-    return {m: train_model(dataset, "puck", "patchcore", m, progress=False).save(out / f"puck-{m}.pt") for m in ("rgb", "xyz", "both")}
+    return {
+        m: train_model(dataset, "puck", "patchcore", m, progress=False).save(out / f"puck-{m}.pt")
+        for m in ("rgb", "xyz", "both")
+    }
 
 
 def test_patchcore_modalities_score_and_round_trip(dataset, patchcore_models):
@@ -28,7 +31,9 @@ def test_patchcore_modalities_score_and_round_trip(dataset, patchcore_models):
         assert model.name == "patchcore" and model.config()["modality"] == modality
         out = model.score(test)
         assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
-        assert all(m.shape == s.rgb.shape[:2] and m.dtype == np.float32 for m, s in zip(out.pixel_maps, test, strict=True))
+        assert all(
+            m.shape == s.rgb.shape[:2] and m.dtype == np.float32 for m, s in zip(out.pixel_maps, test, strict=True)
+        )
         assert np.isfinite(model.threshold)
         again = load_model(model.save(path.with_suffix(".copy.pt")))
         assert np.allclose(again.score(test[:2]).image_scores, out.image_scores[:2], rtol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from duoscan import kafka_clients
 from producers.replay import synthetic_frames
 from producers.sdk import FramePublisher, FrameTooLargeError
-from schemas import Alert, DeadLetter, Frame, encode_array
+from schemas import Alert, DeadLetter, Frame, SchemaError, encode_array
 from workers.store import ResultStore
 
 from .conftest import wait_for_items, wait_until
@@ -19,7 +19,9 @@ from .conftest import wait_for_items, wait_until
 pytestmark = pytest.mark.integration
 
 
-def publish_parts(pub: FramePublisher, line: str, station: str, n: int, seed: int, defect_rate: float = 0.3) -> list[Frame]:
+def publish_parts(
+    pub: FramePublisher, line: str, station: str, n: int, seed: int, defect_rate: float = 0.3
+) -> list[Frame]:
     frames = list(itertools.islice(synthetic_frames(line, station, seed=seed, defect_rate=defect_rate, size=64), n))
     for f in frames:
         pub.publish_frame(f)
@@ -32,7 +34,12 @@ def malformed_payloads(valid: bytes) -> dict[str, bytes]:
     wrong_version = msgpack.packb({**obj, "v": 42}, use_bin_type=True)
     other = encode_array(np.ones((3, 3, 3), np.float32), "zstd")  # well-formed, but not aligned with rgb
     shapes = msgpack.packb({**obj, "xyz": other}, use_bin_type=True)
-    return {"random bytes": b"\x93\x00garbage\xff" * 5, "truncated": valid[: len(valid) // 3], "wrong version": wrong_version, "mismatched shapes": shapes}
+    return {
+        "random bytes": b"\x93\x00garbage\xff" * 5,
+        "truncated": valid[: len(valid) // 3],
+        "wrong version": wrong_version,
+        "mismatched shapes": shapes,
+    }
 
 
 def test_frames_flow_end_to_end(settings, start_worker):
@@ -51,11 +58,19 @@ def test_frames_flow_end_to_end(settings, start_worker):
     for f in frames:
         r = results[f.frame_id]
         assert (r.line, r.station, r.category, r.model) == ("A", "S1", f.category, "baseline")
-        assert r.timings.captured_ns <= r.timings.published_ns <= r.timings.consumed_ns <= r.timings.scored_ns <= r.timings.written_ns
+        assert (
+            r.timings.captured_ns
+            <= r.timings.published_ns
+            <= r.timings.consumed_ns
+            <= r.timings.scored_ns
+            <= r.timings.written_ns
+        )
         assert r.modalities == ["rgb", "xyz"]
         heatmap = store.read_heatmap(r.heatmap_key)
         assert heatmap is not None and heatmap.shape == f.rgb.shape[:2]
-        assert heatmap.max() == pytest.approx(r.score, rel=1e-3), "the frame's own map (the baseline scores a frame by its map's maximum), to float16 precision"
+        assert heatmap.max() == pytest.approx(r.score, rel=1e-3), (
+            "the frame's own map (the baseline scores a frame by its map's maximum), to float16 precision"
+        )
         assert r.verdict == ("anomalous" if r.score > r.threshold else "ok")
         if r.anomalous:
             assert r.region is not None and r.region.area_px > 0
@@ -63,13 +78,23 @@ def test_frames_flow_end_to_end(settings, start_worker):
     # alerts exactly for the frames over threshold
     anomalous = {fid for fid, r in results.items() if r.anomalous}
     assert anomalous, "the baseline flags at least one of the defective parts"
-    alerts = wait_for_items(lambda: [Alert.decode(v) for v in kafka_clients.read_topic(settings, settings.alerts_topic, 1.0)], len(anomalous), 30, "alerts")
+    alerts = wait_for_items(
+        lambda: [Alert.decode(v) for v in kafka_clients.read_topic(settings, settings.alerts_topic, 1.0)],
+        len(anomalous),
+        30,
+        "alerts",
+    )
     assert sorted(a.frame_id for a in alerts) == sorted(anomalous)
     for a in alerts:
         assert a.score > a.threshold and a.heatmap_key == results[a.frame_id].heatmap_key and a.region is not None
 
     # malformed frames land in the DLQ with a reason and their original bytes
-    letters = wait_for_items(lambda: [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)], len(bad), 30, "dead letters")
+    letters = wait_for_items(
+        lambda: [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)],
+        len(bad),
+        30,
+        "dead letters",
+    )
     assert sorted(d.payload for d in letters) == sorted(bad.values())
     reasons = " | ".join(d.reason for d in letters)
     assert "schema version 42" in reasons and "aligned" in reasons and "msgpack" in reasons
@@ -114,7 +139,9 @@ def test_unknown_category_goes_to_dlq(settings, models_dir):
     kafka_clients.ensure_topics(settings, ["C"])
     f = next(synthetic_frames("C", "S1", size=64))
     f.category = "widget"
-    proc = BatchProcessor(settings, ModelRouter(models_dir, "cpu"), ResultStore(settings), kafka_clients.producer(settings))
+    proc = BatchProcessor(
+        settings, ModelRouter(models_dir, "cpu"), ResultStore(settings), kafka_clients.producer(settings)
+    )
     report = proc.process([Incoming(settings.frames_topic("C"), 0, 0, f.encode())])
     assert (report.results, report.dead) == (0, 1)
     [letter] = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]
@@ -136,8 +163,12 @@ def test_two_workers_share_partitions(settings, start_worker):
     assignment = wait_until(balanced, 90, "both workers to hold partitions")
     assert all(assignment.values())
     with FramePublisher(settings) as pub:
-        frames = publish_parts(pub, "L1", "S1", 12, seed=1, defect_rate=0.0) + publish_parts(pub, "L1", "S2", 12, seed=2, defect_rate=0.0)
-        frames += publish_parts(pub, "L2", "S1", 12, seed=3, defect_rate=0.0) + publish_parts(pub, "L2", "S2", 12, seed=4, defect_rate=0.0)
+        frames = publish_parts(pub, "L1", "S1", 12, seed=1, defect_rate=0.0) + publish_parts(
+            pub, "L1", "S2", 12, seed=2, defect_rate=0.0
+        )
+        frames += publish_parts(pub, "L2", "S1", 12, seed=3, defect_rate=0.0) + publish_parts(
+            pub, "L2", "S2", 12, seed=4, defect_rate=0.0
+        )
     ids = [f.frame_id for f in frames]
     wait_until(lambda: len(store.read_results(ids)) == len(ids), 90, "all results")
     processed = {w: int(info.get("processed", 0)) for w, info in store.workers().items()}
@@ -148,10 +179,18 @@ def test_two_workers_share_partitions(settings, start_worker):
 def test_producer_refuses_oversized_frames(settings):
     small = settings.replace(max_frame_bytes=50_000)
     rng = np.random.default_rng(0)
-    noisy = Frame(line="big", station="S1", category="ring", rgb=rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), xyz=rng.standard_normal((128, 128, 3)).astype(np.float32))
+    noisy = Frame(
+        line="big",
+        station="S1",
+        category="ring",
+        rgb=rng.integers(0, 256, (128, 128, 3), dtype=np.uint8),
+        xyz=rng.standard_normal((128, 128, 3)).astype(np.float32),
+    )
     with FramePublisher(small) as pub:
-        with pytest.raises(FrameTooLargeError, match="over the 50,000-byte limit"):
+        with pytest.raises(SchemaError, match="over the 50,000-byte decode budget"):  # what every worker would refuse
             pub.publish_frame(noisy)
+        with pytest.raises(FrameTooLargeError, match="over the 50,000-byte limit"):  # the message limit, for raw bytes
+            pub.send_raw("big", noisy.key, noisy.encode(codec="none"), noisy.frame_id)
         assert pub.sent == 0
     assert settings.frames_topic("big") not in kafka_clients.frame_topics(settings)
 

@@ -22,7 +22,9 @@ def write_eyecandies(root: Path, category: str = "Marshmallow", size: int = 24) 
         for i in range(n):
             stem = f"{i:03d}"
             for light in range(6):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{stem}_image_{light}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    d / f"{stem}_image_{light}.png"
+                )
             depth16 = np.full((size, size), 30000, np.uint16)
             depth16[8:16, 8:16] = 20000
             Image.fromarray(depth16).save(d / f"{stem}_depth.png")

@@ -15,8 +15,8 @@ import redis
 from duoscan import kafka_clients
 from duoscan.config import Settings
 from duoscan.drill import DrillConfig, run_drill
-from duoscan.stack import committed_lag
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from duoscan.stack import committed_lag
 from producers.hostile import HOSTILE_KINDS
 from producers.replay import synthetic_frames
 from producers.sdk import BrokerUnavailableError, FramePublisher, PublishError
@@ -37,7 +37,9 @@ def test_drill_sigkill_redis_outage_and_hostile_input(broker, models_dir, tmp_pa
     assert report.frames_sent == 60 and report.malformed_sent == len(HOSTILE_KINDS)
     assert report.lost == 0 and report.results_in_redis == 60, log
     assert report.duplicate_results == 0 and report.duplicate_alerts == 0
-    assert report.dlq_duplicates <= report.dlq_resent, "a dead letter is duplicated only when a dead worker's claim was re-sent"
+    assert report.dlq_duplicates <= report.dlq_resent, (
+        "a dead letter is duplicated only when a dead worker's claim was re-sent"
+    )
     assert report.alerts_published == report.anomalous_results > 0 and report.missing_alerts == 0
     assert report.dlq_unique == report.malformed_sent, (report.dlq_reasons, log)
     assert report.worker_crashes_survived == 1 and report.redis_outages_survived == 1
@@ -50,7 +52,9 @@ def _processor(settings: Settings, models_dir, producer=None):
     from workers.processor import BatchProcessor
     from workers.routing import ModelRouter
 
-    return BatchProcessor(settings, ModelRouter(models_dir, "cpu"), ResultStore(settings), producer or kafka_clients.producer(settings))
+    return BatchProcessor(
+        settings, ModelRouter(models_dir, "cpu"), ResultStore(settings), producer or kafka_clients.producer(settings)
+    )
 
 
 def _defective_batch(settings: Settings, line: str, n: int):
@@ -84,7 +88,7 @@ def test_frame_ids_cannot_reach_internal_keys(settings, models_dir):
 
     ids = ["unconfirmed", "stats", "lines", "anomalies", "worker:x", "unconfirmed:alerted"]
     frames = list(itertools.islice(synthetic_frames("U", "S1", seed=7, defect_rate=1.0, size=64), len(ids)))
-    for frame, fid in zip(frames, ids):
+    for frame, fid in zip(frames, ids, strict=True):
         frame.frame_id = fid
     proc = _processor(settings, models_dir)
     report = proc.process([Incoming(settings.frames_topic("U"), 0, i, f.encode()) for i, f in enumerate(frames)])
@@ -187,7 +191,9 @@ def test_redis_outage_worker_retries_and_catches_up(settings, start_worker, tmp_
         with FramePublisher(s) as pub:
             for f in frames[10:]:
                 pub.publish_frame(f)
-        wait_until(lambda: worker.log_path.read_text().count("Redis unavailable") > 0, 30, "the worker to log the outage")
+        wait_until(
+            lambda: worker.log_path.read_text().count("Redis unavailable") > 0, 30, "the worker to log the outage"
+        )
         time.sleep(3)
         assert worker.poll() is None, "no crash while Redis is away"
         server.start()
@@ -207,7 +213,14 @@ def _pause(proc: subprocess.Popen, seconds: float) -> None:
 
 def test_producer_buffers_while_the_broker_is_unreachable_and_workers_reconnect(tmp_path, redis_server, start_worker):
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as b:
-        s = Settings.load(bootstrap_servers=b.bootstrap, redis_url=redis_server.url, key_prefix="bufr", group_id="bufr", partitions=1, producer_delivery_timeout_s=60)
+        s = Settings.load(
+            bootstrap_servers=b.bootstrap,
+            redis_url=redis_server.url,
+            key_prefix="bufr",
+            group_id="bufr",
+            partitions=1,
+            producer_delivery_timeout_s=60,
+        )
         kafka_clients.ensure_topics(s, ["U"])
         worker = start_worker(s, "reconnect")
         store = ResultStore(s)
@@ -233,7 +246,9 @@ def test_producer_buffers_while_the_broker_is_unreachable_and_workers_reconnect(
 def test_without_a_broker_a_worker_logs_quietly_and_stops_promptly(tmp_path, redis_server, start_worker):
     """Once: ~80 client ERROR lines a second while the broker was away, and a SIGTERM that took 61 s."""
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as b:
-        s = Settings.load(bootstrap_servers=b.bootstrap, redis_url=redis_server.url, key_prefix="gone", group_id="gone", partitions=1)
+        s = Settings.load(
+            bootstrap_servers=b.bootstrap, redis_url=redis_server.url, key_prefix="gone", group_id="gone", partitions=1
+        )
         kafka_clients.ensure_topics(s, ["G"])
         worker = start_worker(s, "gone")
         wait_for_join(ResultStore(s))
@@ -260,7 +275,11 @@ def test_repeated_client_errors_are_logged_once_per_window():
     record = lambda msg, name="aiokafka.conn": logging.LogRecord(name, logging.ERROR, "x", 1, msg, (), None)  # noqa: E731
     shown = [f.filter(record(f"Connect call failed ('127.0.0.1', {port})")) for port in range(1000, 1080)]
     assert shown.count(True) == 1, "digits do not make a message new"
-    assert f.filter(record("Metadata refresh failed")) and f.filter(record("ours", name="workers.app")) and f.filter(record("ours", name="workers.app"))
+    assert (
+        f.filter(record("Metadata refresh failed"))
+        and f.filter(record("ours", name="workers.app"))
+        and f.filter(record("ours", name="workers.app"))
+    )
     now[0] = 31.0
     again = record("Connect call failed ('127.0.0.1', 1)")
     assert f.filter(again) and "79 more like it" in again.getMessage()
@@ -273,7 +292,9 @@ def test_producer_fails_loudly_instead_of_dropping(tmp_path):
         FramePublisher(nowhere)
     # a broker that stops answering for longer than the delivery timeout: flush names what was lost
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as b:
-        s = Settings.load(bootstrap_servers=b.bootstrap, partitions=1, producer_delivery_timeout_s=3.0, producer_max_block_s=2.0)
+        s = Settings.load(
+            bootstrap_servers=b.bootstrap, partitions=1, producer_delivery_timeout_s=3.0, producer_max_block_s=2.0
+        )
         kafka_clients.ensure_topics(s, ["V"])
         pub = FramePublisher(s)
         frames = list(itertools.islice(synthetic_frames("V", "S1", seed=8, size=32), 3))
@@ -294,7 +315,14 @@ def test_worker_refuses_a_redis_password_it_does_not_have(tmp_path, broker, mode
     with EmbeddedRedis(password=secret, log_path=tmp_path / "redis.log") as server:
         s = Settings.load(bootstrap_servers=broker.bootstrap, redis_url=server.url, key_prefix="auth", group_id="auth")
         env = {**os.environ, **s.to_env()}
-        out = subprocess.run([sys.executable, "-m", "duoscan", "work", "--model", str(models_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "duoscan", "work", "--model", str(models_dir)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 2
         assert "DUOSCAN_REDIS_PASSWORD" in out.stdout + out.stderr
         # with the password the same store works, and the password never shows in the config dump
@@ -303,7 +331,14 @@ def test_worker_refuses_a_redis_password_it_does_not_have(tmp_path, broker, mode
         assert store.workers()["w"]["partitions"] == "x"
         with pytest.raises(redis.AuthenticationError):
             ResultStore(s.replace(redis_password="wrong")).client.ping()
-        shown = subprocess.run([sys.executable, "-m", "duoscan", "config"], cwd=ROOT, env={**env, "DUOSCAN_REDIS_PASSWORD": secret}, capture_output=True, text=True, timeout=60)
+        shown = subprocess.run(
+            [sys.executable, "-m", "duoscan", "config"],
+            cwd=ROOT,
+            env={**env, "DUOSCAN_REDIS_PASSWORD": secret},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert shown.returncode == 0 and secret not in shown.stdout and "***" in shown.stdout
 
 
@@ -311,8 +346,17 @@ def test_nothing_in_the_code_unpickles_data():
     """Model files load with weights_only=True, caches with allow_pickle=False, messages are msgpack."""
     import re
 
-    risky = re.compile(r"^\s*(import pickle|from pickle|import cloudpickle|import dill)|pickle\.loads?\(|allow_pickle\s*=\s*True|weights_only\s*=\s*False", re.M)
-    found = [str(p.relative_to(ROOT)) for d in ("models", "workers", "schemas", "producers", "duoscan", "benchmarks") for p in (ROOT / d).rglob("*.py") if risky.search(p.read_text())]
+    risky = re.compile(
+        r"^\s*(import pickle|from pickle|import cloudpickle|import "
+        r"dill)|pickle\.loads?\(|allow_pickle\s*=\s*True|weights_only\s*=\s*False",
+        re.M,
+    )
+    found = [
+        str(p.relative_to(ROOT))
+        for d in ("models", "workers", "schemas", "producers", "duoscan", "benchmarks")
+        for p in (ROOT / d).rglob("*.py")
+        if risky.search(p.read_text())
+    ]
     assert found == []
     loads = [p for p in (ROOT / "models").rglob("*.py") if "torch.load(" in p.read_text()]
     assert loads and all("weights_only=True" in p.read_text() for p in loads)

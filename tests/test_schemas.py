@@ -15,7 +15,9 @@ def make_frame(h: int = 6, w: int = 5, **kw) -> Frame:
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-0.1, 0.4, (h, w, 3)).astype(np.float32)
     xyz[0, 0] = 0.0
-    defaults = dict(line="l1", station="s1", category="ring", rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), xyz=xyz)
+    defaults = dict(
+        line="l1", station="s1", category="ring", rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), xyz=xyz
+    )
     defaults.update(kw)
     return Frame(**defaults)
 
@@ -109,13 +111,21 @@ def test_nan_xyz_and_corrupt_compression_are_rejected():
     with pytest.raises(SchemaError, match="NaN"):
         Frame.decode(mutate(make_frame().encode(codec="none"), lambda o: o["xyz"].update(data=xyz.tobytes())))
     with pytest.raises(SchemaError, match="zstd"):
-        Frame.decode(mutate(make_frame().encode(codec="zstd"), lambda o: o["rgb"].update(data=b"\x28\xb5\x2f\xfd" + b"junk")))
+        Frame.decode(
+            mutate(make_frame().encode(codec="zstd"), lambda o: o["rgb"].update(data=b"\x28\xb5\x2f\xfd" + b"junk"))
+        )
     with pytest.raises(SchemaError, match="lz4"):
         Frame.decode(mutate(make_frame().encode(codec="lz4"), lambda o: o["rgb"].update(data=b"\xff" * 7)))
 
 
 def test_decompression_bomb_is_refused_before_allocation():
-    big = Frame(line="l", station="s", category="c", rgb=np.zeros((2000, 2000, 3), np.uint8), xyz=np.zeros((2000, 2000, 3), np.float32))
+    big = Frame(
+        line="l",
+        station="s",
+        category="c",
+        rgb=np.zeros((2000, 2000, 3), np.uint8),
+        xyz=np.zeros((2000, 2000, 3), np.float32),
+    )
     payload = big.encode(codec="zstd")
     assert len(payload) < 100_000  # zeros compress to almost nothing...
     with pytest.raises(SchemaError, match="budget"):  # ...but the claimed size is checked first
@@ -143,14 +153,26 @@ def test_encode_refuses_invalid_frames():
 
 def test_result_alert_dead_letter_round_trip():
     r = Result(
-        frame_id="f1", line="l1", station="s1", category="ring", model="baseline", model_version="1",
-        score=2.5, threshold=1.0, verdict="anomalous", heatmap_key="duoscan:heatmap:f1", modalities=["rgb", "xyz"],
-        region=Region(12, (1, 2, 5, 6)), timings=Timings(1, 2, 3, 4, 5),
+        frame_id="f1",
+        line="l1",
+        station="s1",
+        category="ring",
+        model="baseline",
+        model_version="1",
+        score=2.5,
+        threshold=1.0,
+        verdict="anomalous",
+        heatmap_key="duoscan:heatmap:f1",
+        modalities=["rgb", "xyz"],
+        region=Region(12, (1, 2, 5, 6)),
+        timings=Timings(1, 2, 3, 4, 5),
     )
     assert Result.decode(r.encode()) == r
     a = Alert.from_result(r)
     assert Alert.decode(a.encode()) == a and a.region == r.region
-    d = DeadLetter(reason="bad", source_topic="frames.l1", source_partition=2, source_offset=9, frame_id="", payload=b"\x00\x01")
+    d = DeadLetter(
+        reason="bad", source_topic="frames.l1", source_partition=2, source_offset=9, frame_id="", payload=b"\x00\x01"
+    )
     assert DeadLetter.decode(d.encode()) == d
     with pytest.raises(SchemaError):
         Result.decode(a.encode())  # an alert is not a result
@@ -160,9 +182,20 @@ def test_degraded_flag_round_trips_and_older_messages_still_decode():
     from schemas._msgpack import pack
 
     r = Result(
-        frame_id="f2", line="l1", station="s1", category="ring", model="cmdr", model_version="1",
-        score=0.5, threshold=1.0, verdict="ok", heatmap_key="k", modalities=["rgb"],
-        region=None, timings=Timings(1, 2, 3, 4, 5), degraded=True,
+        frame_id="f2",
+        line="l1",
+        station="s1",
+        category="ring",
+        model="cmdr",
+        model_version="1",
+        score=0.5,
+        threshold=1.0,
+        verdict="ok",
+        heatmap_key="k",
+        modalities=["rgb"],
+        region=None,
+        timings=Timings(1, 2, 3, 4, 5),
+        degraded=True,
     )
     assert Result.decode(r.encode()).degraded is True
     assert Alert.decode(Alert.from_result(r).encode()).degraded is True
@@ -208,7 +241,13 @@ def test_decoder_fuzz_only_ever_raises_schema_error(codec, edits, cut, junk):
 def test_a_frame_may_carry_one_input_only(drop):
     """Colour-only and 3D-only stations: version 2 frames carry either array alone."""
     full = make_frame(8, 7)
-    one = Frame(line="L1", station="S1", category="c", rgb=None if drop == "rgb" else full.rgb, xyz=None if drop == "xyz" else full.xyz)
+    one = Frame(
+        line="L1",
+        station="S1",
+        category="c",
+        rgb=None if drop == "rgb" else full.rgb,
+        xyz=None if drop == "xyz" else full.xyz,
+    )
     back = Frame.decode(one.encode(codec="zstd-delta"))
     kept = "xyz" if drop == "rgb" else "rgb"
     assert getattr(back, drop) is None and np.array_equal(getattr(back, kept), getattr(full, kept))
@@ -236,7 +275,13 @@ def test_not_an_array_is_a_schema_error_naming_the_field(field, value):
 
 def test_the_producer_refuses_a_frame_over_the_workers_decode_budget():
     """Zeros compress to almost nothing, so the message limit alone let through frames every worker dead-letters."""
-    big = Frame(line="L1", station="S1", category="c", rgb=np.zeros((600, 600, 3), np.uint8), xyz=np.zeros((600, 600, 3), np.float32))
+    big = Frame(
+        line="L1",
+        station="S1",
+        category="c",
+        rgb=np.zeros((600, 600, 3), np.uint8),
+        xyz=np.zeros((600, 600, 3), np.float32),
+    )
     limits = DecodeLimits(max_frame_bytes=4_000_000)  # 600*600*15 = 5.4 MB decoded
     with pytest.raises(SchemaError, match="decode budget"):
         big.encode(codec="zstd", limits=limits)

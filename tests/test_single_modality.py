@@ -42,8 +42,25 @@ def trained(rgb_only, xyz_only, tmp_path_factory) -> dict[str, Path]:
     """A colour-only baseline and a 3D-only patchcore, trained through the command line."""
     out = tmp_path_factory.mktemp("single_models")
     models = {"rgb": out / "rgb" / "ring.pt", "xyz": out / "xyz" / "ring.pt"}
-    for data, method, modality, path in ((rgb_only, "baseline", "rgb", models["rgb"]), (xyz_only, "patchcore", "xyz", models["xyz"])):
-        result = cli("train", "--data", str(data), "--category", "ring", "--method", method, "--modality", modality, "--out", str(path), "--device", "cpu")
+    for data, method, modality, path in (
+        (rgb_only, "baseline", "rgb", models["rgb"]),
+        (xyz_only, "patchcore", "xyz", models["xyz"]),
+    ):
+        result = cli(
+            "train",
+            "--data",
+            str(data),
+            "--category",
+            "ring",
+            "--method",
+            method,
+            "--modality",
+            modality,
+            "--out",
+            str(path),
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output[-3000:]
     return models
 
@@ -60,21 +77,50 @@ def test_readers_carry_none_for_the_missing_input(rgb_only, xyz_only):
 def test_trained_single_input_models_evaluate(trained, rgb_only, xyz_only, tmp_path):
     for modality, data in (("rgb", rgb_only), ("xyz", xyz_only)):
         out = tmp_path / f"{modality}.json"
-        result = cli("evaluate", "--data", str(data), "--category", "ring", "--model", str(trained[modality]), "--json", str(out), "--device", "cpu")
+        result = cli(
+            "evaluate",
+            "--data",
+            str(data),
+            "--category",
+            "ring",
+            "--model",
+            str(trained[modality]),
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output[-3000:]
         assert "i_auroc" in out.read_text()
 
 
-@pytest.mark.parametrize("data, method, modality, phrase", [
-    ("rgb_only", "patchcore", "both", "needs xyz, but"),
-    ("rgb_only", "patchcore", "xyz", "use --modality rgb"),
-    ("xyz_only", "baseline", "both", "needs rgb, but"),
-    ("xyz_only", "patchcore", "rgb", "use --modality xyz"),
-])
+@pytest.mark.parametrize(
+    "data, method, modality, phrase",
+    [
+        ("rgb_only", "patchcore", "both", "needs xyz, but"),
+        ("rgb_only", "patchcore", "xyz", "use --modality rgb"),
+        ("xyz_only", "baseline", "both", "needs rgb, but"),
+        ("xyz_only", "patchcore", "rgb", "use --modality xyz"),
+    ],
+)
 def test_a_modality_the_data_lacks_is_one_clear_line(request, tmp_path, data, method, modality, phrase):
     root = request.getfixturevalue(data)
-    result = cli("train", "--data", str(root), "--category", "ring", "--method", method, "--modality", modality, "--out", str(tmp_path / "m.pt"))
-    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and phrase in result.stderr, result.output[-2000:]
+    result = cli(
+        "train",
+        "--data",
+        str(root),
+        "--category",
+        "ring",
+        "--method",
+        method,
+        "--modality",
+        modality,
+        "--out",
+        str(tmp_path / "m.pt"),
+    )
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1 and phrase in result.stderr, result.output[
+        -2000:
+    ]
 
 
 def test_the_weight_free_baseline_trains_on_empty_clouds(dataset):
@@ -91,7 +137,8 @@ def test_the_weight_free_baseline_trains_on_empty_clouds(dataset):
 
 @pytest.mark.integration
 def test_a_colour_only_line_through_a_real_worker(settings, start_worker, trained, rgb_only, xyz_only):
-    """Replayed 2D-only frames score on the colour model; 3D-only frames sent to it are dead-lettered with the reason."""
+    """Replayed 2D-only frames score on the colour model; 3D-only frames sent to it are dead-lettered with the
+    reason."""
     line = "C1"
     kafka_clients.ensure_topics(settings, [line])
     start_worker(settings, models=[trained["rgb"].parent])
@@ -102,9 +149,18 @@ def test_a_colour_only_line_through_a_real_worker(settings, start_worker, traine
         for f in colour + depth:
             pub.publish_frame(f)
     store = ResultStore(settings)
-    results = wait_for_items(lambda: store.read_results([f.frame_id for f in colour]), len(colour), 120, "colour-only results")
-    assert {tuple(r.modalities) for r in results.values()} == {("rgb",)} and not any(r.degraded for r in results.values())
-    letters = wait_for_items(lambda: [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)], len(depth), 60, "dead letters")
+    results = wait_for_items(
+        lambda: store.read_results([f.frame_id for f in colour]), len(colour), 120, "colour-only results"
+    )
+    assert {tuple(r.modalities) for r in results.values()} == {("rgb",)} and not any(
+        r.degraded for r in results.values()
+    )
+    letters = wait_for_items(
+        lambda: [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)],
+        len(depth),
+        60,
+        "dead letters",
+    )
     assert {d.frame_id for d in letters} == {f.frame_id for f in depth}
     assert all("frame carries no rgb" in d.reason for d in letters)
 
@@ -119,7 +175,9 @@ def test_a_3d_only_line_through_a_real_worker(settings, start_worker, trained, x
         for f in frames:
             pub.publish_frame(f)
     store = ResultStore(settings)
-    results = wait_for_items(lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, "3D-only results")
+    results = wait_for_items(
+        lambda: store.read_results([f.frame_id for f in frames]), len(frames), 120, "3D-only results"
+    )
     assert {tuple(r.modalities) for r in results.values()} == {("xyz",)}
     assert all(np.isfinite(r.score) and r.model == "patchcore" for r in results.values())
 

@@ -23,8 +23,16 @@ def test_heatmap_and_preview_round_trip():
 
 def test_float16_cast_matches_numpy_bit_for_bit():
     rng = np.random.default_rng(2)
-    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-8, 6e-5, -6e-8, 65504.0, 65519.0, 65520.0, 1e6, 1 / 3], np.float32)
-    values = np.concatenate([special, rng.normal(0, 100, 2 * 16384 + 5).astype(np.float32), rng.uniform(-1e-4, 1e-4, 1000).astype(np.float32)])
+    special = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-8, 6e-5, -6e-8, 65504.0, 65519.0, 65520.0, 1e6, 1 / 3], np.float32
+    )
+    values = np.concatenate(
+        [
+            special,
+            rng.normal(0, 100, 2 * 16384 + 5).astype(np.float32),
+            rng.uniform(-1e-4, 1e-4, 1000).astype(np.float32),
+        ]
+    )
     with np.errstate(over="ignore"):
         assert np.array_equal(to_float16(values).view(np.uint16), values.astype(np.float16).view(np.uint16))
         strided = rng.normal(size=(50, 40, 3)).astype(np.float32)[::3, ::2, 2]  # as the preview takes Z

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.preprocess import PreprocessConfig, Prepared, prepare
-from models.synthesis import MultiScaleGaussianGenerator, UnifiedTextureGenerator, perlin, perlin_mask, procedural_texture
+from models.preprocess import Prepared, PreprocessConfig, prepare
+from models.synthesis import (
+    MultiScaleGaussianGenerator,
+    UnifiedTextureGenerator,
+    perlin,
+    perlin_mask,
+    procedural_texture,
+)
 from models.visible_depth import FOREGROUND_FLOOR, depth_image, part_region, visible_depth
 from producers.synthetic import render_part
 
@@ -45,7 +51,11 @@ def test_visible_depth_shows_the_part_above_its_background():
     d = visible_depth(p)
     region = part_region(p.valid)
     assert d.shape == p.valid.shape and d.dtype == np.float32
-    assert (d[~region] == 0).all() and (d[region] >= FOREGROUND_FLOOR - 1e-6).all() and d.max() == pytest.approx(1.0, abs=1e-3)
+    assert (
+        (d[~region] == 0).all()
+        and (d[region] >= FOREGROUND_FLOOR - 1e-6).all()
+        and d.max() == pytest.approx(1.0, abs=1e-3)
+    )
     assert depth_image(p).shape == (*p.valid.shape, 3)
     # holes inside the part are filled from their neighbours
     holed = Prepared(p.rgb, p.xyz.copy(), p.valid.copy(), p.orig_shape, p.pad, p.plane)
@@ -88,7 +98,9 @@ def test_texture_generator_changes_only_the_target_inside_the_mask(target):
 def test_texture_generator_can_use_other_good_frames():
     p, q = _prepared(0), _prepared(1)
     d = visible_depth(p)
-    a = UnifiedTextureGenerator(donor_share=1.0)(p.rgb, d, part_region(p.valid), np.random.default_rng(0), donors=[(q.rgb, visible_depth(q))], target="both")
+    a = UnifiedTextureGenerator(donor_share=1.0)(
+        p.rgb, d, part_region(p.valid), np.random.default_rng(0), donors=[(q.rgb, visible_depth(q))], target="both"
+    )
     assert a.mask.any() and (a.rgb != p.rgb).any()
 
 
@@ -113,7 +125,9 @@ def test_anomaly_preview_png(dataset, tmp_path):
     from duoscan.cli import app
 
     out = tmp_path / "preview.png"
-    res = CliRunner().invoke(app, ["synth-anomalies", "--data", str(dataset), "--category", "ring", "--out", str(out), "--n", "2"])
+    res = CliRunner().invoke(
+        app, ["synth-anomalies", "--data", str(dataset), "--category", "ring", "--out", str(out), "--n", "2"]
+    )
     assert res.exit_code == 0, res.output
     from PIL import Image
 

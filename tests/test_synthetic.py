@@ -55,7 +55,9 @@ def test_defect_masks_are_on_the_part(defect):
 
 
 def test_dataset_layout_matches_mvtec_3d_ad(tmp_path):
-    root = write_synthetic_dataset(tmp_path, ("ring",), size=48, n_train=3, n_validation=2, n_test_good=2, n_test_per_defect=1, progress=False)
+    root = write_synthetic_dataset(
+        tmp_path, ("ring",), size=48, n_train=3, n_validation=2, n_test_good=2, n_test_per_defect=1, progress=False
+    )
     assert categories_in(root) == ["ring"]
     assert len(list((root / "ring/train/good/rgb").glob("*.png"))) == 3
     assert len(list((root / "ring/validation/good/xyz").glob("*.tiff"))) == 2
@@ -70,7 +72,9 @@ def test_dataset_layout_matches_mvtec_3d_ad(tmp_path):
 
 
 def test_missing_gt_means_no_defect(tmp_path):
-    root = write_synthetic_dataset(tmp_path, ("hexnut",), size=32, n_train=1, n_validation=1, n_test_good=1, n_test_per_defect=0, progress=False)
+    root = write_synthetic_dataset(
+        tmp_path, ("hexnut",), size=32, n_train=1, n_validation=1, n_test_good=1, n_test_per_defect=0, progress=False
+    )
     for p in (root / "hexnut/test/good/gt").glob("*.png"):
         p.unlink()
     [sample] = list(iter_samples(root, "hexnut", "test"))
@@ -90,8 +94,12 @@ def test_realistic_masks_cover_exactly_the_rendered_defects(category):
         good, bad = render_realistic(category, [9, k]), render_realistic(category, [9, k], defect)
         assert good.rgb.shape == (REALISTIC_SIZE, REALISTIC_SIZE, 3) and bad.mask.any() and not good.mask.any()
         changed = (good.rgb != bad.rgb).any(2) | (good.xyz != bad.xyz).any(2)
-        assert not (changed & ~bad.mask).any(), f"{defect}: {int((changed & ~bad.mask).sum())} changed pixels outside the mask"
-        assert (changed & bad.mask).sum() >= 0.7 * bad.mask.sum(), defect  # the one-pixel shading ring may round away in uint8
+        assert not (changed & ~bad.mask).any(), (
+            f"{defect}: {int((changed & ~bad.mask).sum())} changed pixels outside the mask"
+        )
+        assert (changed & bad.mask).sum() >= 0.7 * bad.mask.sum(), (
+            defect
+        )  # the one-pixel shading ring may round away in uint8
 
 
 def test_realistic_defects_are_small_and_the_profile_is_varied():
@@ -109,10 +117,21 @@ def test_realistic_defects_are_small_and_the_profile_is_varied():
 
 
 def test_realistic_profile_writes_the_mvtec_layout(tmp_path):
-    root = write_synthetic_dataset(tmp_path, ("bracket",), n_train=2, n_validation=1, n_test_good=1, n_test_per_defect=1, progress=False, profile="realistic")
+    root = write_synthetic_dataset(
+        tmp_path,
+        ("bracket",),
+        n_train=2,
+        n_validation=1,
+        n_test_good=1,
+        n_test_per_defect=1,
+        progress=False,
+        profile="realistic",
+    )
     assert categories_in(root) == ["bracket"]
     test = list(iter_samples(root, "bracket", "test"))
     assert {s.defect for s in test} == {"good", *REALISTIC_DEFECTS}
-    assert all(s.rgb.shape[:2] == (REALISTIC_SIZE, REALISTIC_SIZE) and s.mask.any() == (s.defect != "good") for s in test)
+    assert all(
+        s.rgb.shape[:2] == (REALISTIC_SIZE, REALISTIC_SIZE) and s.mask.any() == (s.defect != "good") for s in test
+    )
     with pytest.raises(ValueError, match="unknown profile"):
         write_synthetic_dataset(tmp_path, profile="nope")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from duoscan import kafka_clients
 from duoscan.config import Settings
@@ -13,7 +13,9 @@ from schemas import Alert, SchemaError
 log = logging.getLogger(__name__)
 
 
-def follow_alerts(settings: Settings, group: str = "duoscan-alerts", follow: bool = True, idle_timeout_s: float = 5.0) -> Iterator[Alert]:
+def follow_alerts(
+    settings: Settings, group: str = "duoscan-alerts", follow: bool = True, idle_timeout_s: float = 5.0
+) -> Iterator[Alert]:
     """Yield alerts; commit the group's offsets after each poll's alerts were handed out.
 
     At-least-once: an alert is committed only after the caller took it. With
@@ -30,7 +32,13 @@ def follow_alerts(settings: Settings, group: str = "duoscan-alerts", follow: boo
                 try:
                     yield Alert.decode(record.value)
                 except SchemaError as exc:
-                    log.error("skipping malformed alert at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc.reason)
+                    log.error(
+                        "skipping malformed alert at %s[%d]@%d: %s",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        exc.reason,
+                    )
             if records:
                 consumer.commit()
                 idle_since = time.monotonic()

@@ -5,12 +5,8 @@ message when an agent runs concurrently (faust-streaming issue #606), so we scal
 by adding processes to the consumer group. No tables: the embedded broker misreports
 end offsets, which breaks table recovery; all state lives in Redis.
 
-Batches are pipelined in three stages, each on its own thread: batch N+2 decodes
-while batch N+1 scores and batch N is written to Redis and its alerts are published.
-Each message carries an extra reference until its batch is delivered, so faust
-(which commits acked offsets in the background) only commits an offset once its
-result is in Redis and its alerts are acknowledged. faust commits the first run of
-consecutive acked offsets, so batches are acked strictly in the order they were taken.
+Batches flow through a three-stage pipeline (``workers/pipeline.py``) that acks each
+batch, and so lets faust commit it, only once its results are durable.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import Future
-from typing import Callable
+from collections.abc import Callable
 
 import faust
 import redis
@@ -31,10 +26,10 @@ from duoscan import metrics
 from duoscan.config import Settings, state_dir
 from duoscan.kafka_clients import frame_topics
 from duoscan.security import faust_credentials
-from models.parallel import named_pool
 
 from .lifecycle import worker_class
-from .processor import BatchProcessor, Incoming
+from .pipeline import BatchPipeline
+from .processor import BatchProcessor
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +58,9 @@ def _limit_fetch_wait(ms: int) -> None:
     aiokafka.AIOKafkaConsumer = Consumer  # faust looks it up on the module at consumer creation
 
 
-def create_app(settings: Settings, topics: list[str], processor: BatchProcessor, on_new_topics: Callable[[list[str]], None]) -> faust.App:
+def create_app(
+    settings: Settings, topics: list[str], processor: BatchProcessor, on_new_topics: Callable[[list[str]], None]
+) -> faust.App:
     _limit_fetch_wait(settings.fetch_max_wait_ms)
     (state_dir() / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -83,75 +80,26 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
         stream_buffer_maxsize=max(64, settings.max_batch * 4),
     )
     source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
-    decode_pool = named_pool("decode")
-    score_pool = named_pool("score")
-    deliver_pool = named_pool("deliver")
-    stopping = False
-    processor.should_stop = lambda: stopping
+    pipeline = BatchPipeline(processor, on_delivered=lambda events: _record_lag(app, events))
+
+    @app.agent(source, concurrency=1)
+    async def score_frames(stream: faust.Stream) -> None:
+        try:
+            async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
+                await pipeline.take(events)
+        finally:
+            await pipeline.drain()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:  # noqa: ARG001
         parts = ",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
         log.info("assigned partitions: %s", parts or "(none)")
         try:  # bookkeeping for operators only: a Redis outage must not break the rebalance
-            await asyncio.get_running_loop().run_in_executor(deliver_pool, lambda: processor.store.record_worker(processor.worker_id, partitions=parts))
+            await pipeline.run_on_deliver_thread(
+                lambda: processor.store.record_worker(processor.worker_id, partitions=parts)
+            )
         except redis.RedisError as exc:
             log.warning("could not record the assignment in Redis: %s", exc)
-
-    def start(batch: list[Incoming]) -> Future:
-        """Queue the batch's decode and score. Each stage is one thread, fed in the order batches are
-        taken, so batch N+1 decodes while batch N scores and scores right after it."""
-        decoded = decode_pool.submit(processor.decode, batch)
-        return score_pool.submit(lambda: processor.score(decoded.result()))
-
-    async def finish(events: list, scoring: Future, before: asyncio.Task | None) -> bool:
-        """Wait for the batch's scores, then deliver it after the batch taken before it; only then
-        drop the reference that holds its offsets back from faust's commit. False: not delivered."""
-        try:
-            scored = await asyncio.shield(asyncio.wrap_future(scoring))  # cancelling this task never cancels the scoring
-        except Exception:
-            log.critical("scoring a batch of %d frames failed; exiting without commit", len(events), exc_info=True)
-            os._exit(70)
-        if before is not None:
-            await asyncio.wait([before])  # one batch in delivery at a time, in the order taken: acks stay in offset order
-            if before.cancelled() or not before.result():
-                return False  # an earlier batch was not delivered: acking this one would let faust commit past it
-        try:
-            report = await asyncio.get_running_loop().run_in_executor(deliver_pool, processor.deliver, scored)
-        except Exception:
-            # Results may not be durable: die without committing so the group redelivers.
-            log.critical("delivering a batch of %d frames failed; exiting without commit", len(events), exc_info=True)
-            os._exit(70)
-        for event in events:
-            event.ack()  # drops the reference taken in score_frames: now faust may commit it
-        _record_lag(app, events)
-        log.info("batch %d: %d results, %d alerts, %d dead, score %.0f ms", len(events), report.results, report.alerts, report.dead, report.score_s * 1000)
-        return True
-
-    @app.agent(source, concurrency=1)
-    async def score_frames(stream: faust.Stream) -> None:
-        nonlocal stopping
-        in_flight: list[asyncio.Task] = []  # batches taken and not yet delivered, oldest first
-        last: asyncio.Task | None = None  # the batch taken most recently
-        try:
-            async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
-                # take_events acks when this body returns; an extra reference per message holds the
-                # commit back until finish() has made the batch durable.
-                for event in events:
-                    event.message.incref()
-                batch = [Incoming(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
-                last = asyncio.ensure_future(finish(events, start(batch), last))  # chained even when the one before is done
-                in_flight = [t for t in in_flight if not t.done()] + [last]
-                if len(in_flight) >= 2:
-                    # back-pressure: one batch queued behind the one scoring is enough to keep the model
-                    # busy; take more once the older is delivered (this wait is cancellable, the batch is not)
-                    await asyncio.wait([in_flight[0]])
-        finally:
-            pending = [t for t in in_flight if not t.done()]
-            if pending:
-                stopping = True
-                log.warning("stopping: delivering the %d in-flight batch(es) before committing", len(pending))
-                await asyncio.wait(pending)
 
     if settings.model_poll_s > 0:
 
@@ -168,7 +116,7 @@ def create_app(settings: Settings, topics: list[str], processor: BatchProcessor,
                 log.warning("model rollout: %s", "; ".join(changes))
                 _record_models(processor)
             try:
-                await loop.run_in_executor(deliver_pool, processor.record_alive)
+                await pipeline.run_on_deliver_thread(processor.record_alive)
             except redis.RedisError as exc:
                 log.warning("could not record the worker's models in Redis: %s", exc)
 
@@ -215,7 +163,9 @@ def wait_for_topics(settings: Settings, timeout_s: float = 120.0) -> list[str]:
         if topics:
             return topics
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no {settings.topic_prefix}* topics on {settings.bootstrap_servers} after {timeout_s:.0f} s")
+            raise RuntimeError(
+                f"no {settings.topic_prefix}* topics on {settings.bootstrap_servers} after {timeout_s:.0f} s"
+            )
         log.info("waiting for %s* topics", settings.topic_prefix)
         time.sleep(1.0)
 

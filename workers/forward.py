@@ -13,9 +13,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from duoscan import metrics
 from duoscan.config import Settings
@@ -84,7 +85,13 @@ class Webhook:
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRY_STATUS:
                     self.rejected += 1
-                    log.error("webhook %s rejected alert %s with HTTP %d (not retried): %s", self.url, alert.frame_id, exc.code, alert.to_json())
+                    log.error(
+                        "webhook %s rejected alert %s with HTTP %d (not retried): %s",
+                        self.url,
+                        alert.frame_id,
+                        exc.code,
+                        alert.to_json(),
+                    )
                     return
                 reason = f"HTTP {exc.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
@@ -92,7 +99,14 @@ class Webhook:
             if self.should_stop():
                 raise RuntimeError(f"stopped while retrying alert {alert.frame_id} to {self.url}")
             metrics.FORWARD_RETRIES.labels(self.name).inc()
-            log.warning("webhook %s: alert %s attempt %d failed (%s); retrying in %.1f s", self.url, alert.frame_id, attempt, reason, delay)
+            log.warning(
+                "webhook %s: alert %s attempt %d failed (%s); retrying in %.1f s",
+                self.url,
+                alert.frame_id,
+                attempt,
+                reason,
+                delay,
+            )
             self.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
 
@@ -104,7 +118,9 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def forward_alerts(settings: Settings, outputs: list[Output], group: str, follow: bool = True, idle_timeout_s: float = 5.0) -> int:
+def forward_alerts(
+    settings: Settings, outputs: list[Output], group: str, follow: bool = True, idle_timeout_s: float = 5.0
+) -> int:
     """Deliver every alert to every output, in order; returns how many alerts went through."""
     n = 0
     for alert in follow_alerts(settings, group=group, follow=follow, idle_timeout_s=idle_timeout_s):

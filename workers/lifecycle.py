@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import faust
 
@@ -73,7 +73,9 @@ def broker_reachable(settings: Settings) -> bool:
         return False
 
 
-def leave_when_stuck(settings: Settings, delivering: Callable[[], bool], exit_now: Callable[[int], None] = os._exit) -> threading.Thread:
+def leave_when_stuck(
+    settings: Settings, delivering: Callable[[], bool], exit_now: Callable[[int], None] = os._exit
+) -> threading.Thread:
     """After a stop request: once no batch is being delivered and the broker has been unreachable for
     ``STOP_GRACE_S``, or after ``STOP_LIMIT_S`` in any case, end the process (status 0) without the commit
     faust would otherwise retry for a minute."""
@@ -93,7 +95,9 @@ def leave_when_stuck(settings: Settings, delivering: Callable[[], bool], exit_no
             if now - started >= STOP_LIMIT_S:
                 reason = f"the stop took over {STOP_LIMIT_S:.0f} s"
                 break
-        log.warning("stopping without the final commit: %s; frames since the last commit are redelivered to the group", reason)
+        log.warning(
+            "stopping without the final commit: %s; frames since the last commit are redelivered to the group", reason
+        )
         for handler in logging.getLogger().handlers:
             handler.flush()
         exit_now(0)

@@ -18,8 +18,9 @@ import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import redis
@@ -82,7 +83,14 @@ def worker_id(pid: int | None = None) -> str:
 
 
 class BatchProcessor:
-    def __init__(self, settings: Settings, router: ModelRouter, store: ResultStore, producer: KafkaProducer, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: ModelRouter,
+        store: ResultStore,
+        producer: KafkaProducer,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.store = store
@@ -107,17 +115,25 @@ class BatchProcessor:
         dead: list[tuple[Incoming, str]] = []
         table = self.router.table  # read once: a model rollout takes effect between batches
         by_route: dict[Route, list[tuple[Incoming, Frame]]] = defaultdict(list)  # one model call per model + threshold
-        for msg, frame in zip(batch, decoded.frames):
+        for msg, frame in zip(batch, decoded.frames, strict=True):
             if isinstance(frame, SchemaError):
                 dead.append((msg, frame.reason))
                 continue
             route = table.resolve(frame.line, frame.station, frame.category)
             if route is None:
-                dead.append((msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}"))
+                dead.append(
+                    (msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}")
+                )
                 continue
             if missing := [m for m in required_inputs(route.model) if m not in frame.modalities]:
                 modality = getattr(route.model, "modality", "both")
-                dead.append((msg, f"frame carries no {' or '.join(missing)}, which model {route.model.name} ({modality}) for {frame.category!r} needs"))
+                dead.append(
+                    (
+                        msg,
+                        f"frame carries no {' or '.join(missing)}, which model {route.model.name} ({modality}) for "
+                        f"{frame.category!r} needs",
+                    )
+                )
                 continue
             by_route[route].append((msg, frame))
 
@@ -135,19 +151,35 @@ class BatchProcessor:
                 dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
                 continue
             scored_ns = time.time_ns()
-            for (msg, frame), score, pixel_map, mods, worse in zip(items, out.image_scores, out.pixel_maps, out.modalities, out.degraded):
+            for (msg, frame), score, pixel_map, mods, worse in zip(
+                items, out.image_scores, out.pixel_maps, out.modalities, out.degraded, strict=True
+            ):
                 score = float(score)
                 if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
-                    dead.append((msg, f"model {model.name} could not score the frame: no usable input (e.g. a 3D-only model and no depth)"))
+                    dead.append(
+                        (
+                            msg,
+                            f"model {model.name} could not score the frame: no usable input (e.g. a 3D-only model "
+                            "and no depth)",
+                        )
+                    )
                     continue
                 anomalous = score > threshold
                 region = largest_region(pixel_map, threshold) if anomalous else None
                 results.append(
                     Result(
-                        frame_id=frame.frame_id, line=frame.line, station=frame.station, category=frame.category,
-                        model=model.name, model_version=route.version, score=score, threshold=threshold,
-                        verdict="anomalous" if anomalous else "ok", heatmap_key=self.store.heatmap_key(frame.frame_id),
-                        modalities=list(mods), region=Region(*region) if region else None,
+                        frame_id=frame.frame_id,
+                        line=frame.line,
+                        station=frame.station,
+                        category=frame.category,
+                        model=model.name,
+                        model_version=route.version,
+                        score=score,
+                        threshold=threshold,
+                        verdict="anomalous" if anomalous else "ok",
+                        heatmap_key=self.store.heatmap_key(frame.frame_id),
+                        modalities=list(mods),
+                        region=Region(*region) if region else None,
                         timings=Timings(frame.captured_ns, frame.published_ns, msg.consumed_ns, scored_ns, 0),
                         degraded=bool(worse),
                     )
@@ -214,11 +246,20 @@ class BatchProcessor:
         sends = []
         for msg, reason in dead:
             log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-            letter = DeadLetter(reason=reason, source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset, frame_id=peek_frame_id(msg.value) or "", payload=msg.value)
+            letter = DeadLetter(
+                reason=reason,
+                source_topic=msg.topic,
+                source_partition=msg.partition,
+                source_offset=msg.offset,
+                frame_id=peek_frame_id(msg.value) or "",
+                payload=msg.value,
+            )
             sends.append((f"{msg.topic}:{msg.partition}:{msg.offset}", None, letter.encode()))
         self._publish_claimed("dead", self.settings.dlq_topic, sends, resend_orphans=True)
 
-    def _publish_claimed(self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]], resend_orphans: bool = False) -> int:
+    def _publish_claimed(
+        self, kind: str, topic: str, sends: list[tuple[str, bytes | None, bytes]], resend_orphans: bool = False
+    ) -> int:
         """Claim each id in Redis, publish what we won, wait for the acks, confirm.
 
         A redelivered batch finds the claims and publishes nothing twice. If a publish fails we
@@ -233,18 +274,31 @@ class BatchProcessor:
             return 0
         ids = [i for i, _, _ in sends]
         won = self._retry(f"claim {kind} marks", lambda: self.store.claim(kind, ids, self.worker_id))
-        taken = [i for i, w in zip(ids, won) if not w]
+        taken = [i for i, w in zip(ids, won, strict=True) if not w]
         resend: set[str] = set()
         if taken:
             marks = self._retry(f"read {kind} marks", lambda: self.store.marks(kind, taken))
-            orphaned = [i for i, m in zip(taken, marks) if m and m.startswith("pending:")]
+            orphaned = [i for i, m in zip(taken, marks, strict=True) if m and m.startswith("pending:")]
             if orphaned and resend_orphans:
-                log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; re-sending (at least once): %s", len(orphaned), kind, ", ".join(orphaned))
+                log.warning(
+                    "%d %s message(s) were claimed by a worker that stopped before confirming them; re-sending (at "
+                    "least once): %s",
+                    len(orphaned),
+                    kind,
+                    ", ".join(orphaned),
+                )
                 resend = set(orphaned)
             elif orphaned:
-                log.warning("%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent (at most once), listed in unconfirmed:%s: %s", len(orphaned), kind, kind, ", ".join(orphaned))
+                log.warning(
+                    "%d %s message(s) were claimed by a worker that stopped before confirming them; not re-sent "
+                    "(at most once), listed in unconfirmed:%s: %s",
+                    len(orphaned),
+                    kind,
+                    kind,
+                    ", ".join(orphaned),
+                )
                 self._retry(f"list unconfirmed {kind}", lambda: self.store.note_unconfirmed(kind, orphaned))
-        todo = [s for s, w in zip(sends, won) if w or s[0] in resend]
+        todo = [s for s, w in zip(sends, won, strict=True) if w or s[0] in resend]
         try:
             futures = [self.producer.send(topic, key=key, value=value) for _, key, value in todo]
             for fut in futures:
@@ -267,7 +321,9 @@ class BatchProcessor:
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 if self.should_stop():
                     raise
-                log.error("Redis unavailable while trying to %s (%s); retrying in %.1f s, not committing", what, exc, delay)
+                log.error(
+                    "Redis unavailable while trying to %s (%s); retrying in %.1f s, not committing", what, exc, delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, self.settings.redis_retry_max_s)
 

@@ -75,7 +75,9 @@ class RouteTable:
         for rule in self.rules:
             if rule.matches(line, station, category):
                 route = self.by_path[rule.model_path]
-                return route if rule.threshold is None else Route(route.model, rule.threshold, route.version, route.path)
+                return (
+                    route if rule.threshold is None else Route(route.model, rule.threshold, route.version, route.path)
+                )
         return None
 
     def versions(self) -> dict[str, str]:
@@ -94,16 +96,28 @@ def read_routes(path: Path) -> list[RouteRule]:
     for i, entry in enumerate(doc.get("route", []), 1):
         unknown = set(entry) - ROUTE_KEYS
         if unknown:
-            raise ValueError(f"routes file {path}, route {i}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(ROUTE_KEYS))})")
+            raise ValueError(
+                f"routes file {path}, route {i}: unknown key(s) {', '.join(sorted(unknown))} (known: "
+                f"{', '.join(sorted(ROUTE_KEYS))})"
+            )
         if not entry.get("category") or not entry.get("model"):
             raise ValueError(f"routes file {path}, route {i}: needs category and model")
         model_path = (path.parent / entry["model"]).resolve()
         if not model_path.is_file():
             raise ValueError(f"routes file {path}, route {i}: model file {model_path} does not exist")
-        rule = RouteRule(str(entry["category"]), model_path, str(entry.get("line", "")), str(entry.get("station", "")), float(entry["threshold"]) if "threshold" in entry else None)
+        rule = RouteRule(
+            str(entry["category"]),
+            model_path,
+            str(entry.get("line", "")),
+            str(entry.get("station", "")),
+            float(entry["threshold"]) if "threshold" in entry else None,
+        )
         key = (rule.line, rule.station, rule.category)
         if key in seen:
-            raise ValueError(f"routes file {path}: routes {seen[key]} and {i} both match line={rule.line or '*'} station={rule.station or '*'} category={rule.category}")
+            raise ValueError(
+                f"routes file {path}: routes {seen[key]} and {i} both match line={rule.line or '*'} "
+                f"station={rule.station or '*'} category={rule.category}"
+            )
         seen[key] = i
         rules.append(rule)
     if not rules:
@@ -114,7 +128,9 @@ def read_routes(path: Path) -> list[RouteRule]:
 class ModelRouter:
     """Loads each model once, hands out the route for a frame, and picks up new model files."""
 
-    def __init__(self, paths: str | Path | list[str | Path], device: str = "auto", routes_file: str | Path | None = None) -> None:
+    def __init__(
+        self, paths: str | Path | list[str | Path], device: str = "auto", routes_file: str | Path | None = None
+    ) -> None:
         self.device = resolve_device(device)
         self.sources = [Path(x) for x in (paths if isinstance(paths, list) else [paths])]
         for p in self.sources:
@@ -140,7 +156,8 @@ class ModelRouter:
         return [f.resolve() for f in files]
 
     def refresh(self, strict: bool = False) -> list[str]:
-        """Reload what changed on disk; return what was swapped in. ``strict`` raises instead of keeping old versions."""
+        """Reload what changed on disk; return what was swapped in. ``strict`` raises instead of keeping old
+        versions."""
         files = self._model_files()
         watched = files + ([self.routes_file] if self.routes_file else [])
         stamps = {p: _stamp(p) for p in watched if p.exists()}
@@ -160,7 +177,12 @@ class ModelRouter:
             except (ModelFileError, OSError) as exc:
                 if strict:
                     raise
-                log.error("cannot load %s (%s); keeping %s", path, exc, f"version {old[path].version}" if path in old else "it out of service")
+                log.error(
+                    "cannot load %s (%s); keeping %s",
+                    path,
+                    exc,
+                    f"version {old[path].version}" if path in old else "it out of service",
+                )
                 stamps.pop(path, None)  # retried on the next refresh
                 if path in old:
                     routes[path] = old[path]
@@ -168,14 +190,24 @@ class ModelRouter:
             route = Route(model, float(model.threshold), f"{model.version}+{_digest(path)}", path)
             routes[path] = route
             changes.append(f"{path.name}: {old[path].version if path in old else 'new'} -> {route.version}")
-            log.info("loaded %s %s for category %s on %s (threshold %.3f)", model.name, route.version, model.category or path.stem, self.device, model.threshold)
+            log.info(
+                "loaded %s %s for category %s on %s (threshold %.3f)",
+                model.name,
+                route.version,
+                model.category or path.stem,
+                self.device,
+                model.threshold,
+            )
         try:
             rules = read_routes(rf) if rf else _one_model_per_category(routes)
             missing = [r.model_path for r in rules if r.model_path not in routes]
             if missing:
                 raise ValueError(f"routes point at model files that did not load: {', '.join(map(str, missing))}")
-            foreign = [f"{r.model_path.name} (trained on {routes[r.model_path].model.category!r}) for {r.category!r}" for r in rules
-                       if routes[r.model_path].model.category not in ("", r.category)]
+            foreign = [
+                f"{r.model_path.name} (trained on {routes[r.model_path].model.category!r}) for {r.category!r}"
+                for r in rules
+                if routes[r.model_path].model.category not in ("", r.category)
+            ]
             if foreign:  # a model fitted on one part says nothing useful about another
                 raise ValueError(f"routes send a category to a model trained on another: {'; '.join(foreign)}")
         except ValueError:
@@ -199,8 +231,10 @@ def _one_model_per_category(routes: dict[Path, Route]) -> list[RouteRule]:
     for path, route in sorted(routes.items()):
         category = route.model.category or path.stem
         if category in by_category:
-            raise ValueError(f"{by_category[category].name} and {path.name} both serve category {category!r}; "
-                             f"add a routes.toml beside them saying which scores which line, or move one away")
+            raise ValueError(
+                f"{by_category[category].name} and {path.name} both serve category {category!r}; "
+                f"add a routes.toml beside them saying which scores which line, or move one away"
+            )
         by_category[category] = path
     return [RouteRule(c, p) for c, p in by_category.items()]
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -71,7 +72,9 @@ def encode_preview(rgb: np.ndarray | None, xyz: np.ndarray | None, max_side: int
 def decode_preview(blob: bytes) -> tuple[bytes, np.ndarray | None]:
     """(RGB as the stored JPEG bytes, Z float32 or None) of a stored preview."""
     d = msgpack.unpackb(blob, raw=False)
-    return d["rgb"], (decode_array(d["z"], "preview z", max_bytes=64 * 1024 * 1024, ndim=2).astype(np.float32) if "z" in d else None)
+    return d["rgb"], (
+        decode_array(d["z"], "preview z", max_bytes=64 * 1024 * 1024, ndim=2).astype(np.float32) if "z" in d else None
+    )
 
 
 def encode_heatmap(pixel_map: np.ndarray) -> bytes:
@@ -119,9 +122,17 @@ def _parse_result(h: dict[bytes, bytes]) -> Result:
     d = {k.decode(): v.decode() for k, v in h.items()}
     region = json.loads(d["region"])
     return Result(
-        frame_id=d["frame_id"], line=d["line"], station=d["station"], category=d["category"],
-        model=d["model"], model_version=d["model_version"], score=float(d["score"]), threshold=float(d["threshold"]),
-        verdict=d["verdict"], heatmap_key=d["heatmap_key"], modalities=json.loads(d["modalities"]),
+        frame_id=d["frame_id"],
+        line=d["line"],
+        station=d["station"],
+        category=d["category"],
+        model=d["model"],
+        model_version=d["model_version"],
+        score=float(d["score"]),
+        threshold=float(d["threshold"]),
+        verdict=d["verdict"],
+        heatmap_key=d["heatmap_key"],
+        modalities=json.loads(d["modalities"]),
         region=Region(region["area_px"], tuple(region["bbox"])) if region else None,  # type: ignore[arg-type]
         timings=Timings(**json.loads(d["timings"])),
         degraded=json.loads(d.get("degraded", "false")),
@@ -156,13 +167,34 @@ class ResultStore:
     def lines_key(self) -> str:
         return f"{self.p}:lines"
 
-    def write(self, results: Sequence[Result], heatmaps: Sequence[bytes], previews: Sequence[bytes] | None = None) -> list[bool]:
+    def write(
+        self, results: Sequence[Result], heatmaps: Sequence[bytes], previews: Sequence[bytes] | None = None
+    ) -> list[bool]:
         """Write a batch in one round trip; returns, per frame, whether it was new."""
         pipe = self.client.pipeline(transaction=False)
         s = self.settings
-        for r, blob, preview in zip(results, heatmaps, previews or [b""] * len(results)):
-            keys = [self.result_key(r.frame_id), r.heatmap_key, self.stream_key(r.line), self.lines_key, self.anomalies_key, self.preview_key(r.frame_id)]
-            args: list[Any] = [s.result_ttl_s, s.stream_maxlen, blob, r.frame_id, r.line, r.verdict, repr(r.score), preview, r.station, repr(r.threshold), r.category]
+        for r, blob, preview in zip(results, heatmaps, previews or [b""] * len(results), strict=True):
+            keys = [
+                self.result_key(r.frame_id),
+                r.heatmap_key,
+                self.stream_key(r.line),
+                self.lines_key,
+                self.anomalies_key,
+                self.preview_key(r.frame_id),
+            ]
+            args: list[Any] = [
+                s.result_ttl_s,
+                s.stream_maxlen,
+                blob,
+                r.frame_id,
+                r.line,
+                r.verdict,
+                repr(r.score),
+                preview,
+                r.station,
+                repr(r.threshold),
+                r.category,
+            ]
             self._write(keys=keys, args=args + _result_fields(r), client=pipe)
         return [bool(x) for x in pipe.execute()]
 
@@ -185,7 +217,9 @@ class ResultStore:
         return [bool(x) for x in pipe.execute()]
 
     def marks(self, kind: str, ids: Sequence[str]) -> list[str | None]:
-        return [v.decode() if v else None for v in self.client.mget([self.mark_key(kind, i) for i in ids])] if ids else []
+        return (
+            [v.decode() if v else None for v in self.client.mget([self.mark_key(kind, i) for i in ids])] if ids else []
+        )
 
     def confirm(self, kind: str, ids: Sequence[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -231,13 +265,14 @@ class ResultStore:
         pipe = self.client.pipeline(transaction=False)
         for fid in frame_ids:
             pipe.hgetall(self.result_key(fid))
-        return {fid: _parse_result(h) for fid, h in zip(frame_ids, pipe.execute()) if h}
+        return {fid: _parse_result(h) for fid, h in zip(frame_ids, pipe.execute(), strict=True) if h}
 
     def lines(self) -> list[str]:
         return sorted(x.decode() for x in self.client.smembers(self.lines_key))
 
     def stream_entries(self, key: str, n: int) -> list[dict[str, Any]]:
-        """The newest ``n`` entries of a results or anomalies stream, newest first, with ``time_ms`` from the entry id."""
+        """The newest ``n`` entries of a results or anomalies stream, newest first, with ``time_ms`` from the entry
+        id."""
         out = []
         for entry_id, fields in self.client.xrevrange(key, count=n):
             d: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
