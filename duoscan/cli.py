@@ -132,14 +132,20 @@ def _device(value: str) -> str:
     return resolve_device(value)
 
 
-def _method_spec(spec: str) -> str:
-    """``method[:modality]``: a registered method and a modality it knows, checked before any work starts."""
-    name, _, modality = spec.partition(":")
+def _method_spec(spec: str, evaluation_options: tuple[str, ...] = ()) -> tuple[str, str | None, dict[str, object]]:
+    """``method[:modality][:key=value...]`` checked before any work starts: a registered method, a modality, and
+    options the method takes (``evaluation_options`` are the benchmark's own, e.g. ``blank_xyz``)."""
+    from models import check_options
+
+    from .evaluate import parse_spec
+
+    name, modality, options = parse_spec(spec)
     if name not in _methods():
         _fail(f"unknown method {name!r}: use one of {', '.join(sorted(_methods()))}")
     if modality:
         _choice("modality", modality, MODALITIES)
-    return spec
+    check_options(name, set(options) - set(evaluation_options))
+    return name, modality, options
 
 
 MODALITIES = ("rgb", "xyz", "both")
@@ -312,7 +318,11 @@ def synth_anomalies(
 def train(
     data: Path = typer.Option(..., help="dataset root (MVTec 3D-AD or Eyecandies layout)"),
     category: list[str] | None = typer.Option(None, help="categories to train (repeatable; default: all in DATA)"),
-    method: str = typer.Option("baseline", help="registered method: " + ", ".join(sorted(_methods()))),
+    method: str = typer.Option(
+        "baseline",
+        help="method[:modality][:key=value...], e.g. mafr:both:epochs=40 (as benchmark-table takes); methods: "
+        + ", ".join(sorted(_methods())),
+    ),
     out: Path = typer.Option(
         DEFAULT_MODELS,
         help="MODEL.pt for one category, else a folder of <category>.pt (`work` serves out/models by default)",
@@ -330,15 +340,15 @@ def train(
 
     from .evaluate import train_model
 
-    _method_spec(method)
-    _choice("--modality", modality, MODALITIES)
+    name, spec_modality, options = _method_spec(method)
+    modality = spec_modality or _choice("--modality", modality, MODALITIES)  # the spec's modality wins
     dev = _device(device)
     cats = category or categories_in(data)
     for cat in cats:  # every category is checked before the first one trains
         check_category(data, cat)
     table = Table("category", "method", "modality", "threshold", "file")
     for cat in cats:
-        model = train_model(data, cat, method, modality, dev, target_fpr, cache_dir=str(cache), shots=shots)
+        model = train_model(data, cat, name, modality, dev, target_fpr, cache_dir=str(cache), shots=shots, **options)
         path = model.save(out if out.suffix == ".pt" and len(cats) == 1 else out / f"{cat}.pt")
         table.add_row(cat, method, modality, f"{model.threshold:.3f}", str(path))
     console.print(table)
@@ -447,7 +457,7 @@ def benchmark_table_cmd(
 
     specs = [m for m in methods.split(",") if m]
     for spec in specs:
-        _method_spec(":".join(part for part in spec.split(":")[:2] if "=" not in part))
+        _method_spec(spec, evaluation_options=("blank_xyz", "shots"))
     dev = _device(device)
     if not data.exists():
         write_synthetic_dataset(data)

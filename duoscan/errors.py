@@ -12,12 +12,12 @@ class UserError(Exception):
 
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for an unexpected exception."""
-    from models.base import ModelFileError
+    from models.base import MethodOptionError, ModelFileError
     from schemas import SchemaError
 
     from .config import ConfigError
 
-    if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError)):
+    if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError, MethodOptionError)):
         return _one_line(exc)
     if isinstance(exc, OSError) and exc.errno in (
         errno.ENOENT,

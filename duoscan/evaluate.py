@@ -266,12 +266,13 @@ def save_anomaly_preview(samples: list[Sample], path: Path, n: int = 4, seed: in
     return path
 
 
-def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """``method[:modality][:key=value...]``: ``btf:xyz`` -> (btf, xyz, {}); ``mafr:both:shots=5:w_census=0``.
+def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``method[:modality][:key=value...]``: ``btf:xyz`` -> (btf, xyz, {}); ``mafr:both:shots=5:w_census=0``;
+    the modality is None when the spec leaves it out.
 
     ``blank_xyz=F`` is read by the benchmark as an evaluation option (blank that share of test clouds)."""
     method, *rest = spec.split(":")
-    modality = rest.pop(0) if rest and "=" not in rest[0] else "both"
+    modality = rest.pop(0) if rest and "=" not in rest[0] else None
     options: dict[str, Any] = {}
     for item in rest:
         key, _, raw = item.partition("=")
@@ -293,7 +294,7 @@ def benchmark_table(
         train_options = {k: v for k, v in options.items() if k != "blank_xyz"}
         for cat in categories:
             t0 = time.perf_counter()
-            model = train_model(data, cat, method, modality, device, cache_dir=cache_dir, **train_options)
+            model = train_model(data, cat, method, modality or "both", device, cache_dir=cache_dir, **train_options)
             train_s = time.perf_counter() - t0
             rep = evaluate_model(
                 model,

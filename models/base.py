@@ -157,10 +157,35 @@ def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
     return cls
 
 
-def create(method: str, **config: Any) -> AnomalyModel:
-    """Instantiate a registered method; options it does not take are ignored (e.g. modality for baseline)."""
+# Passed by every caller (CLI, evaluator, worker); a method that has no use for one ignores it.
+COMMON_OPTIONS = ("modality", "device", "cache_dir")
+
+
+class MethodOptionError(ValueError):
+    """An option the method does not take (a typo would otherwise train the defaults under an ablation's name)."""
+
+
+def method_options(method: str) -> list[str]:
+    """The options ``method`` takes besides the common ones, sorted."""
     if method not in REGISTRY:
-        raise KeyError(f"unknown method {method!r} (known: {', '.join(sorted(REGISTRY))})")
+        raise MethodOptionError(f"unknown method {method!r} (known: {', '.join(sorted(REGISTRY))})")
+    params = inspect.signature(REGISTRY[method].__init__).parameters
+    return sorted(k for k in params if k != "self" and k not in COMMON_OPTIONS)
+
+
+def check_options(method: str, options: Iterable[str]) -> None:
+    """Raise :class:`MethodOptionError` naming the known options if ``options`` holds one ``method`` does not take."""
+    known = method_options(method)
+    if unknown := sorted(set(options) - set(known) - set(COMMON_OPTIONS)):
+        raise MethodOptionError(
+            f"{method} has no option {', '.join(map(repr, unknown))}; its options are {', '.join(known)}"
+        )
+
+
+def create(method: str, **config: Any) -> AnomalyModel:
+    """Instantiate a registered method. Options it does not take are an error, except the common ones
+    (``modality``, ``device``, ``cache_dir``), which a method without them ignores (e.g. the baseline)."""
+    check_options(method, config)
     cls = REGISTRY[method]
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in config.items() if k in accepted})

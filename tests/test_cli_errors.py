@@ -29,6 +29,16 @@ def bad_inputs(data: Path, model: Path, garbage: Path) -> dict[str, tuple[list[s
             {},
             "unknown method 'nosuch'",
         ),
+        "misspelt method option": (
+            ["train", "--data", d, "--category", "ring", "--method", "mafr:both:w_smoth=0"],
+            {},
+            "'w_smoth'",
+        ),
+        "misspelt benchmark option": (
+            ["benchmark-table", "--data", d, "--methods", "btf:rgb:sigmma=2"],
+            {},
+            "'sigmma'",
+        ),
         "unknown modality": (
             ["train", "--data", d, "--category", "ring", "--modality", "nosuch"],
             {},

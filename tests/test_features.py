@@ -166,7 +166,7 @@ def test_geometry_features_are_unit_free_and_see_dents(parts):
 def test_method_specs_parse():
     from duoscan.evaluate import parse_spec
 
-    assert parse_spec("baseline") == ("baseline", "both", {})
+    assert parse_spec("baseline") == ("baseline", None, {})  # no modality given: the caller decides
     assert parse_spec("btf:xyz") == ("btf", "xyz", {})
     assert parse_spec("mafr:both:shots=5:w_census=0") == ("mafr", "both", {"shots": 5, "w_census": 0})
     assert parse_spec("mafr:rgb:xyz_features=fpfh+geometry:normalise=true") == (

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import REGISTRY, ModelFileError, create, load_model
+from models import REGISTRY, MethodOptionError, ModelFileError, create, load_model
 from models.components import fit_border_plane, gaussian_blur, height_above_plane, largest_region, valid_mask
 from models.metrics import image_auroc, pixel_auroc
 from producers.dataset import iter_samples
@@ -73,8 +73,15 @@ def test_points_missing_from_the_cloud_leave_colour_scoring(dataset, models_dir)
 
 def test_registry_and_unknown_method():
     assert "baseline" in REGISTRY
-    with pytest.raises(KeyError, match="unknown method"):
+    with pytest.raises(MethodOptionError, match="unknown method"):
         create("nope")
+
+
+def test_an_option_the_method_does_not_take_is_an_error_naming_the_known_ones():
+    """A typo (w_smoth) once trained the defaults and still labelled the row as an ablation."""
+    with pytest.raises(MethodOptionError, match=r"mafr has no option 'w_smoth'; its options are .*w_smooth"):
+        create("mafr", w_smoth=0)
+    assert create("baseline", modality="rgb", cache_dir=None, device="cpu").name == "baseline", "common options pass"
 
 
 def test_geometry_helpers():
