@@ -10,7 +10,6 @@ from duoscan.evaluate import blank_point_clouds, train_model
 from models import load_model
 from models.bridgenet_net import BridgeNetNet, bce_focal, focal_loss
 from producers.dataset import iter_dataset
-from tests.conftest import process_frames
 
 TINY = dict(epochs=3, hidden=16, n_synthetic=1, batch_size=8)
 
@@ -105,10 +104,3 @@ def test_variants_and_ablations_train_and_score(dataset, options):
     )
     if modality == "xyz":  # a depth-only model without depth has nothing to score with
         assert np.isnan(model.score(blank_point_clouds(test, 1.0)[0]).image_scores).all()
-
-
-def test_worker_serves_bridgenet(settings, bridgenet_model, dataset):
-    frames = list(iter_dataset(dataset, "puck", "test"))[:3]
-    report, store = process_frames(settings, bridgenet_model[1], frames, "B")
-    assert report.results == 3 and report.dead == 0
-    assert {r.model for r in store.read_results([f.frame_id for f in frames]).values()} == {"bridgenet"}

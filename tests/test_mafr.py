@@ -10,7 +10,7 @@ from duoscan.evaluate import train_model
 from models import load_model
 from models.mafr_net import CBAM, AttentionDecoder, MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 from producers.dataset import iter_dataset
-from tests.conftest import process_frames, standardised_features
+from tests.conftest import standardised_features
 
 
 def test_cbam_attends_over_space_not_just_channels():
@@ -128,10 +128,3 @@ def test_single_modality_and_few_shot(dataset):
     assert model.modality == "rgb" and len(model.loss_history) == 2
     out = model.score(list(iter_dataset(dataset, "ring", "test"))[:2])
     assert out.modalities == [["rgb"], ["rgb"]]
-
-
-def test_worker_processor_serves_mafr(settings, mafr_model, dataset):
-    frames = list(iter_dataset(dataset, "hexnut", "test"))[:3]
-    report, store = process_frames(settings, mafr_model[1], frames, "M")
-    assert report.results == 3 and report.dead == 0
-    assert {r.model for r in store.read_results([f.frame_id for f in frames]).values()} == {"mafr"}
