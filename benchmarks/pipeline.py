@@ -51,9 +51,9 @@ from duoscan import kafka_clients  # noqa: E402
 from duoscan.cli import apply_compute_settings  # noqa: E402
 from duoscan.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
+from duoscan.models import resolve_device  # noqa: E402
+from duoscan.schemas import Frame  # noqa: E402
 from duoscan.stack import spawn_worker, stop_workers, wait_for_assignment, wait_until, worker_ids  # noqa: E402
-from models import resolve_device  # noqa: E402
-from schemas import Frame  # noqa: E402
 
 console = Console()
 PARTITIONS = 4  # per benchmark topic: up to 4 workers can share it
@@ -69,8 +69,8 @@ WIRE_OPTIONS = [
 
 
 def train_model(method: str, category: str, size: int, workdir: Path) -> tuple[Path, Path]:
-    from models import create
-    from producers.dataset import iter_samples, write_synthetic_dataset
+    from duoscan.models import create
+    from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
 
     data = write_synthetic_dataset(
         workdir / "data",
@@ -107,7 +107,7 @@ def balanced_stations(line: str, n: int, partitions: int) -> list[str]:
 
 def stream_frames(category: str, size: int, n: int, seed: int, partitions: int = PARTITIONS) -> list[Frame]:
     """``n`` synthetic frames from 8 stations of line B, two per partition, taken round robin."""
-    from producers.replay import synthetic_frames
+    from duoscan.producers.replay import synthetic_frames
 
     gens = [
         synthetic_frames("B", name, categories=(category,), seed=seed * 10 + s, defect_rate=0.2, size=size)
@@ -149,7 +149,7 @@ def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
 
 
 def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, repeats: int = 3) -> Speed:
-    from models import load_model
+    from duoscan.models import load_model
 
     model = load_model(model_path, device)
     frames = [Frame.decode(f.encode()) for f in frames]  # what a worker scores: frames off the wire
@@ -157,9 +157,9 @@ def model_speed(model_path: Path, frames: list[Frame], batch: int, device: str, 
 
 
 def wire_table(model_path: Path, data: Path, category: str, device: str) -> list[dict]:
-    from models import load_model
-    from models.metrics import image_auroc
-    from producers.dataset import iter_samples
+    from duoscan.models import load_model
+    from duoscan.models.metrics import image_auroc
+    from duoscan.producers.dataset import iter_samples
 
     model = load_model(model_path, device)
     samples = list(iter_samples(data, category, "test"))
@@ -221,8 +221,8 @@ class Stack:
         latency_s: float,
         rate_cap: float = float("inf"),
     ) -> dict:
-        from producers.sdk import FramePublisher
-        from workers.store import ResultStore
+        from duoscan.producers.sdk import FramePublisher
+        from duoscan.workers.store import ResultStore
 
         tag = "p" + uuid.uuid4().hex[:6]
         s = Settings.load(

@@ -30,9 +30,9 @@ def score_in_process(args: tuple) -> dict:
     from benchmarks.timing import Speed, timed_passes
     from duoscan.cli import apply_compute_settings
     from duoscan.config import Settings
-    from models import load_model, resolve_device
-    from producers.replay import synthetic_frames
-    from schemas import Frame
+    from duoscan.models import load_model, resolve_device
+    from duoscan.producers.replay import synthetic_frames
+    from duoscan.schemas import Frame
 
     settings = Settings.load()
     apply_compute_settings(settings)

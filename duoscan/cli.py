@@ -83,7 +83,7 @@ def _configure(
 def apply_compute_settings(settings: Settings) -> None:
     import torch
 
-    from models.runtime import set_runtime
+    from duoscan.models.runtime import set_runtime
 
     set_runtime(settings.backbone_runtime, settings.onnx_cache_dir or None)
     if settings.torch_threads > 0:
@@ -96,7 +96,7 @@ def apply_compute_settings(settings: Settings) -> None:
 
 
 def _methods() -> list[str]:
-    from models import REGISTRY
+    from duoscan.models import REGISTRY
 
     return list(REGISTRY)
 
@@ -127,7 +127,7 @@ def _device(value: str) -> str:
         _fail(f"--device {value!r} is not one of auto, cpu, cuda, cuda:N")
     if value.startswith("cuda") and not torch.cuda.is_available():  # GPU code falls back to the CPU, visibly
         typer.echo(f"warning: --device {value}: this machine has no CUDA device; running on the CPU", err=True)
-    from models import resolve_device
+    from duoscan.models import resolve_device
 
     return resolve_device(value)
 
@@ -135,7 +135,7 @@ def _device(value: str) -> str:
 def _method_spec(spec: str, evaluation_options: tuple[str, ...] = ()) -> tuple[str, str | None, dict[str, object]]:
     """``method[:modality][:key=value...]`` checked before any work starts: a registered method, a modality, and
     options the method takes (``evaluation_options`` are the benchmark's own, e.g. ``blank_xyz``)."""
-    from models import check_options
+    from duoscan.models import check_options
 
     from .evaluate import parse_spec
 
@@ -216,7 +216,7 @@ def health(
     import socket
     import time
 
-    from workers.store import ResultStore, check_connection
+    from duoscan.workers.store import ResultStore, check_connection
 
     from . import kafka_clients
 
@@ -276,7 +276,7 @@ def synth(
     seed: int = typer.Option(0, help="another seed renders wholly new parts (seed 1 is the project's tuning set)"),
 ) -> None:
     """Render synthetic parts with defects and masks in MVTec 3D-AD's layout."""
-    from producers.dataset import PROFILES, write_synthetic_dataset
+    from duoscan.producers.dataset import PROFILES, write_synthetic_dataset
 
     if profile not in PROFILES:
         _fail(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
@@ -300,8 +300,8 @@ def synth_anomalies(
     seed: int = typer.Option(0),
 ) -> None:
     """Preview the synthetic training anomalies (texture and Gaussian generators) on good frames."""
-    from models import with_all_inputs
-    from producers.dataset import check_category, iter_dataset
+    from duoscan.models import with_all_inputs
+    from duoscan.producers.dataset import check_category, iter_dataset
 
     from .evaluate import save_anomaly_preview
 
@@ -336,7 +336,7 @@ def train(
     shots: int | None = typer.Option(None, min=1, help="few-shot: train on K good frames (a fixed seeded choice)"),
 ) -> None:
     """Fit a method on good training frames, calibrate its threshold on validation, save it."""
-    from producers.dataset import categories_in, check_category
+    from duoscan.producers.dataset import categories_in, check_category
 
     from .evaluate import train_model
 
@@ -367,8 +367,8 @@ def calibrate(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Set a model's decision threshold from good frames for a target false-positive rate; store it with the model."""
-    from models import load_model, with_all_inputs
-    from producers.dataset import check_category, iter_dataset
+    from duoscan.models import load_model, with_all_inputs
+    from duoscan.producers.dataset import check_category, iter_dataset
 
     _choice("--split", split, ("train", "validation", "test"))
     check_category(data, category)
@@ -402,8 +402,8 @@ def evaluate(
     ),
 ) -> None:
     """Score the test split: I-AUROC, P-AUROC, AUPRO@30% and @1%, maps and a picture."""
-    from models import load_model
-    from producers.dataset import check_category
+    from duoscan.models import load_model
+    from duoscan.producers.dataset import check_category
 
     from .evaluate import evaluate_model
 
@@ -451,7 +451,7 @@ def benchmark_table_cmd(
     cache: Path | None = typer.Option(None, help="feature cache folder (off by default so the timings are real)"),
 ) -> None:
     """Train + evaluate several methods on several categories; print one markdown table."""
-    from producers.dataset import categories_in, check_category, write_synthetic_dataset
+    from duoscan.producers.dataset import categories_in, check_category, write_synthetic_dataset
 
     from .evaluate import benchmark_table
 
@@ -482,8 +482,8 @@ def produce(
     """Publish frames to frames.<line>, keyed by line/station."""
     from rich.progress import track
 
-    from producers.replay import dataset_frames, paced, synthetic_frames
-    from producers.sdk import FramePublisher
+    from duoscan.producers.replay import dataset_frames, paced, synthetic_frames
+    from duoscan.producers.sdk import FramePublisher
 
     from . import metrics
 
@@ -518,7 +518,7 @@ def stations(
     ),
 ) -> None:
     """Which partition each station's frames land on, so how evenly the line's workers can share it."""
-    from schemas import Frame
+    from duoscan.schemas import Frame
 
     from .kafka_clients import partition_for
 
@@ -552,7 +552,7 @@ def work(
     loglevel: str = typer.Option("info"),
 ) -> None:
     """Run one worker; start several to share the partitions of every frames.* topic."""
-    from workers.app import run_worker
+    from duoscan.workers.app import run_worker
 
     settings = _checked_settings(device=device, max_batch=max_batch, max_wait_s=max_wait)  # checks --device's form too
     paths = model or [DEFAULT_MODELS]
@@ -587,7 +587,7 @@ def alerts(
 ) -> None:
     """Forward alerts to an MES: JSON lines (stdout or a file) and/or HTTP webhooks; schema in
     schemas/alert.schema.json."""
-    from workers.forward import JsonLines, Webhook, forward_alerts, parse_header
+    from duoscan.workers.forward import JsonLines, Webhook, forward_alerts, parse_header
 
     from . import metrics
 

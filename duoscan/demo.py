@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from models.metrics import image_auroc
-from producers.replay import paced, synthetic_frames
-from producers.sdk import FramePublisher
-from workers.store import ResultStore
+from duoscan.models.metrics import image_auroc
+from duoscan.producers.replay import paced, synthetic_frames
+from duoscan.producers.sdk import FramePublisher
+from duoscan.workers.store import ResultStore
 
 from . import kafka_clients
 from .config import Settings, state_dir
@@ -60,8 +60,8 @@ def run_demo(
     size: int = 128,
     method: str = "bridgenet",
 ) -> dict:
-    from models import create
-    from producers.dataset import iter_samples, write_synthetic_dataset
+    from duoscan.models import create
+    from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
 
     out.mkdir(parents=True, exist_ok=True)
     logs = state_dir() / "logs"

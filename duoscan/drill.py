@@ -90,8 +90,8 @@ class _Publisher(threading.Thread):
 
     def __init__(self, settings: Settings, cfg: DrillConfig) -> None:
         super().__init__(daemon=True, name="drill-producer")
-        from producers.hostile import hostile_payloads
-        from producers.replay import synthetic_frames
+        from duoscan.producers.hostile import hostile_payloads
+        from duoscan.producers.replay import synthetic_frames
 
         self.settings, self.cfg = settings, cfg
         lines = [f"L{i + 1}" for i in range(cfg.lines)]
@@ -122,7 +122,7 @@ class _Publisher(threading.Thread):
         self.lines = lines
 
     def run(self) -> None:
-        from producers.sdk import FramePublisher
+        from duoscan.producers.sdk import FramePublisher
 
         try:
             with FramePublisher(self.settings) as pub:
@@ -161,8 +161,8 @@ def run_drill(
     progress: Callable[[str], None] = print,
 ) -> DrillReport:
     """Run the whole drill; infrastructure it did not get is started (and stopped) here."""
-    from schemas import Alert, DeadLetter
-    from workers.store import ResultStore
+    from duoscan.schemas import Alert, DeadLetter
+    from duoscan.workers.store import ResultStore
 
     t_start = time.monotonic()
     report = DrillReport()

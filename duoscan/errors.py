@@ -12,8 +12,8 @@ class UserError(Exception):
 
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for an unexpected exception."""
-    from models.base import MethodOptionError, ModelFileError
-    from schemas import SchemaError
+    from duoscan.models.base import MethodOptionError, ModelFileError
+    from duoscan.schemas import SchemaError
 
     from .config import ConfigError
 
@@ -44,8 +44,8 @@ def _service_error(exc: BaseException) -> str | None:
     import redis
     from kafka import errors as kafka_errors
 
-    from producers.sdk import FrameTooLargeError, PublishError
-    from workers.store import RedisAuthError
+    from duoscan.producers.sdk import FrameTooLargeError, PublishError
+    from duoscan.workers.store import RedisAuthError
 
     if isinstance(exc, (PublishError, FrameTooLargeError, RedisAuthError)):
         return _one_line(exc)

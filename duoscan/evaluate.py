@@ -19,9 +19,9 @@ import tifffile
 from PIL import Image, ImageDraw
 from rich.progress import track
 
-from models import AnomalyModel, create, required_inputs, with_all_inputs
-from models.metrics import aupro, image_auroc, pixel_auroc
-from producers.dataset import Sample, dataset_inputs, iter_dataset
+from duoscan.models import AnomalyModel, create, required_inputs, with_all_inputs
+from duoscan.models.metrics import aupro, image_auroc, pixel_auroc
+from duoscan.producers.dataset import Sample, dataset_inputs, iter_dataset
 
 from .overlay import colormap
 
@@ -220,10 +220,10 @@ def save_panel(samples: list[Sample], scores: list[float], maps: list[np.ndarray
 def save_anomaly_preview(samples: list[Sample], path: Path, n: int = 4, seed: int = 0) -> Path:
     """PNG of synthetic training anomalies: per good frame, RGB | visible depth | texture anomaly (RGB,
     depth, mask) | Gaussian depth anomaly (depth, mask) — what BridgeNet trains its discriminator on."""
-    from models.preprocess import PreprocessConfig, prepare
-    from models.synthesis import MultiScaleGaussianGenerator, UnifiedTextureGenerator
-    from models.visible_depth import grey_image as grey
-    from models.visible_depth import part_region, visible_depth
+    from duoscan.models.preprocess import PreprocessConfig, prepare
+    from duoscan.models.synthesis import MultiScaleGaussianGenerator, UnifiedTextureGenerator
+    from duoscan.models.visible_depth import grey_image as grey
+    from duoscan.models.visible_depth import part_region, visible_depth
 
     rng = np.random.default_rng(seed)
     prepared = [prepare(s.rgb, s.xyz, PreprocessConfig()) for s in samples[: max(n, 2)]]

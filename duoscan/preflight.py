@@ -30,7 +30,7 @@ def redis(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
     """Redis answers a PING with our credentials (a wrong password is its own error)."""
     import redis as redis_py
 
-    from workers.store import check_connection, connect
+    from duoscan.workers.store import check_connection, connect
 
     client = connect(settings)
     client.connection_pool.connection_kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

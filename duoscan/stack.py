@@ -35,9 +35,9 @@ def spawn_worker(
 
 def train_baseline_models(out: Path, size: int = 64) -> Path:
     """A small synthetic dataset and one calibrated baseline model per category (seconds on CPU)."""
-    from models import create
-    from producers.dataset import iter_samples, write_synthetic_dataset
-    from producers.synthetic import CATEGORIES
+    from duoscan.models import create
+    from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
+    from duoscan.producers.synthetic import CATEGORIES
 
     data = write_synthetic_dataset(
         out / "data", size=size, n_train=12, n_validation=8, n_test_good=2, n_test_per_defect=1, progress=False
@@ -89,7 +89,7 @@ def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 30.0) -> None
 
 def worker_ids(procs: list[subprocess.Popen]) -> dict[str, subprocess.Popen]:
     """The ids the worker processes report in Redis (``<host>-<pid>``), mapped to the processes."""
-    from workers.processor import worker_id
+    from duoscan.workers.processor import worker_id
 
     return {worker_id(p.pid): p for p in procs}
 

@@ -16,7 +16,7 @@ import tifffile
 from PIL import Image
 from rich.progress import Progress
 
-from schemas import Frame
+from duoscan.schemas import Frame
 
 from .realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic
 from .synthetic import CATEGORIES, DEFECTS, render_part

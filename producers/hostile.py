@@ -14,7 +14,7 @@ from functools import lru_cache
 import msgpack
 import numpy as np
 
-from schemas import Frame, encode_array
+from duoscan.schemas import Frame, encode_array
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from schemas import Frame
+from duoscan.schemas import Frame
 
 from .dataset import categories_in, iter_dataset
 from .synthetic import CATEGORIES, part_stream

@@ -26,7 +26,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from duoscan import kafka_clients, metrics
 from duoscan.config import Settings
-from schemas import DecodeLimits, Frame
+from duoscan.schemas import DecodeLimits, Frame
 
 log = logging.getLogger(__name__)
 

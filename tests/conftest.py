@@ -77,7 +77,7 @@ def settings(broker, redis_server) -> Settings:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
-    from producers.dataset import write_synthetic_dataset
+    from duoscan.producers.dataset import write_synthetic_dataset
 
     return write_synthetic_dataset(
         tmp_path_factory.mktemp("synthetic"),
@@ -92,8 +92,8 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir(dataset, tmp_path_factory) -> Path:
-    from models import create
-    from producers.dataset import iter_samples
+    from duoscan.models import create
+    from duoscan.producers.dataset import iter_samples
 
     out = tmp_path_factory.mktemp("models")
     for cat in ("ring", "puck", "hexnut"):
@@ -146,9 +146,9 @@ def process_frames(settings: Settings, model_path: Path, frames: list, line: str
     """Run ``frames`` through a real BatchProcessor serving ``model_path`` (real broker and Redis);
     returns the batch report and the result store to read back from."""
     from duoscan import kafka_clients
-    from workers.processor import BatchProcessor, Incoming
-    from workers.routing import ModelRouter
-    from workers.store import ResultStore
+    from duoscan.workers.processor import BatchProcessor, Incoming
+    from duoscan.workers.routing import ModelRouter
+    from duoscan.workers.store import ResultStore
 
     kafka_clients.ensure_topics(settings, [line])
     store = ResultStore(settings)
@@ -165,9 +165,9 @@ def served_puck_results(settings: Settings, start_worker, model_path: Path, line
     import itertools
 
     from duoscan import kafka_clients
-    from producers.replay import synthetic_frames
-    from producers.sdk import FramePublisher
-    from workers.store import ResultStore
+    from duoscan.producers.replay import synthetic_frames
+    from duoscan.producers.sdk import FramePublisher
+    from duoscan.workers.store import ResultStore
 
     kafka_clients.ensure_topics(settings, [line])
     start_worker(settings, models=[model_path])

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from duoscan.evaluate import blank_point_clouds, train_model
-from models import load_model
-from models.bridgenet_net import BridgeNetNet, bce_focal, focal_loss
-from producers.dataset import iter_dataset
+from duoscan.models import load_model
+from duoscan.models.bridgenet_net import BridgeNetNet, bce_focal, focal_loss
+from duoscan.producers.dataset import iter_dataset
 
 TINY = dict(epochs=3, hidden=16, n_synthetic=1, batch_size=8)
 

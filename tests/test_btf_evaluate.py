@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from duoscan.cli import app
 from duoscan.evaluate import evaluate_model, train_model
-from models import load_model
-from producers.dataset import iter_dataset
+from duoscan.models import load_model
+from duoscan.producers.dataset import iter_dataset
 
 from .conftest import cli, served_puck_results
 

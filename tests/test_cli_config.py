@@ -204,7 +204,7 @@ def test_unusable_security_settings_name_the_variable(change, message):
 
 
 def test_calibrate_sets_and_stores_the_threshold(dataset, models_dir, tmp_path):
-    from models import load_model
+    from duoscan.models import load_model
 
     base = load_model(models_dir / "ring.pt")
     loose, strict = tmp_path / "loose.pt", tmp_path / "strict.pt"
@@ -256,7 +256,7 @@ def test_blas_threads_setting_limits_every_loaded_blas(blas, expected):
 
 
 def test_stage_threads_carry_their_name_for_the_os():
-    from models.parallel import name_os_thread, os_thread_named
+    from duoscan.models.parallel import name_os_thread, os_thread_named
 
     def comm() -> str:
         return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
@@ -288,10 +288,10 @@ def test_stage_threads_carry_their_name_for_the_os():
 def test_the_worker_scores_on_the_configured_device(monkeypatch, settings, tmp_path, env, flag, expected):
     """``duoscan work`` takes DUOSCAN_DEVICE unless --device says otherwise (it once always passed "auto",
     so a GPU worker benchmarked "on CPU" scored on the GPU)."""
-    import workers.app
+    from duoscan.workers import app as worker_app
 
     seen: list = []
-    monkeypatch.setattr(workers.app, "run_worker", lambda settings, models, loglevel: seen.append(settings))
+    monkeypatch.setattr(worker_app, "run_worker", lambda settings, models, loglevel: seen.append(settings))
     if env is None:
         monkeypatch.delenv("DUOSCAN_DEVICE", raising=False)
     else:

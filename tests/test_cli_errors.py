@@ -255,7 +255,7 @@ def test_a_malformed_redis_url_error_does_not_print_the_password(monkeypatch):
 def test_model_file_errors_never_suggest_unsafe_loading(tmp_path):
     import torch
 
-    from models import ModelFileError, load_model
+    from duoscan.models import ModelFileError, load_model
 
     class Boom:
         def __reduce__(self):
@@ -299,8 +299,8 @@ def test_evaluation_without_ground_truth_writes_null_not_nan(dataset, models_dir
 def test_settings_and_the_wire_contract_agree_on_codecs():
     from duoscan.config import CODECS
     from duoscan.config import RUNTIMES as SETTING_RUNTIMES
-    from models.runtime import RUNTIMES
-    from schemas import CODECS as WIRE_CODECS
+    from duoscan.models.runtime import RUNTIMES
+    from duoscan.schemas import CODECS as WIRE_CODECS
 
     assert CODECS == WIRE_CODECS and RUNTIMES == SETTING_RUNTIMES
 

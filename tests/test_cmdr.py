@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from duoscan.evaluate import blank_point_clouds, evaluate_model, train_model
-from models import load_model
-from models.cmdr_net import CMDRNet, MappingNet, ReconstructionNet, confidence_weighted, reliability_gate
-from producers.dataset import iter_dataset
+from duoscan.models import load_model
+from duoscan.models.cmdr_net import CMDRNet, MappingNet, ReconstructionNet, confidence_weighted, reliability_gate
+from duoscan.producers.dataset import iter_dataset
 from tests.conftest import process_frames, standardised_features
 
 TINY = dict(epochs=4, map_hidden=16, rec_hidden=16, bottleneck=8)
@@ -138,7 +138,7 @@ def test_evaluate_reports_blanked_frames(dataset, cmdr_model):
 
 def test_worker_flags_degraded_frames_and_dead_letters_unscorable_ones(settings, cmdr_model, dataset, tmp_path):
     from duoscan import kafka_clients
-    from schemas import DeadLetter
+    from duoscan.schemas import DeadLetter
 
     frames, chosen = blank_point_clouds(list(iter_dataset(dataset, "hexnut", "test"))[:4], 0.5)
     report, store = process_frames(settings, cmdr_model[1], frames, "C")

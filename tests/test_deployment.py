@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from duoscan import kafka_clients
 from duoscan.cli import app
-from models import load_model
-from producers.replay import synthetic_frames
-from producers.sdk import FramePublisher
-from schemas import DeadLetter
-from workers.routing import ModelRouter, read_routes
-from workers.store import ResultStore
+from duoscan.models import load_model
+from duoscan.producers.replay import synthetic_frames
+from duoscan.producers.sdk import FramePublisher
+from duoscan.schemas import DeadLetter
+from duoscan.workers.routing import ModelRouter, read_routes
+from duoscan.workers.store import ResultStore
 
 from .conftest import cli, wait_for_items, wait_until
 

@@ -13,7 +13,7 @@ import redis
 from duoscan.config import Settings
 from duoscan.embedded import EmbeddedRedis
 from duoscan.kafka_clients import frame_topics
-from models import resolve_device
+from duoscan.models import resolve_device
 
 
 def _alive(pid: int) -> bool:

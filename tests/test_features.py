@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.backbones import BACKBONES, IMAGENET, NORMALISATION, TENSORFLOW, load_backbone
-from models.components import greedy_coreset
-from models.features import FeatureCache, FeatureConfig, FeaturePipeline, create_extractor
-from models.preprocess import PreprocessConfig, prepare, to_frame_resolution
-from producers.synthetic import render_part
+from duoscan.models.backbones import BACKBONES, IMAGENET, NORMALISATION, TENSORFLOW, load_backbone
+from duoscan.models.components import greedy_coreset
+from duoscan.models.features import FeatureCache, FeatureConfig, FeaturePipeline, create_extractor
+from duoscan.models.preprocess import PreprocessConfig, prepare, to_frame_resolution
+from duoscan.producers.synthetic import render_part
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_greedy_coreset_covers_better_than_random():
 
 
 def test_largest_cluster_filter_drops_stray_points(parts):
-    from models.preprocess import remove_background
+    from duoscan.models.preprocess import remove_background
 
     xyz = parts[0].xyz.copy()
     valid_before = remove_background(xyz, PreprocessConfig())[1]
@@ -177,8 +177,8 @@ def test_method_specs_parse():
 
 
 def test_onnx_backbone_matches_torch_and_is_exported_once(tmp_path):
-    from models.backbones import load_backbone
-    from models.runtime import OnnxBackbone, export_onnx, on_runtime, resolve_runtime, set_runtime
+    from duoscan.models.backbones import load_backbone
+    from duoscan.models.runtime import OnnxBackbone, export_onnx, on_runtime, resolve_runtime, set_runtime
 
     net = load_backbone("mobilenet_v2")
     path = export_onnx(net, "mobilenet_v2", tmp_path)

@@ -7,9 +7,16 @@ import pytest
 import torch
 
 from duoscan.evaluate import train_model
-from models import load_model
-from models.mafr_net import CBAM, AttentionDecoder, MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
-from producers.dataset import iter_dataset
+from duoscan.models import load_model
+from duoscan.models.mafr_net import (
+    CBAM,
+    AttentionDecoder,
+    MAFRNet,
+    census_loss,
+    edge_aware_smoothness,
+    reconstruction_error,
+)
+from duoscan.producers.dataset import iter_dataset
 from tests.conftest import standardised_features
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.metrics import area_to, aupro, image_auroc, pixel_auroc, pro_curve
+from duoscan.models.metrics import area_to, aupro, image_auroc, pixel_auroc, pro_curve
 
 
 def test_hand_computed_pro_curve():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import REGISTRY, MethodOptionError, ModelFileError, create, load_model
-from models.components import fit_border_plane, gaussian_blur, height_above_plane, largest_region, valid_mask
-from models.metrics import image_auroc, pixel_auroc
-from producers.dataset import iter_samples
+from duoscan.models import REGISTRY, MethodOptionError, ModelFileError, create, load_model
+from duoscan.models.components import fit_border_plane, gaussian_blur, height_above_plane, largest_region, valid_mask
+from duoscan.models.metrics import image_auroc, pixel_auroc
+from duoscan.producers.dataset import iter_samples
 
 
 def test_baseline_detects_synthetic_defects(dataset, models_dir):
@@ -102,9 +102,9 @@ def test_geometry_helpers():
 
 def test_models_import_nothing_from_kafka_or_redis():
     code = (
-        "import sys, models, models.baseline, models.metrics; "
-        "banned = ('kafka', 'redis', 'faust', 'aiokafka', 'workers', 'producers'); "
-        "bad = [m for m in sys.modules if m.split('.')[0] in banned]; "
+        "import sys, duoscan.models, duoscan.models.baseline, duoscan.models.metrics; "
+        "banned = ('kafka', 'redis', 'faust', 'aiokafka', 'duoscan.workers', 'duoscan.producers'); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in banned or m.startswith(banned[-2:])]; "
         "print(bad); sys.exit(bool(bad))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

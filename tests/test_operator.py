@@ -21,11 +21,11 @@ import pytest
 
 from duoscan import kafka_clients
 from duoscan.embedded import free_port
-from producers.replay import synthetic_frames
-from producers.sdk import FramePublisher
-from schemas import Alert, Region
-from workers.forward import JsonLines, Webhook, forward_alerts
-from workers.store import ResultStore
+from duoscan.producers.replay import synthetic_frames
+from duoscan.producers.sdk import FramePublisher
+from duoscan.schemas import Alert, Region
+from duoscan.workers.forward import JsonLines, Webhook, forward_alerts
+from duoscan.workers.store import ResultStore
 
 from .conftest import process_frames, wait_until
 
@@ -438,8 +438,8 @@ def test_hostile_text_in_redis_is_shown_not_run(settings, view_server, browser):
     """Anyone who can write Redis could plant markup in a result: the page escapes every field it inserts."""
     import numpy as np
 
-    from schemas import Result, Timings
-    from workers.store import encode_heatmap
+    from duoscan.schemas import Result, Timings
+    from duoscan.workers.store import encode_heatmap
 
     store = ResultStore(settings)
     evil = '"><img src=x id=pwned onerror="document.title=1">'

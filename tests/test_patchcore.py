@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from duoscan.evaluate import evaluate_model, train_model
-from models import load_model
-from models.fusion import fuse, map_quantile
-from producers.dataset import iter_dataset
+from duoscan.models import load_model
+from duoscan.models.fusion import fuse, map_quantile
+from duoscan.producers.dataset import iter_dataset
 
 from .conftest import served_puck_results
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from duoscan import kafka_clients
-from producers.replay import synthetic_frames
-from producers.sdk import FramePublisher, FrameTooLargeError
-from schemas import Alert, DeadLetter, Frame, SchemaError, encode_array
-from workers.store import ResultStore
+from duoscan.producers.replay import synthetic_frames
+from duoscan.producers.sdk import FramePublisher, FrameTooLargeError
+from duoscan.schemas import Alert, DeadLetter, Frame, SchemaError, encode_array
+from duoscan.workers.store import ResultStore
 
 from .conftest import wait_for_items, wait_until
 
@@ -101,7 +101,7 @@ def test_frames_flow_end_to_end(settings, start_worker):
     assert all(d.source_topic == settings.frames_topic("A") for d in letters)
 
     # the MES-side subscriber sees each alert once per consumer group (offsets are committed)
-    from workers.alerts import follow_alerts
+    from duoscan.workers.alerts import follow_alerts
 
     followed = list(follow_alerts(settings, group="mes", follow=False, idle_timeout_s=3))
     assert sorted(a.frame_id for a in followed) == sorted(anomalous)
@@ -114,8 +114,8 @@ def test_frames_flow_end_to_end(settings, start_worker):
 
 def test_redelivered_batch_is_idempotent(settings, models_dir):
     """Processing the same messages twice overwrites results and raises no second alert."""
-    from workers.processor import BatchProcessor, Incoming
-    from workers.routing import ModelRouter
+    from duoscan.workers.processor import BatchProcessor, Incoming
+    from duoscan.workers.routing import ModelRouter
 
     kafka_clients.ensure_topics(settings, ["B"])
     frames = list(itertools.islice(synthetic_frames("B", "S1", seed=5, defect_rate=1.0, size=64), 6))
@@ -133,8 +133,8 @@ def test_redelivered_batch_is_idempotent(settings, models_dir):
 
 
 def test_unknown_category_goes_to_dlq(settings, models_dir):
-    from workers.processor import BatchProcessor, Incoming
-    from workers.routing import ModelRouter
+    from duoscan.workers.processor import BatchProcessor, Incoming
+    from duoscan.workers.routing import ModelRouter
 
     kafka_clients.ensure_topics(settings, ["C"])
     f = next(synthetic_frames("C", "S1", size=64))

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from producers.dataset import Sample, categories_in, detect_layout, iter_dataset
-from producers.eyecandies import FOCAL_LENGTH_PX, depth_to_xyz
-from schemas import Frame
+from duoscan.producers.dataset import Sample, categories_in, detect_layout, iter_dataset
+from duoscan.producers.eyecandies import FOCAL_LENGTH_PX, depth_to_xyz
+from duoscan.schemas import Frame
 
 
 def write_eyecandies(root: Path, category: str = "Marshmallow", size: int = 24) -> Path:
@@ -81,7 +81,7 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
 
 
 def test_datasets_replay_as_frames_of_a_line(tmp_path):
-    from producers.replay import dataset_frames
+    from duoscan.producers.replay import dataset_frames
 
     root = write_eyecandies(tmp_path)
     frames = list(dataset_frames(root, "L9", "S2", split="test"))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from duoscan.evaluate import train_model
-from models import REGISTRY, load_model
-from producers.dataset import iter_dataset
+from duoscan.models import REGISTRY, load_model
+from duoscan.producers.dataset import iter_dataset
 
 from .conftest import process_frames
 

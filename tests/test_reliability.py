@@ -16,12 +16,12 @@ from duoscan import kafka_clients
 from duoscan.config import Settings
 from duoscan.drill import DrillConfig, run_drill
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from duoscan.producers.hostile import HOSTILE_KINDS
+from duoscan.producers.replay import synthetic_frames
+from duoscan.producers.sdk import BrokerUnavailableError, FramePublisher, PublishError
+from duoscan.schemas import Alert, DeadLetter
 from duoscan.stack import committed_lag
-from producers.hostile import HOSTILE_KINDS
-from producers.replay import synthetic_frames
-from producers.sdk import BrokerUnavailableError, FramePublisher, PublishError
-from schemas import Alert, DeadLetter
-from workers.store import ResultStore
+from duoscan.workers.store import ResultStore
 
 from .conftest import ROOT, wait_for_join, wait_until
 
@@ -49,8 +49,8 @@ def test_drill_sigkill_redis_outage_and_hostile_input(broker, models_dir, tmp_pa
 
 
 def _processor(settings: Settings, models_dir, producer=None):
-    from workers.processor import BatchProcessor
-    from workers.routing import ModelRouter
+    from duoscan.workers.processor import BatchProcessor
+    from duoscan.workers.routing import ModelRouter
 
     return BatchProcessor(
         settings, ModelRouter(models_dir, "cpu"), ResultStore(settings), producer or kafka_clients.producer(settings)
@@ -58,7 +58,7 @@ def _processor(settings: Settings, models_dir, producer=None):
 
 
 def _defective_batch(settings: Settings, line: str, n: int):
-    from workers.processor import Incoming
+    from duoscan.workers.processor import Incoming
 
     kafka_clients.ensure_topics(settings, [line])
     frames = list(itertools.islice(synthetic_frames(line, "S1", seed=7, defect_rate=1.0, size=64), n))
@@ -84,7 +84,7 @@ def test_alert_claimed_by_a_dead_worker_is_not_sent_twice(settings, models_dir):
 
 def test_frame_ids_cannot_reach_internal_keys(settings, models_dir):
     """Producers choose frame ids; ids spelled like internal keys must stay per-frame data."""
-    from workers.processor import Incoming
+    from duoscan.workers.processor import Incoming
 
     ids = ["unconfirmed", "stats", "lines", "anomalies", "worker:x", "unconfirmed:alerted"]
     frames = list(itertools.islice(synthetic_frames("U", "S1", seed=7, defect_rate=1.0, size=64), len(ids)))
@@ -103,7 +103,7 @@ def test_frame_ids_cannot_reach_internal_keys(settings, models_dir):
 def test_dead_letter_claimed_by_a_dead_worker_is_sent_again(settings, models_dir):
     """Unlike an alert, a dead letter whose claim a dead worker left pending is re-sent: a malformed
     frame is never lost (a duplicate would carry the same source offset)."""
-    from workers.processor import Incoming
+    from duoscan.workers.processor import Incoming
 
     kafka_clients.ensure_topics(settings, ["D"])
     topic = settings.frames_topic("D")
@@ -268,7 +268,7 @@ def test_without_a_broker_a_worker_logs_quietly_and_stops_promptly(tmp_path, red
 def test_repeated_client_errors_are_logged_once_per_window():
     import logging
 
-    from workers.lifecycle import RepeatFilter
+    from duoscan.workers.lifecycle import RepeatFilter
 
     now = [0.0]
     f = RepeatFilter(window_s=30, clock=lambda: now[0])

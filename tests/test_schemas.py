@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import CODECS, Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings
+from duoscan.schemas import CODECS, Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings
 
 
 def make_frame(h: int = 6, w: int = 5, **kw) -> Frame:
@@ -179,7 +179,7 @@ def test_result_alert_dead_letter_round_trip():
 
 
 def test_degraded_flag_round_trips_and_older_messages_still_decode():
-    from schemas._msgpack import pack
+    from duoscan.schemas._msgpack import pack
 
     r = Result(
         frame_id="f2",

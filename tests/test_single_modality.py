@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from duoscan import kafka_clients
-from producers.dataset import dataset_inputs, iter_dataset
-from producers.replay import dataset_frames
-from producers.sdk import FramePublisher
-from schemas import DeadLetter
-from workers.store import ResultStore
+from duoscan.producers.dataset import dataset_inputs, iter_dataset
+from duoscan.producers.replay import dataset_frames
+from duoscan.producers.sdk import FramePublisher
+from duoscan.schemas import DeadLetter
+from duoscan.workers.store import ResultStore
 
 from .conftest import cli, process_frames, wait_for_items
 
@@ -125,7 +125,7 @@ def test_a_modality_the_data_lacks_is_one_clear_line(request, tmp_path, data, me
 
 def test_the_weight_free_baseline_trains_on_empty_clouds(dataset):
     """Every cloud empty (a colour camera only): the baseline fits colour alone and never calls a frame degraded."""
-    from models import create, with_all_inputs
+    from duoscan.models import create, with_all_inputs
 
     frames = [s for s in iter_dataset(dataset, "ring", "train")]
     for f in frames:
@@ -197,7 +197,7 @@ def test_produce_replays_a_colour_only_folder(settings, rgb_only, monkeypatch):
         monkeypatch.setenv(key, value)
     result = cli("produce", "--source", str(rgb_only), "--line", "P1", "--count", "4", "--fps", "0")
     assert result.exit_code == 0, result.output[-2000:]
-    from schemas import Frame
+    from duoscan.schemas import Frame
 
     frames = [Frame.decode(v) for v in kafka_clients.read_topic(settings, settings.frames_topic("P1"), 2.0)]
     assert len(frames) == 4 and all(f.modalities == ("rgb",) for f in frames)

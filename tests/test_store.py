@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from workers.store import decode_heatmap, decode_preview, encode_heatmap, encode_preview, to_float16
+from duoscan.workers.store import decode_heatmap, decode_preview, encode_heatmap, encode_preview, to_float16
 
 
 def test_heatmap_and_preview_round_trip():

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.preprocess import Prepared, PreprocessConfig, prepare
-from models.synthesis import (
+from duoscan.models.preprocess import Prepared, PreprocessConfig, prepare
+from duoscan.models.synthesis import (
     MultiScaleGaussianGenerator,
     UnifiedTextureGenerator,
     perlin,
     perlin_mask,
     procedural_texture,
 )
-from models.visible_depth import FOREGROUND_FLOOR, depth_image, part_region, visible_depth
-from producers.synthetic import render_part
+from duoscan.models.visible_depth import FOREGROUND_FLOOR, depth_image, part_region, visible_depth
+from duoscan.producers.synthetic import render_part
 
 
 def _prepared(seed: int = 0) -> Prepared:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from producers.dataset import categories_in, iter_samples, write_synthetic_dataset
-from producers.synthetic import CATEGORIES, DEFECT_MODALITY, DEFECTS, _apply_defect, render_part
+from duoscan.producers.dataset import categories_in, iter_samples, write_synthetic_dataset
+from duoscan.producers.synthetic import CATEGORIES, DEFECT_MODALITY, DEFECTS, _apply_defect, render_part
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
@@ -83,7 +83,7 @@ def test_missing_gt_means_no_defect(tmp_path):
 
 # --- the realistic profile ---------------------------------------------------------------------
 
-from producers.realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic  # noqa: E402
+from duoscan.producers.realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic  # noqa: E402
 
 
 @pytest.mark.parametrize("category", REALISTIC_CATEGORIES)

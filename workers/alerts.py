@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from duoscan import kafka_clients
 from duoscan.config import Settings
-from schemas import Alert, SchemaError
+from duoscan.schemas import Alert, SchemaError
 
 log = logging.getLogger(__name__)
 

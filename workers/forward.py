@@ -20,7 +20,7 @@ from typing import Protocol, TextIO
 
 from duoscan import metrics
 from duoscan.config import Settings
-from schemas import Alert
+from duoscan.schemas import Alert
 
 from .alerts import follow_alerts
 

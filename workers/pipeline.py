@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from models.parallel import named_pool
+from duoscan.models.parallel import named_pool
 
 from .processor import BatchProcessor, Incoming
 

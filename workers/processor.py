@@ -28,9 +28,9 @@ from kafka import KafkaProducer
 
 from duoscan import metrics
 from duoscan.config import Settings
-from models import required_inputs, with_all_inputs
-from models.components import largest_region
-from schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
+from duoscan.models import required_inputs, with_all_inputs
+from duoscan.models.components import largest_region
+from duoscan.schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
 
 from .routing import ModelRouter, Route
 from .store import ResultStore, encode_heatmap, encode_preview

@@ -31,7 +31,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import AnomalyModel, ModelFileError, load_model, resolve_device
+from duoscan.models import AnomalyModel, ModelFileError, load_model, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import redis
 from PIL import Image
 
 from duoscan.config import Settings, mask_url
+from duoscan.schemas import Region, Result, Timings, decode_array, encode_array
 from duoscan.security import redis_kwargs
-from schemas import Region, Result, Timings, decode_array, encode_array
 
 _LUA = (Path(__file__).parent / "write_result.lua").read_text()
 

@@ -20,8 +20,8 @@ from PIL import Image
 
 from duoscan.config import Settings, mask_url
 from duoscan.overlay import blend, colormap, render_depth, threshold_scaled
-from schemas import Result
-from workers.store import ResultStore, decode_preview
+from duoscan.schemas import Result
+from duoscan.workers.store import ResultStore, decode_preview
 
 STATIC = Path(__file__).parent / "static"
 

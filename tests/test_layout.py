@@ -1,0 +1,35 @@
+"""The package layout: the design card's folders install under the one `duoscan` namespace."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("models", "schemas", "producers", "workers")
+
+
+def test_installed_names_live_under_duoscan(tmp_path):
+    """Outside the checkout `import models` fails (no top-level name a camera integrator's app could clash with)
+    and the sensor SDK imports as duoscan.producers."""
+    code = (
+        "import importlib.util, sys; from duoscan.producers import sdk; "
+        f"print([n for n in {FOLDERS!r} if importlib.util.find_spec(n) is not None])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_no_code_imports_a_folder_by_its_bare_name():
+    """A bare `import models` inside the checkout would load a second copy beside duoscan.models."""
+    bare = re.compile(rf"^\s*(from|import) ({'|'.join(FOLDERS)})\b", re.M)
+    found = [
+        str(p.relative_to(ROOT))
+        for d in (*FOLDERS, "duoscan", "tests", "benchmarks")
+        for p in (ROOT / d).rglob("*.py")
+        if bare.search(p.read_text())
+    ]
+    assert found == []
