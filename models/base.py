@@ -63,6 +63,7 @@ class AnomalyModel(ABC):
     version: str = "0"
     threshold: float = float("inf")
     category: str = ""  # the product category this model was fitted on (routes frames in workers)
+    scores_depth_alone: ClassVar[bool] = False  # fused models that score a frame without colour on depth alone
 
     @abstractmethod
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> AnomalyModel: ...
@@ -115,9 +116,19 @@ class AnomalyModel(ABC):
 
 
 def required_inputs(model: AnomalyModel) -> tuple[str, ...]:
-    """The inputs a frame must carry for ``model`` to score it: a 3D-only model needs the cloud; every
-    other needs colour (a fused model without depth takes its degraded colour path, flagged)."""
-    return ("xyz",) if getattr(model, "modality", "both") == "xyz" else ("rgb",)
+    """The inputs a frame must carry for ``model`` to score it: a 3D-only model needs the cloud, a colour-only
+    one the image; a fused model scores a frame without depth on colour (degraded, flagged) and, if it
+    ``scores_depth_alone``, a frame without colour on depth; otherwise it needs colour."""
+    modality = getattr(model, "modality", "both")
+    if modality in ("rgb", "xyz"):
+        return (modality,)
+    return () if model.scores_depth_alone else ("rgb",)
+
+
+def colour_missing(frames: Sequence[Any]) -> np.ndarray:
+    """Per frame: the image is the all-black stand-in of a station without a colour camera (as an all-zero
+    point means "no measurement", an all-zero image means "no image")."""
+    return np.array([not f.rgb.any() for f in frames], dtype=bool)
 
 
 def with_all_inputs(frames: Sequence[Any]) -> list[Any]:

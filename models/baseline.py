@@ -22,7 +22,7 @@ from PIL import Image
 from rich.progress import track
 from scipy import ndimage
 
-from .base import AnomalyModel, AnomalyOutput, FrameLike, register
+from .base import AnomalyModel, AnomalyOutput, FrameLike, colour_missing, register
 from .components import NearestNeighbours, gaussian_blur, height_above_plane, knn_distance, random_subsample
 
 
@@ -94,6 +94,11 @@ class BaselineModel(AnomalyModel):
         }  # older files always had geometry
         self.to(self.device)
 
+    @property
+    def scores_depth_alone(self) -> bool:  # type: ignore[override]
+        """Its map is a max over modalities, so geometry alone still scores, if it learnt any."""
+        return bool(self.tensors.get("geo_fitted", torch.tensor(1.0)) > 0)
+
     def to(self, device: str) -> BaselineModel:
         self.device = device
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
@@ -162,12 +167,20 @@ class BaselineModel(AnomalyModel):
         fitted = bool(t["geo_fitted"] > 0)
         use_geo = (valid.flatten(1).float().mean(1) >= self.min_valid) & fitted
         geo_map = d_geo / t["scales"][1] * valid * use_geo[:, None, None]
-        grid_map = torch.maximum(d_rgb / t["scales"][0], geo_map)
+        no_colour = torch.from_numpy(colour_missing(batch)).to(self.device)
+        rgb_map = (d_rgb / t["scales"][0]) * ~no_colour[:, None, None]  # a black stand-in image says nothing
+        grid_map = torch.maximum(rgb_map, geo_map)
         maps: list[np.ndarray] = []
         for i, f in enumerate(batch):
             h, w = f.rgb.shape[:2]
             up = F.interpolate(grid_map[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0]
             maps.append(gaussian_blur(up, self.sigma * h / g)[0].float().cpu().numpy())
         scores = np.array([m.max() for m in maps], dtype=np.float32)
-        modalities = [["rgb", "xyz"] if u else ["rgb"] for u in use_geo.tolist()]
-        return AnomalyOutput(scores, maps, modalities, degraded=[fitted and not u for u in use_geo.tolist()])
+        no_colour = no_colour.tolist()
+        modalities = [
+            (["rgb"] if not c else []) + (["xyz"] if u else [])
+            for c, u in zip(no_colour, use_geo.tolist(), strict=True)
+        ]
+        scores[np.array([not m for m in modalities], dtype=bool)] = np.nan  # neither input usable: nothing to score
+        degraded = [c or (fitted and not u) for c, u in zip(no_colour, use_geo.tolist(), strict=True)]
+        return AnomalyOutput(scores, maps, modalities, degraded=degraded)

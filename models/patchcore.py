@@ -18,7 +18,7 @@ import torch
 from rich.progress import Progress
 
 from . import fusion
-from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
+from .base import AnomalyOutput, FrameLike, colour_missing, register, threshold_from_scores
 from .components import NearestNeighbours, greedy_coreset, random_subsample
 from .feature_method import FeatureMethod
 
@@ -26,6 +26,7 @@ from .feature_method import FeatureMethod
 @register
 class PatchCore(FeatureMethod):
     name = "patchcore"
+    scores_depth_alone = True  # late fusion: the 3D map alone, on the fused scale, scores a frame without colour
 
     def __init__(
         self,
@@ -138,12 +139,12 @@ class PatchCore(FeatureMethod):
 
     def _grid_maps(
         self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The fused B×G×G map and (fused models) the normalised RGB-only map for frames without depth."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The fused B×G×G map and (fused models) each modality's normalised map alone, for frames without the other."""
         maps = self._modality_maps(x)
         grid = fusion.fuse(maps, valid, self.stats, self.opts["fusion"])
-        rgb = maps["rgb"] / self.stats["rgb_q"] if self.fused else None
-        return grid, rgb
+        alone = {m: fusion.fuse({m: maps[m]}, valid, self.stats) for m in maps} if self.fused else {}
+        return grid, alone
 
     def _fit_fusion(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-modality scales and the degraded path's factor from good frames; returns their fused image scores."""
@@ -160,6 +161,8 @@ class PatchCore(FeatureMethod):
         if self.fused:
             rgb = fusion.image_scores(full["rgb"] / self.stats["rgb_q"], o["resolution"], o["sigma"])
             self.stats["degraded_scale"] = fusion.degraded_scale(scores, rgb)
+            xyz = fusion.image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats), o["resolution"], o["sigma"])
+            self.stats["degraded_xyz_scale"] = fusion.degraded_scale(scores, xyz)
         return scores
 
     @torch.no_grad()
@@ -167,19 +170,26 @@ class PatchCore(FeatureMethod):
         if not self.nn:
             raise RuntimeError("patchcore model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
-        grid, rgb = self._grid_maps(self._standardise(feats), valid)
+        grid, alone = self._grid_maps(self._standardise(feats), valid)
         degraded = self._depth_missing(valid, self.opts["degraded_below"])
+        no_colour = torch.from_numpy(colour_missing(batch)) & ~degraded if self.fused else torch.zeros_like(degraded)
         mods = [list(self.mods) for _ in batch]
-        if degraded.any() and rgb is not None:  # no usable depth: the RGB map carries on, on the fused scale
+        if degraded.any() and alone:  # no usable depth: the RGB map carries on, on the fused scale
             d = degraded.to(grid.device)
-            grid[d] = rgb[d] * self.stats["degraded_scale"]
+            grid[d] = alone["rgb"][d] * self.stats["degraded_scale"]
+        if no_colour.any():  # a station without a colour camera: the 3D map carries on, on the fused scale
+            c = no_colour.to(grid.device)
+            grid[c] = alone["xyz"][c] * self.stats.get("degraded_xyz_scale", torch.tensor(1.0, device=grid.device))
         maps = self._to_maps(grid, self.opts["resolution"], self.opts["sigma"])
         scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         for i in np.flatnonzero(degraded.numpy()):
             mods[i] = ["rgb"] if self.fused else []
-            if not self.fused:  # 3D-only model and no usable cloud: nothing to score with
+            if not self.fused or not batch[i].rgb.any():  # no usable cloud and nothing else: nothing to score with
                 scores[i] = np.nan
-        return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=[bool(b) for b in degraded])
+        for i in np.flatnonzero(no_colour.numpy()):
+            mods[i] = ["xyz"]
+        flagged = [bool(d or c) for d, c in zip(degraded, no_colour, strict=True)]
+        return AnomalyOutput(scores, self._frame_maps(maps, prepared), mods, degraded=flagged)
 
     # --- calibration ------------------------------------------------------------------------------
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from duoscan import kafka_clients
+from duoscan.evaluate import train_model
 from duoscan.producers.dataset import dataset_inputs, iter_dataset
 from duoscan.producers.replay import dataset_frames
 from duoscan.producers.sdk import FramePublisher
@@ -99,7 +100,7 @@ def test_trained_single_input_models_evaluate(trained, rgb_only, xyz_only, tmp_p
     [
         ("rgb_only", "patchcore", "both", "needs xyz, but"),
         ("rgb_only", "patchcore", "xyz", "use --modality rgb"),
-        ("xyz_only", "baseline", "both", "needs rgb, but"),
+        ("xyz_only", "btf", "both", "needs rgb, but"),
         ("xyz_only", "patchcore", "rgb", "use --modality xyz"),
     ],
 )
@@ -189,6 +190,49 @@ def test_a_fused_model_scores_a_colour_only_frame_degraded(settings, models_dir,
     results = store.read_results([f.frame_id for f in frames])
     assert report.dead == 0 and len(results) == 3
     assert all(r.degraded and r.modalities == ["rgb"] for r in results.values())
+
+
+@pytest.mark.integration
+def test_fused_models_score_a_3d_only_frame_on_depth_or_dead_letter_it(
+    settings, models_dir, dataset, xyz_only, tmp_path
+):
+    """Late-fusion patchcore and the baseline (a max over modalities) carry on with depth alone, flagged;
+    an early-fusion model (btf) cannot, and says so in the dead letter."""
+    frames = list(dataset_frames(xyz_only, "F2", "S1", "test"))[:3]
+    patchcore = train_model(dataset, "ring", "patchcore", "both", progress=False, cache_dir=str(tmp_path / "c")).save(
+        tmp_path / "p" / "ring.pt"
+    )
+    btf = train_model(dataset, "ring", "btf", "both", progress=False, cache_dir=str(tmp_path / "c")).save(
+        tmp_path / "b" / "ring.pt"
+    )
+    for path, name in ((models_dir / "ring.pt", "baseline"), (patchcore, "patchcore")):
+        report, store = process_frames(settings, path, frames, "F" + name)
+        results = store.read_results([f.frame_id for f in frames])
+        assert report.dead == 0 and len(results) == 3, name
+        assert all(r.degraded and r.modalities == ["xyz"] and np.isfinite(r.score) for r in results.values()), name
+    report, _ = process_frames(settings, btf, frames, "Fbtf")
+    assert report.dead == 3 and report.results == 0
+    letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]
+    assert {d.frame_id for d in letters} == {f.frame_id for f in frames} and all(
+        "frame carries no rgb" in d.reason for d in letters
+    )
+
+
+def test_late_fusion_puts_depth_alone_on_the_fused_scale(tmp_path):
+    """A good frame without colour scores like good frames with it (the 3D map times the ratio of medians).
+    128 px: at the shared fixtures' 64 px FPFH sees no variation between good parts."""
+    from duoscan.models import with_all_inputs
+    from duoscan.producers.dataset import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "d", ("ring",), 128, 10, 6, 4, 1, progress=False)
+    model = train_model(data, "ring", "patchcore", "both", progress=False, cache_dir=str(tmp_path / "c"))
+    good = [s for s in iter_dataset(data, "ring", "test") if s.label == 0]
+    full = model.score(good).image_scores
+    for s in good:
+        s.rgb = None
+    alone = model.score(with_all_inputs(good))
+    assert alone.modalities == [["xyz"]] * len(good) and all(alone.degraded)
+    assert 0.3 < np.median(alone.image_scores) / np.median(full) < 3.0
 
 
 @pytest.mark.integration
