@@ -339,3 +339,13 @@ def test_a_port_in_use_is_one_line():
         and result.stderr
         == f"error: cannot listen on 127.0.0.1:{port} (Address already in use): pick another --port or --host\n"
     )
+
+
+@pytest.mark.integration
+def test_work_without_redis_is_one_line(settings, models_dir, monkeypatch):
+    monkeypatch.setenv("DUOSCAN_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
+    monkeypatch.setenv("DUOSCAN_REDIS_URL", "redis://127.0.0.1:1/0")
+    started = time.monotonic()
+    result = cli("work", "--model", str(models_dir))
+    assert result.exit_code == 2 and result.stderr.startswith("error: Redis at redis://127.0.0.1:1/0 is not reachable")
+    assert len(result.stderr.splitlines()) == 1 and time.monotonic() - started < 20
