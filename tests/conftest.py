@@ -46,6 +46,25 @@ def cli(*args: str) -> CliResult:
     return CliResult(code if isinstance(code, int) else (0 if code is None else 1), out.getvalue(), err.getvalue())
 
 
+SERVICE_FIXTURES = {"broker", "redis_server", "settings", "start_worker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts the broker or Redis ``integration`` (through a fixture, or inline), so
+    ``make test-fast`` (``-m "not integration"``) runs only the rest."""
+    import inspect
+
+    for item in items:
+        fn = getattr(item, "function", None)
+        source = inspect.getsource(fn) if fn else ""
+        if (
+            SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or "EmbeddedBroker(" in source
+            or "EmbeddedRedis(" in source
+        ):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(log_path=tmp_path_factory.mktemp("logs") / "broker.log") as b:
