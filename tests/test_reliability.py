@@ -202,15 +202,6 @@ def test_redis_outage_worker_retries_and_catches_up(settings, start_worker, tmp_
         assert worker.poll() is None
 
 
-def _pause(proc: subprocess.Popen, seconds: float) -> None:
-    """Make the broker unreachable (it stops answering) without losing its in-memory state."""
-    os.kill(proc.pid, signal.SIGSTOP)
-    try:
-        time.sleep(seconds)
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)
-
-
 def test_producer_buffers_while_the_broker_is_unreachable_and_workers_reconnect(tmp_path, redis_server, start_worker):
     with EmbeddedBroker(log_path=tmp_path / "broker.log") as b:
         s = Settings.load(
