@@ -52,6 +52,15 @@ def _wait_for_workers(
     raise TimeoutError(f"workers did not join in time; see {state_dir() / 'logs'}/worker-*.log")
 
 
+def malformed_payloads(good_payload: bytes) -> list[bytes]:
+    """The three messages the demo sends on purpose, each of which every worker must dead-letter:
+    random bytes, a truncated frame, and a frame of an unknown schema version."""
+    import msgpack
+
+    future = msgpack.packb({**msgpack.unpackb(good_payload, raw=False), "v": 99}, use_bin_type=True)
+    return [os.urandom(300), good_payload[: len(good_payload) // 2], future]
+
+
 def run_demo(
     frames: int = 240,
     n_workers: int = 2,
@@ -128,12 +137,7 @@ def run_demo(
                     pub.publish_frame(frame)
                     truth[frame.frame_id] = frame.meta["defect"]
                     rgbs[frame.frame_id] = frame.rgb
-                good_payload = frame.encode()
-                for bad in (
-                    os.urandom(300),
-                    good_payload[: len(good_payload) // 2],
-                    good_payload.replace(b"\xa1v\x01", b"\xa1v\x07", 1),
-                ):
+                for bad in malformed_payloads(frame.encode()):
                     pub.send_raw("L1", b"L1/S1", bad, "malformed")
 
             # 4. wait for every result

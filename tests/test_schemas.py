@@ -289,3 +289,12 @@ def test_the_producer_refuses_a_frame_over_the_workers_decode_budget():
     small = big.encode(codec="zstd", xyz_float16=True, limits=DecodeLimits(max_frame_bytes=3_300_000))  # 1.08 + 2.16 MB
     with pytest.raises(SchemaError):
         Frame.decode(small, DecodeLimits(max_frame_bytes=3_200_000))
+
+
+def test_the_demos_malformed_messages_are_all_refused():
+    """The demo promises 3 dead letters; once a schema bump turned one of its 3 into a valid frame."""
+    from duoscan.demo import malformed_payloads
+
+    for bad in malformed_payloads(make_frame().encode()):
+        with pytest.raises(SchemaError):
+            Frame.decode(bad)
