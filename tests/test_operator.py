@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -231,25 +232,26 @@ def test_alerts_cli_forwards_to_a_file(settings, tmp_path):
 # --- the operator view in a real browser -------------------------------------------------------
 
 
+@contextlib.contextmanager
+def view_process(env: dict[str, str], log_path: Path, ready: str = "/api/health"):
+    """A real `duoscan view` process on a free port; yields its URL once ``ready`` answers."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        argv = [sys.executable, "-m", "duoscan", "view", "--port", str(port)]
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: _get(url + ready), 60, "the view server")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 @pytest.fixture
 def view_server(settings, tmp_path):
-    port = free_port()
-    env = {**os.environ, **settings.to_env()}
-    log = open(tmp_path / "view.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "duoscan", "view", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _get(url + "/api/health"), 60, "the view server")
+    with view_process(settings.to_env(), tmp_path / "view.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _get(url: str) -> bytes | None:
@@ -408,19 +410,8 @@ def test_frame_ids_with_slashes_are_viewable(settings, models_dir, view_server):
 
 
 def test_view_says_503_when_redis_is_away(tmp_path):
-    port, dead = free_port(), free_port()
-    env = {**os.environ, "DUOSCAN_REDIS_URL": f"redis://127.0.0.1:{dead}/0"}
-    log = open(tmp_path / "view.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "duoscan", "view", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _get(url + "/"), 60, "the view server")
+    dead = free_port()
+    with view_process({"DUOSCAN_REDIS_URL": f"redis://127.0.0.1:{dead}/0"}, tmp_path / "view.log", ready="/") as url:
         for route in ("/api/lines", "/api/health", "/api/alerts", "/api/frames/x"):
             try:
                 urllib.request.urlopen(url + route, timeout=10)
@@ -429,9 +420,6 @@ def test_view_says_503_when_redis_is_away(tmp_path):
                 assert f"127.0.0.1:{dead}" in json.loads(exc.read())["detail"]
             else:
                 pytest.fail(f"{route} answered without Redis")
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_hostile_text_in_redis_is_shown_not_run(settings, view_server, browser):
