@@ -8,7 +8,6 @@ zeros for missing points. A missing gt file means "no defect" (all zeros).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,9 @@ import tifffile
 from PIL import Image
 from rich.progress import Progress
 
-from duoscan.schemas import Frame
-
 from .realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic
+from .sample import Sample as Sample  # re-exported: the readers' sample type lives in sample.py
+from .sample import make_sample
 from .synthetic import CATEGORIES, DEFECTS, render_part
 
 SPLITS = ("train", "validation", "test")
@@ -43,45 +42,6 @@ PROFILES = {
         n_test_per_defect=6,
     ),
 }
-
-
-@dataclass
-class Sample(Frame):
-    """A dataset frame with its ground truth: the same type producers publish, plus labels."""
-
-    mask: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # H×W bool
-    split: str = ""
-    defect: str = "good"  # "good" or the defect folder's name
-    name: str = ""  # file stem, e.g. "003"
-
-    @property
-    def label(self) -> int:
-        return int(self.defect != "good")
-
-
-def make_sample(
-    rgb: np.ndarray | None,
-    xyz: np.ndarray | None,
-    mask: np.ndarray,
-    category: str,
-    split: str,
-    defect: str,
-    name: str,
-    source: str,
-) -> Sample:
-    return Sample(
-        line="dataset",
-        station=split,
-        category=category,
-        rgb=rgb,
-        xyz=xyz,
-        frame_id=f"{category}.{split}.{defect}.{name}",
-        meta={"defect": defect, "split": split, "name": name, "source": source},
-        mask=mask,
-        split=split,
-        defect=defect,
-        name=name,
-    )
 
 
 def write_sample(

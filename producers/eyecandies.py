@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from .dataset import Sample, make_sample
+from .sample import Sample, make_sample
 
 FOCAL_LENGTH_PX = 711.11
 SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test_public", "test_public": "test_public"}

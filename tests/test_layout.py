@@ -33,3 +33,38 @@ def test_no_code_imports_a_folder_by_its_bare_name():
         if bare.search(p.read_text())
     ]
     assert found == []
+
+
+def _module_imports(folder: Path) -> dict[str, set[str]]:
+    """Within one folder: module -> the sibling modules it imports (relative imports, lazy ones included)."""
+    names = {p.stem for p in folder.glob("*.py")}
+    graph = {}
+    for p in folder.glob("*.py"):
+        found = re.findall(r"^\s*from \.(\w+) import", p.read_text(), re.M)
+        graph[p.stem] = {m for m in found if m in names and m != p.stem}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path + [node, nxt]
+            if nxt not in state and (found := visit(nxt, path + [node])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [])):
+            return found
+    return None
+
+
+def test_no_module_cycles_inside_a_folder():
+    """The dataset readers once imported each other (dataset <-> eyecandies); arrows point one way."""
+    cycles = {d: c for d in FOLDERS if (c := _cycle(_module_imports(ROOT / d)))}
+    assert cycles == {}
