@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from . import preflight
-from .config import Settings, cache_dir, mask_url, services_file, state_dir
-from .errors import UserError, describe
+from .config import DEVICE_PATTERN, Settings, cache_dir, mask_url, services_file, state_dir
+from .errors import UserError, describe, one_line
 
 HELP = f"""duoscan: streaming 2D+3D anomaly inspection.
 
@@ -46,24 +46,20 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors: one line, not a panel
             command = exc.ctx.command_path if getattr(exc, "ctx", None) else "duoscan"
-            typer.echo(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", err=True)
+            typer.echo(f"error: {one_line(exc.format_message())} (see `{command} --help`)", err=True)
             sys.exit(exc.exit_code)
         if debug:
             raise
         message = describe(exc)
         if message is None:  # not a user error: a bug; still one line, and how to see more
             typer.echo(
-                f"internal error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)", err=True
+                f"internal error: {type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)", err=True
             )
             sys.exit(1)
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     if isinstance(code, int) and code:
         sys.exit(code)
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
 
 
 @app.callback()
@@ -103,7 +99,7 @@ def _methods() -> list[str]:
 
 def _fail(message: object) -> NoReturn:
     """A usage or configuration error: one line on stderr, exit 2."""
-    raise UserError(_one_line(message))
+    raise UserError(one_line(message))
 
 
 def _checked_settings(**overrides: object) -> Settings:
@@ -118,12 +114,12 @@ def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def _device(value: str) -> str:
-    """A device the machine has: 'cuda' on a host without CUDA is an error, not a silent CPU run."""
+    """The device to run on: 'cuda' on a host without CUDA falls back to the CPU with a warning, not silently."""
     import re
 
     import torch
 
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+    if not re.fullmatch(DEVICE_PATTERN, value):
         _fail(f"--device {value!r} is not one of auto, cpu, cuda, cuda:N")
     if value.startswith("cuda") and not torch.cuda.is_available():  # GPU code falls back to the CPU, visibly
         typer.echo(f"warning: --device {value}: this machine has no CUDA device; running on the CPU", err=True)
@@ -216,7 +212,7 @@ def health(
     import socket
     import time
 
-    from duoscan.workers.store import ResultStore, check_connection
+    from duoscan.workers.store import ResultStore
 
     from . import kafka_clients
 
@@ -229,15 +225,14 @@ def health(
             client.list_topics()
         finally:
             client.close()
-        store = ResultStore(settings)
-        check_connection(store.client, settings)
+        store = ResultStore(settings)  # preflight.redis has pinged it with our credentials
         if worker:
             host = socket.gethostname()
             seen = [float(w.get("seen", 0)) for wid, w in store.workers().items() if wid.startswith(f"{host}-")]
             if not seen or time.time() - max(seen) > within:
                 raise RuntimeError(f"no worker on {host} reported in the last {within:g} s")
     except Exception as exc:  # any failure is unhealthy; say which
-        typer.echo(f"unhealthy: {describe(exc) or _one_line(exc)}", err=True)
+        typer.echo(f"unhealthy: {describe(exc) or one_line(exc)}", err=True)
         raise typer.Exit(1) from None
     console.print("healthy")
 
@@ -368,9 +363,9 @@ def calibrate(
 ) -> None:
     """Set a model's decision threshold from good frames for a target false-positive rate; store it with the model."""
     from duoscan.models import load_model, with_all_inputs
-    from duoscan.producers.dataset import check_category, iter_dataset
+    from duoscan.producers.dataset import SPLITS, check_category, iter_dataset
 
-    _choice("--split", split, ("train", "validation", "test"))
+    _choice("--split", split, SPLITS)
     check_category(data, category)
     m = load_model(model, _device(device))
     _same_category(m, category, model)
@@ -482,6 +477,7 @@ def produce(
     """Publish frames to frames.<line>, keyed by line/station."""
     from rich.progress import track
 
+    from duoscan.producers.dataset import SPLITS
     from duoscan.producers.replay import dataset_frames, paced, synthetic_frames
     from duoscan.producers.sdk import FramePublisher
 
@@ -489,7 +485,7 @@ def produce(
 
     _line_ids(line, "--line")
     _line_ids(station, "--station")
-    _choice("--split", split, ("train", "validation", "test"))
+    _choice("--split", split, SPLITS)
     if source != "synthetic" and not Path(source).is_dir():
         _fail(f"--source {source} is not a folder: give 'synthetic' or an MVTec-layout dataset folder")
     _logging("WARNING")
@@ -643,10 +639,12 @@ def config(
 
 @app.command()
 def demo(
-    frames: int = typer.Option(240, help="frames to stream (split over 2 lines)"),
-    workers: int = typer.Option(2, help="worker processes"),
+    frames: int = typer.Option(240, min=1, help="frames to stream (split over 2 lines)"),
+    workers: int = typer.Option(2, min=1, help="worker processes"),
     fps: float = typer.Option(
-        10.0, help="total publish rate (frames/s over both lines; 2 BridgeNet workers on 2 cores keep up with ~10)"
+        10.0,
+        min=0.0,
+        help="total publish rate (frames/s over both lines; 2 BridgeNet workers on 2 cores keep up with ~10)",
     ),
     out: Path = typer.Option(Path("out"), help="heatmap overlays and summary go here"),
     method: str = typer.Option(
@@ -660,18 +658,16 @@ def demo(
 
     if method not in _methods():
         _fail(f"unknown method {method!r}: use one of {', '.join(sorted(_methods()))}")
-    if frames < 1 or workers < 1 or fps < 0:
-        _fail("--frames and --workers must be at least 1 and --fps at least 0")
     _logging("WARNING")
     run_demo(frames=frames, n_workers=workers, fps=fps, out=out, method=method)
 
 
 def _line_ids(value: str, option: str = "--lines") -> list[str]:
     """Comma-separated line or station ids, each as the wire contract allows (it names topics and keys)."""
-    import re
+    from duoscan.schemas import is_name
 
     ids = [x for x in value.split(",") if x]
-    bad = [x for x in ids if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", x)]
+    bad = [x for x in ids if not is_name(x)]
     if bad or not ids:
         _fail(f"{option} {value!r}: ids are 1-64 characters of A-Z a-z 0-9 . _ - (no '/' or spaces)")
     return ids

@@ -18,6 +18,7 @@ from typing import Any
 
 SECRET_FIELDS = ("redis_password", "kafka_sasl_password")
 RUNTIMES = ("auto", "torch", "onnx")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 CODECS = (
     "none",
     "zstd",
@@ -205,7 +206,7 @@ class Settings:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"DUOSCAN_{name.upper()} points at {path}, which is not a file")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
             raise ConfigError(f"DUOSCAN_DEVICE must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(

@@ -18,7 +18,7 @@ def describe(exc: BaseException) -> str | None:
     from .config import ConfigError
 
     if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError, MethodOptionError)):
-        return _one_line(exc)
+        return one_line(exc)
     if isinstance(exc, OSError) and exc.errno in (
         errno.ENOENT,
         errno.ENOTDIR,
@@ -33,9 +33,9 @@ def describe(exc: BaseException) -> str | None:
             errno.EACCES: "is not accessible (permissions)",
             errno.ENOSPC: "cannot be written: the disk is full",
         }[exc.errno]
-        return f"{exc.filename} {what}" if exc.filename else _one_line(exc)
+        return f"{exc.filename} {what}" if exc.filename else one_line(exc)
     if isinstance(exc, FileNotFoundError):  # raised with a message of our own (dataset readers)
-        return _one_line(exc)
+        return one_line(exc)
     return _service_error(exc)
 
 
@@ -48,7 +48,7 @@ def _service_error(exc: BaseException) -> str | None:
     from duoscan.workers.store import RedisAuthError
 
     if isinstance(exc, (PublishError, FrameTooLargeError, RedisAuthError)):
-        return _one_line(exc)
+        return one_line(exc)
     unreachable = tuple(
         getattr(kafka_errors, n)
         for n in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError")
@@ -57,9 +57,9 @@ def _service_error(exc: BaseException) -> str | None:
     if isinstance(exc, unreachable):
         return f"no Kafka broker answered ({exc}): start one (`duoscan up`) or set DUOSCAN_BOOTSTRAP_SERVERS"
     if isinstance(exc, redis.ConnectionError):
-        return f"Redis is not reachable ({_one_line(exc)}): start it (`duoscan up`) or set DUOSCAN_REDIS_URL"
+        return f"Redis is not reachable ({one_line(exc)}): start it (`duoscan up`) or set DUOSCAN_REDIS_URL"
     return None
 
 
-def _one_line(message: object) -> str:
+def one_line(message: object) -> str:
     return " ".join(str(message).split())

@@ -35,18 +35,24 @@ def spawn_worker(
 
 def train_baseline_models(out: Path, size: int = 64) -> Path:
     """A small synthetic dataset and one calibrated baseline model per category (seconds on CPU)."""
-    from duoscan.models import create
-    from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
-    from duoscan.producers.synthetic import CATEGORIES
+    from duoscan.producers.dataset import write_synthetic_dataset
 
     data = write_synthetic_dataset(
         out / "data", size=size, n_train=12, n_validation=8, n_test_good=2, n_test_per_defect=1, progress=False
     )
-    models = out / "models"
+    return fit_baseline_models(data, out / "models")
+
+
+def fit_baseline_models(data: Path, models: Path) -> Path:
+    """One calibrated baseline model per category of ``data``, saved as ``models/<category>.pt``."""
+    from duoscan.models import create
+    from duoscan.producers.dataset import categories_in, iter_samples
+
     models.mkdir(parents=True, exist_ok=True)
-    for cat in CATEGORIES:
+    for cat in categories_in(data):
         model = create("baseline").fit(list(iter_samples(data, cat, "train")), progress=False)
         model.calibrate(iter_samples(data, cat, "validation"))
+        model.category = cat  # as `duoscan train` records it
         model.save(models / f"{cat}.pt")
     return models
 

@@ -140,7 +140,7 @@ def with_all_inputs(frames: Sequence[Any]) -> list[Any]:
         if f.rgb is not None and f.xyz is not None:
             out.append(f)
             continue
-        h, w = (f.rgb if f.rgb is not None else f.xyz).shape[:2]
+        h, w = f.shape
         out.append(
             dataclasses.replace(
                 f,

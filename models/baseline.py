@@ -176,11 +176,8 @@ class BaselineModel(AnomalyModel):
             up = F.interpolate(grid_map[i][None, None], size=(h, w), mode="bilinear", align_corners=False)[0]
             maps.append(gaussian_blur(up, self.sigma * h / g)[0].float().cpu().numpy())
         scores = np.array([m.max() for m in maps], dtype=np.float32)
-        no_colour = no_colour.tolist()
-        modalities = [
-            (["rgb"] if not c else []) + (["xyz"] if u else [])
-            for c, u in zip(no_colour, use_geo.tolist(), strict=True)
-        ]
+        per_frame = list(zip(no_colour.tolist(), use_geo.tolist(), strict=True))
+        modalities = [(["rgb"] if not c else []) + (["xyz"] if u else []) for c, u in per_frame]
         scores[np.array([not m for m in modalities], dtype=bool)] = np.nan  # neither input usable: nothing to score
-        degraded = [c or (fitted and not u) for c, u in zip(no_colour, use_geo.tolist(), strict=True)]
+        degraded = [c or (fitted and not u) for c, u in per_frame]
         return AnomalyOutput(scores, maps, modalities, degraded=degraded)

@@ -172,7 +172,8 @@ class PatchCore(FeatureMethod):
         prepared, feats, valid = self._features_on_device(batch)
         grid, alone = self._grid_maps(self._standardise(feats), valid)
         degraded = self._depth_missing(valid, self.opts["degraded_below"])
-        no_colour = torch.from_numpy(colour_missing(batch)) & ~degraded if self.fused else torch.zeros_like(degraded)
+        black = colour_missing(batch)
+        no_colour = torch.from_numpy(black) & ~degraded if self.fused else torch.zeros_like(degraded)
         mods = [list(self.mods) for _ in batch]
         if degraded.any() and alone:  # no usable depth: the RGB map carries on, on the fused scale
             d = degraded.to(grid.device)
@@ -184,7 +185,7 @@ class PatchCore(FeatureMethod):
         scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         for i in np.flatnonzero(degraded.numpy()):
             mods[i] = ["rgb"] if self.fused else []
-            if not self.fused or not batch[i].rgb.any():  # no usable cloud and nothing else: nothing to score with
+            if not self.fused or black[i]:  # no usable cloud and nothing else: nothing to score with
                 scores[i] = np.nan
         for i in np.flatnonzero(no_colour.numpy()):
             mods[i] = ["xyz"]

@@ -2,7 +2,7 @@
 
 from .arrays import ALLOWED_DTYPES, CODECS, decode_array, encode_array
 from .errors import SchemaError
-from .frame import FRAME_SCHEMA_VERSION, Frame, new_frame_id, peek_frame_id
+from .frame import FRAME_SCHEMA_VERSION, Frame, is_name, new_frame_id, peek_frame_id
 from .limits import DecodeLimits
 from .messages import MESSAGE_SCHEMA_VERSION, Alert, DeadLetter, Region, Result, Timings
 
@@ -15,6 +15,7 @@ __all__ = [
     "DeadLetter",
     "DecodeLimits",
     "Frame",
+    "is_name",
     "Region",
     "Result",
     "SchemaError",

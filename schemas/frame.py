@@ -25,6 +25,11 @@ _ID = re.compile(r"^[A-Za-z0-9._:/@-]{1,256}$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def is_name(value: object) -> bool:
+    """A valid line, station or category id: it names topics and Kafka keys."""
+    return isinstance(value, str) and bool(_NAME.match(value))
+
+
 def new_frame_id() -> str:
     return uuid.uuid4().hex
 
@@ -79,7 +84,7 @@ class Frame:
     def _validate_names(self) -> None:
         for name in ("line", "station", "category"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _NAME.match(value):
+            if not is_name(value):
                 raise SchemaError(f"frame: {name} {value!r} must be 1-64 characters of [A-Za-z0-9._-]")
         if not isinstance(self.frame_id, str) or not _ID.match(self.frame_id):
             raise SchemaError(f"frame: frame_id {self.frame_id!r} must be 1-256 characters of [A-Za-z0-9._:/@-]")

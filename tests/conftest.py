@@ -111,16 +111,7 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir(dataset, tmp_path_factory) -> Path:
-    from duoscan.models import create
-    from duoscan.producers.dataset import iter_samples
-
-    out = tmp_path_factory.mktemp("models")
-    for cat in ("ring", "puck", "hexnut"):
-        model = create("baseline").fit(list(iter_samples(dataset, cat, "train")), progress=False)
-        model.calibrate(iter_samples(dataset, cat, "validation"))
-        model.category = cat  # as `duoscan train` records it
-        model.save(out / f"{cat}.pt")
-    return out
+    return stack.fit_baseline_models(dataset, tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
