@@ -47,9 +47,9 @@ from rich.table import Table  # noqa: E402
 
 from benchmarks.processes import run_config as processes_speed  # noqa: E402
 from benchmarks.timing import Speed, between, host_cpu, steal_pct, timed_passes  # noqa: E402
-from duoscan import kafka_clients  # noqa: E402
 from duoscan.cli import apply_compute_settings  # noqa: E402
-from duoscan.config import Settings  # noqa: E402
+from duoscan.core import kafka_clients  # noqa: E402
+from duoscan.core.config import Settings  # noqa: E402
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis  # noqa: E402
 from duoscan.models import resolve_device  # noqa: E402
 from duoscan.schemas import Frame  # noqa: E402

@@ -29,7 +29,7 @@ def score_in_process(args: tuple) -> dict:
     os.environ["DUOSCAN_TORCH_THREADS"] = str(threads)
     from benchmarks.timing import Speed, timed_passes
     from duoscan.cli import apply_compute_settings
-    from duoscan.config import Settings
+    from duoscan.core.config import Settings
     from duoscan.models import load_model, resolve_device
     from duoscan.producers.replay import synthetic_frames
     from duoscan.schemas import Frame

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import timed_passes  # noqa: E402
 from duoscan.cli import apply_compute_settings  # noqa: E402
-from duoscan.config import Settings  # noqa: E402
+from duoscan.core.config import Settings  # noqa: E402
 from duoscan.models import load_model, resolve_device  # noqa: E402
 from duoscan.producers.dataset import iter_dataset  # noqa: E402
 

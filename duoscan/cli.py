@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import preflight
-from .config import DEVICE_PATTERN, Settings, cache_dir, mask_url, services_file, state_dir
-from .errors import UserError, describe, one_line
+from .core import preflight
+from .core.config import DEVICE_PATTERN, Settings, cache_dir, mask_url, services_file, state_dir
+from .core.errors import UserError, one_line
+from .diagnose import describe
 
 HELP = f"""duoscan: streaming 2D+3D anomaly inspection.
 
@@ -154,7 +155,8 @@ def _logging(level: str = "INFO") -> None:
 @app.command()
 def up(lines: str = typer.Option("L1,L2", help="comma-separated line ids whose topics to create")) -> None:
     """Start the embedded broker (Tansu) and Redis (valkey) in the background."""
-    from . import kafka_clients, services
+    from . import services
+    from .core import kafka_clients
     from .embedded import EmbeddedBroker, EmbeddedRedis
 
     names = _line_ids(lines)
@@ -177,7 +179,7 @@ def up(lines: str = typer.Option("L1,L2", help="comma-separated line ids whose t
 def topics(lines: str = typer.Option("L1,L2", help="comma-separated line ids: one frames.<line> topic each")) -> None:
     """Create the line topics plus the alerts and dead-letter topics if missing (the compose bootstrap job;
     idempotent)."""
-    from . import kafka_clients
+    from .core import kafka_clients
 
     settings = _checked_settings()
     preflight.broker(settings)
@@ -214,7 +216,7 @@ def health(
 
     from duoscan.workers.store import ResultStore
 
-    from . import kafka_clients
+    from .core import kafka_clients
 
     try:
         settings = Settings.load().check()
@@ -481,7 +483,7 @@ def produce(
     from duoscan.producers.replay import dataset_frames, paced, synthetic_frames
     from duoscan.producers.sdk import FramePublisher
 
-    from . import metrics
+    from .core import metrics
 
     _line_ids(line, "--line")
     _line_ids(station, "--station")
@@ -516,7 +518,7 @@ def stations(
     """Which partition each station's frames land on, so how evenly the line's workers can share it."""
     from duoscan.schemas import Frame
 
-    from .kafka_clients import partition_for
+    from .core.kafka_clients import partition_for
 
     n = partitions or _checked_settings().partitions
     by_partition: dict[int, list[str]] = {p: [] for p in range(n)}
@@ -585,7 +587,7 @@ def alerts(
     schemas/alert.schema.json."""
     from duoscan.workers.forward import JsonLines, Webhook, forward_alerts, parse_header
 
-    from . import metrics
+    from .core import metrics
 
     _logging("WARNING")
     settings = _checked_settings()

@@ -21,10 +21,10 @@ from duoscan.producers.replay import paced, synthetic_frames
 from duoscan.producers.sdk import FramePublisher
 from duoscan.workers.store import ResultStore
 
-from . import kafka_clients
-from .config import Settings, state_dir
+from .core import kafka_clients
+from .core.config import Settings, state_dir
+from .core.overlay import contact_sheet, overlay
 from .embedded import EmbeddedBroker, EmbeddedRedis
-from .overlay import contact_sheet, overlay
 
 console = Console()
 LINES = {"L1": "S1", "L2": "S2"}

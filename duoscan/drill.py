@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import kafka_clients
-from .config import Settings
+from .core import kafka_clients
+from .core.config import Settings
 from .embedded import EmbeddedBroker, EmbeddedRedis
 from .stack import (
     committed_lag,

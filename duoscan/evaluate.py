@@ -23,7 +23,7 @@ from duoscan.models import AnomalyModel, create, required_inputs, with_all_input
 from duoscan.models.metrics import aupro, image_auroc, pixel_auroc
 from duoscan.producers.dataset import Sample, dataset_inputs, iter_dataset
 
-from .overlay import colormap
+from .core.overlay import colormap
 
 
 def train_model(

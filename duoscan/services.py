@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from .config import ConfigError, services_file
+from .core.config import ConfigError, services_file
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from . import kafka_clients
-from .config import Settings
+from .core import kafka_clients
+from .core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

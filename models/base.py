@@ -84,6 +84,12 @@ class AnomalyModel(ABC):
     def to(self, device: str) -> AnomalyModel:
         return self
 
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every keyword the constructor takes (the common ones it uses included)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
     def calibrate(self, good: Iterable[FrameLike], target_fpr: float = 0.01) -> float:
         """Set the decision threshold so about ``target_fpr`` of good frames would alert.
 
@@ -180,8 +186,7 @@ def method_options(method: str) -> list[str]:
     """The options ``method`` takes besides the common ones, sorted."""
     if method not in REGISTRY:
         raise MethodOptionError(f"unknown method {method!r} (known: {', '.join(sorted(REGISTRY))})")
-    params = inspect.signature(REGISTRY[method].__init__).parameters
-    return sorted(k for k in params if k != "self" and k not in COMMON_OPTIONS)
+    return sorted(k for k in REGISTRY[method].option_names() if k not in COMMON_OPTIONS)
 
 
 def check_options(method: str, options: Iterable[str]) -> None:
@@ -198,7 +203,7 @@ def create(method: str, **config: Any) -> AnomalyModel:
     (``modality``, ``device``, ``cache_dir``), which a method without them ignores (e.g. the baseline)."""
     check_options(method, config)
     cls = REGISTRY[method]
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = cls.option_names()
     return cls(**{k: v for k, v in config.items() if k in accepted})
 
 

@@ -29,6 +29,8 @@ Where we differ from the reference, and why:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from rich.progress import Progress
 
 from .base import AnomalyOutput, FrameLike, register
 from .bridgenet_net import BridgeNetNet, bce_focal
-from .feature_method import NeuralFeatureMethod
+from .feature_method import NeuralFeatureMethod, NeuralOptions
 from .preprocess import Prepared
 from .synthesis import MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
 from .visible_depth import grey_image, part_region, visible_depth
@@ -46,76 +48,48 @@ COMBINE = ("max", "mean")
 OUTPUTS = ("probability", "logit")  # what the map shows: σ(logit) saturates, the logit keeps ranking among clear cases
 
 
+@dataclass(frozen=True)
+class BridgeNetOptions(NeuralOptions):
+    hidden: int = 128
+    batch_size: int = 16
+    n_synthetic: int = 4
+    texture: bool = True
+    gaussian: bool = True
+    feature_noise: bool = False  # off: chosen on the tuning set (validation data), see README
+    share: bool = True
+    combine: str = "mean"
+    output: str = "probability"
+    part_only: bool = True
+    degraded_below: float = 0.25
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**NeuralOptions.CHOICES, "combine": COMBINE, "output": OUTPUTS}
+
+    @property
+    def xyz_extractors(self) -> list[str]:
+        """The 3D input is depth rendered as an image through the RGB backbone (the bridge)."""
+        return [f"xyz:visible_depth:{self.rgb_backbone}"]
+
+
 @register
 class BridgeNet(NeuralFeatureMethod):
     name = "bridgenet"
 
-    def __init__(
-        self,
-        modality: str = "both",
-        rgb_backbone: str = "efficientnet_lite0",
-        resolution: int = 224,
-        grid: int = 28,
-        hidden: int = 128,
-        epochs: int = 30,
-        batch_size: int = 16,
-        lr: float = 1e-3,
-        n_synthetic: int = 4,
-        texture: bool = True,
-        gaussian: bool = True,
-        feature_noise: bool = False,  # off: chosen on the tuning set (validation data), see README
-        share: bool = True,
-        combine: str = "mean",
-        output: str = "probability",
-        part_only: bool = True,
-        degraded_below: float = 0.25,
-        sigma: float = 4.0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        if combine not in COMBINE:
-            raise ValueError(f"combine must be one of {COMBINE}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}")
-        self._init_state(
-            dict(
-                modality=modality,
-                rgb_backbone=rgb_backbone,
-                resolution=resolution,
-                grid=grid,
-                hidden=hidden,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                n_synthetic=n_synthetic,
-                texture=texture,
-                gaussian=gaussian,
-                feature_noise=feature_noise,
-                share=share,
-                combine=combine,
-                output=output,
-                part_only=part_only,
-                degraded_below=degraded_below,
-                sigma=sigma,
-                seed=seed,
-            )
-        )
-        self._setup_features(
-            modality, rgb_backbone, resolution, grid, device, cache_dir, f"visible_depth:{rgb_backbone}"
-        )
+    Options = BridgeNetOptions
+    opts: BridgeNetOptions
+
+    def _init_state(self) -> None:
+        super()._init_state()
         self.gaussian = MultiScaleGaussianGenerator()
         self.texture = UnifiedTextureGenerator()
 
     def _net(self, dims: dict[str, int]) -> BridgeNetNet:
-        return BridgeNetNet(dims, self.opts["hidden"], self.opts["share"])
+        return BridgeNetNet(dims, self.opts.hidden, self.opts.share)
 
     # --- synthetic anomalies ------------------------------------------------------------------
     def _synthesise(
         self, rgb: np.ndarray, depth: np.ndarray, region: np.ndarray, rng: np.random.Generator, donors: list
     ) -> SyntheticAnomaly | None:
         o = self.opts
-        kinds = (["texture"] if o["texture"] else []) + (["gaussian"] if o["gaussian"] and "xyz" in self.mods else [])
+        kinds = (["texture"] if o.texture else []) + (["gaussian"] if o.gaussian and "xyz" in self.mods else [])
         if not kinds:
             return None
         if kinds[int(rng.integers(len(kinds)))] == "gaussian":
@@ -129,21 +103,21 @@ class BridgeNet(NeuralFeatureMethod):
         """Raw features of ``n_synthetic`` image-space anomalies per good frame and their grid targets
         (the share of each cell the anomaly covers; 0 for a modality it did not touch)."""
         o = self.opts
-        rng = np.random.default_rng(o["seed"])
+        rng = np.random.default_rng(o.seed)
         depths = [visible_depth(p) for p in prepared]
         donors = list(zip([p.rgb for p in prepared], depths, strict=True))
         feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         targets: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
-        task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared) * o["n_synthetic"])
+        task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared) * o.n_synthetic)
         for i, p in enumerate(prepared):
             region = part_region(p.valid)
             others = donors[:i] + donors[i + 1 :]
             made = [
                 a
-                for a in (self._synthesise(p.rgb, depths[i], region, rng, others) for _ in range(o["n_synthetic"]))
+                for a in (self._synthesise(p.rgb, depths[i], region, rng, others) for _ in range(o.n_synthetic))
                 if a is not None
             ]
-            bar.advance(task, o["n_synthetic"])
+            bar.advance(task, o.n_synthetic)
             if not made:
                 continue
             for m, key, image in (("rgb", "rgb", lambda a: a.rgb), ("xyz", "depth", lambda a: grey_image(a.depth))):
@@ -157,10 +131,10 @@ class BridgeNet(NeuralFeatureMethod):
                 for j, a in enumerate(made):
                     touched = key in a.changed
                     feats[m].append(new[j] if touched else x[m][i])
-                    share = F.adaptive_avg_pool2d(torch.from_numpy(a.mask).float()[None, None], o["grid"])[0, 0]
+                    share = F.adaptive_avg_pool2d(torch.from_numpy(a.mask).float()[None, None], o.grid)[0, 0]
                     targets[m].append((share if touched else torch.zeros_like(share)).to(self.device))
         if not feats[self.mods[0]]:
-            return {m: x[m][:0] for m in self.mods}, {m: x[m].new_zeros((0, o["grid"], o["grid"])) for m in self.mods}
+            return {m: x[m][:0] for m in self.mods}, {m: x[m].new_zeros((0, o.grid, o.grid)) for m in self.mods}
         return {m: torch.stack(feats[m]) for m in self.mods}, {m: torch.stack(targets[m]) for m in self.mods}
 
     # --- fit ----------------------------------------------------------------------------------
@@ -169,7 +143,7 @@ class BridgeNet(NeuralFeatureMethod):
         assert self.net is not None
         logits = self.net(x)
         total = torch.stack([bce_focal(logits[m], target[m]) for m in self.mods]).sum()
-        if self.opts["gaussian"] and self.opts["feature_noise"]:
+        if self.opts.gaussian and self.opts.feature_noise:
             noisy, masks = {}, {}
             for m in self.mods:
                 noisy[m], masks[m] = self.gaussian.features(x[m])
@@ -199,24 +173,24 @@ class BridgeNet(NeuralFeatureMethod):
             raise RuntimeError("bridgenet model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
         logits = self.net(self._standardise(feats))
-        prob = logits if self.opts["output"] == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
-        missing = self._depth_missing(valid, self.opts["degraded_below"])
+        prob = logits if self.opts.output == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
+        missing = self._depth_missing(valid, self.opts.degraded_below)
         if len(self.mods) == 2:
             grid_map = (
                 torch.maximum(prob["rgb"], prob["xyz"])
-                if self.opts["combine"] == "max"
+                if self.opts.combine == "max"
                 else (prob["rgb"] + prob["xyz"]) / 2
             )
             grid_map[missing.to(grid_map.device)] = prob["rgb"][
                 missing.to(grid_map.device)
             ]  # no usable depth: RGB carries on
-            if self.opts["part_only"]:  # only cells holding part points score (conveyor texture is no part defect)
+            if self.opts.part_only:  # only cells holding part points score (conveyor texture is no part defect)
                 cells = self._part_gated(valid, prepared)["rgb"]
                 cells[missing.to(cells.device)] = 1.0
                 grid_map = grid_map * cells
         else:
             grid_map = prob[self.mods[0]]
-        maps = self._to_maps(grid_map, self.opts["resolution"], self.opts["sigma"])
+        maps = self._to_maps(grid_map, self.opts.resolution, self.opts.sigma)
         scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         mods = [list(self.mods) for _ in batch]
         for i in np.flatnonzero(missing.numpy()):

@@ -14,7 +14,7 @@ spacing, and the bank is memory-bounded (``max_patches`` before the coreset).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,45 +22,26 @@ from rich.progress import track
 
 from .base import AnomalyOutput, FrameLike, register
 from .components import NearestNeighbours, greedy_coreset, random_subsample, smooth_maps
-from .feature_method import FeatureMethod
+from .feature_method import FeatureMethod, FeatureOptions
 from .preprocess import to_frame_resolution
+
+
+@dataclass(frozen=True)
+class BTFOptions(FeatureOptions):
+    coreset_ratio: float = 0.1
+    max_patches: int = 200_000
 
 
 @register
 class BTF(FeatureMethod):
     name = "btf"
 
-    def __init__(
-        self,
-        modality: str = "both",
-        rgb_backbone: str = "efficientnet_lite0",
-        resolution: int = 224,
-        grid: int = 28,
-        coreset_ratio: float = 0.1,
-        max_patches: int = 200_000,
-        sigma: float = 4.0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir)
-        self.rgb_backbone, self.resolution, self.grid = rgb_backbone, resolution, grid
-        self.coreset_ratio, self.max_patches, self.sigma, self.seed = coreset_ratio, max_patches, sigma, seed
-        self.version = "1"
+    Options = BTFOptions
+    opts: BTFOptions
+
+    def _init_state(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
         self.nn: NearestNeighbours | None = None
-
-    def config(self) -> dict[str, Any]:
-        return dict(
-            modality=self.modality,
-            rgb_backbone=self.rgb_backbone,
-            resolution=self.resolution,
-            grid=self.grid,
-            coreset_ratio=self.coreset_ratio,
-            max_patches=self.max_patches,
-            sigma=self.sigma,
-            seed=self.seed,
-        )
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.tensors
@@ -110,9 +91,9 @@ class BTF(FeatureMethod):
             scales.append(torch.full((hi - lo,), float(rms)))
         std = torch.cat(scales)
         self.tensors = {"mean": mean, "std": std, "weight": torch.ones_like(std)}
-        emb = self._embed(random_subsample(patches, self.max_patches, self.seed))
-        n = max(1, int(len(emb) * self.coreset_ratio))
-        idx = greedy_coreset(emb, n, seed=self.seed)
+        emb = self._embed(random_subsample(patches, self.opts.max_patches, self.opts.seed))
+        n = max(1, int(len(emb) * self.opts.coreset_ratio))
+        idx = greedy_coreset(emb, n, seed=self.opts.seed)
         self.tensors["bank"] = emb[idx].contiguous()
         return self.to(self.device)
 
@@ -126,7 +107,7 @@ class BTF(FeatureMethod):
         prepared, x, valid = self._patches(batch)
         b, g = x.shape[:2]
         d = self.nn(self._embed(x).flatten(0, 2)).view(b, g, g) * valid.to(self.device)
-        smooth = smooth_maps(d, self.resolution, self.sigma).cpu().numpy()
+        smooth = smooth_maps(d, self.opts.resolution, self.opts.sigma).cpu().numpy()
         maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared, strict=True)]
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
         return AnomalyOutput(scores, maps, [list(self.mods)] * b)

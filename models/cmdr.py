@@ -32,6 +32,8 @@ Where we differ from the reference code, and why:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,68 +42,37 @@ from rich.progress import Progress
 from . import fusion as late
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
-from .feature_method import NeuralFeatureMethod
+from .feature_method import NeuralFeatureMethod, NeuralOptions
 from .preprocess import Prepared
 
 FUSION = ("late", "both", "map", "rec")
+
+
+@dataclass(frozen=True)
+class CMDROptions(NeuralOptions):
+    map_hidden: int = 128
+    rec_hidden: int = 96
+    bottleneck: int = 32
+    levels: int = 2
+    dropout: float = 0.1
+    epochs: int = 60
+    fusion: str = "late"
+    alpha: float = 0.3
+    degraded_below: float = 0.25
+    xyz_features: str = "geometry"
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**NeuralOptions.CHOICES, "fusion": FUSION}
 
 
 @register
 class CMDR(NeuralFeatureMethod):
     name = "cmdr"
 
-    def __init__(
-        self,
-        modality: str = "both",
-        rgb_backbone: str = "efficientnet_lite0",
-        resolution: int = 224,
-        grid: int = 28,
-        map_hidden: int = 128,
-        rec_hidden: int = 96,
-        bottleneck: int = 32,
-        levels: int = 2,
-        dropout: float = 0.1,
-        epochs: int = 60,
-        batch_size: int = 8,
-        lr: float = 1e-3,
-        fusion: str = "late",
-        alpha: float = 0.3,
-        degraded_below: float = 0.25,
-        xyz_features: str = "geometry",
-        sigma: float = 4.0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        if fusion not in FUSION:
-            raise ValueError(f"fusion must be one of {FUSION}")
-        self._init_state(
-            dict(
-                modality=modality,
-                rgb_backbone=rgb_backbone,
-                resolution=resolution,
-                grid=grid,
-                map_hidden=map_hidden,
-                rec_hidden=rec_hidden,
-                bottleneck=bottleneck,
-                levels=levels,
-                dropout=dropout,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                fusion=fusion,
-                alpha=alpha,
-                degraded_below=degraded_below,
-                xyz_features=xyz_features,
-                sigma=sigma,
-                seed=seed,
-            )
-        )
-        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
+    Options = CMDROptions
+    opts: CMDROptions
 
     def _net(self, dims: dict[str, int]) -> CMDRNet:
         o = self.opts
-        return CMDRNet(dims, o["map_hidden"], o["rec_hidden"], o["bottleneck"], o["levels"], o["dropout"])
+        return CMDRNet(dims, o.map_hidden, o.rec_hidden, o.bottleneck, o.levels, o.dropout)
 
     @property
     def fused(self) -> bool:
@@ -157,14 +128,14 @@ class CMDR(NeuralFeatureMethod):
         if not self.fused:
             m = self.mods[0]
             return d[f"rec_{m}"] * valid[m], None
-        if o["fusion"] == "late":  # each distance over its good-frame 99th percentile, summed (models.fusion)
+        if o.fusion == "late":  # each distance over its good-frame 99th percentile, summed (models.fusion)
             return late.fuse(raw, self._signal_validity(raw, valid), self.stats, "sum"), raw["rec_rgb"] / self.stats[
                 "rec_rgb_q"
             ]
         v3 = valid["xyz"]
         a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3)
-        a_rec = confidence_weighted(d["rec_rgb"], d["rec_xyz"], v3, o["alpha"])
-        fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o["fusion"]]
+        a_rec = confidence_weighted(d["rec_rgb"], d["rec_xyz"], v3, o.alpha)
+        fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o.fusion]
         return fused, d["rec_rgb"]
 
     @staticmethod
@@ -177,12 +148,12 @@ class CMDR(NeuralFeatureMethod):
             raise RuntimeError("cmdr model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
         fused, rgb_only = self._grid_maps(self._standardise(feats), self._part_gated(valid, prepared))
-        r, s = self.opts["resolution"], self.opts["sigma"]
+        r, s = self.opts.resolution, self.opts.sigma
         return (
             prepared,
             self._to_maps(fused, r, s),
             None if rgb_only is None else self._to_maps(rgb_only, r, s),
-            self._depth_missing(valid, self.opts["degraded_below"]),
+            self._depth_missing(valid, self.opts.degraded_below),
         )
 
     @torch.no_grad()
@@ -204,7 +175,7 @@ class CMDR(NeuralFeatureMethod):
     def _path_scores(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """Fused and RGB-only image scores of standardised features, in chunks of 8 frames."""
         fused, rgb = [], []
-        r, s = self.opts["resolution"], self.opts["sigma"]
+        r, s = self.opts.resolution, self.opts.sigma
         for i in range(0, next(iter(x.values())).shape[0], 8):
             f, g = self._grid_maps({m: v[i : i + 8] for m, v in x.items()}, {m: v[i : i + 8] for m, v in valid.items()})
             assert g is not None
@@ -229,7 +200,7 @@ class CMDR(NeuralFeatureMethod):
         vm = self._part_gated(vm, prepared)
         with torch.no_grad():
             x = self._standardise(x)
-            if self.opts["fusion"] == "late":  # re-fit each distance's scale on these held-out frames first
+            if self.opts.fusion == "late":  # re-fit each distance's scale on these held-out frames first
                 d = self._in_chunks(self._distances, x)
                 self.stats.update(late.fit_scales(d, self._signal_validity(d, vm), late.QUANTILE))
             fused, rgb = self._path_scores(x, vm)

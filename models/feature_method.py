@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
-from .base import AnomalyModel, FrameLike
+from .base import AnomalyModel, FrameLike, MethodOptionError
 from .components import smooth_maps
 from .features import FeatureConfig, FeaturePipeline
 from .preprocess import Prepared, PreprocessConfig, to_frame_resolution
@@ -20,31 +22,78 @@ from .preprocess import Prepared, PreprocessConfig, to_frame_resolution
 MODALITIES = {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}
 
 
-class FeatureMethod(AnomalyModel):
-    """Holds the modality choice and the preprocessing + feature pipeline; moves with ``to``."""
+@dataclass(frozen=True)
+class FeatureOptions:
+    """The options every dense-feature method takes; each method's ``Options`` subclass adds its own (and may
+    change a default). What a model file's ``config`` holds, so a saved model rebuilds exactly."""
 
+    modality: str = "both"
+    rgb_backbone: str = "efficientnet_lite0"
+    resolution: int = 224
+    grid: int = 28
+    sigma: float = 4.0  # Gaussian smoothing of the upsampled map, in pixels at ``resolution``
+    seed: int = 0
+    # option -> the values it may take, checked on construction
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"modality": ("rgb", "xyz", "both")}
+
+    def __post_init__(self) -> None:
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), kinds[str(f.type)]
+            if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
+                raise MethodOptionError(f"option {f.name} must be {f.type}, not {value!r}")
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise MethodOptionError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    @property
+    def xyz_extractors(self) -> list[str]:
+        """``xyz_features`` ('+'-joined registry names, concatenated per location) where a method has it."""
+        return [f"xyz:{x}" for x in getattr(self, "xyz_features", "fpfh").split("+")]
+
+
+@dataclass(frozen=True)
+class NeuralOptions(FeatureOptions):
+    """Feature methods that train a network: its seeded Adam loop's settings."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+
+
+class FeatureMethod(AnomalyModel):
+    """Holds the options, the modality choice and the preprocessing + feature pipeline; moves with ``to``."""
+
+    Options: ClassVar[type[FeatureOptions]] = FeatureOptions
+    opts: FeatureOptions
     stats: dict[str, torch.Tensor]
 
-    def _setup_features(
-        self,
-        modality: str,
-        rgb_backbone: str,
-        resolution: int,
-        grid: int,
-        device: str,
-        cache_dir: str | None,
-        xyz_features: str = "fpfh",
-    ) -> None:
-        """``xyz_features``: '+'-joined 3D extractors (``fpfh``, ``geometry``), concatenated per location."""
-        if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}")
-        self.modality, self.device = modality, device
-        self.mods = MODALITIES[modality]
-        self.extractors = {"rgb": [f"rgb:{rgb_backbone}"], "xyz": [f"xyz:{x}" for x in xyz_features.split("+")]}
+    def __init__(self, cache_dir: str | None = None, device: str = "cpu", **options: Any) -> None:
+        self.opts = self.Options(**options)
+        self.modality, self.device = self.opts.modality, device
+        self.mods = MODALITIES[self.modality]
+        self.extractors = {"rgb": [f"rgb:{self.opts.rgb_backbone}"], "xyz": self.opts.xyz_extractors}
         names = [n for m in self.mods for n in self.extractors[m]]
         self.pipeline = FeaturePipeline(
-            names, PreprocessConfig(resolution=resolution), FeatureConfig(grid=grid), device, cache_dir
+            names,
+            PreprocessConfig(resolution=self.opts.resolution),
+            FeatureConfig(grid=self.opts.grid),
+            device,
+            cache_dir,
         )
+        self.version = "1"
+        self.stats = {}
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """The method's own unfitted state (banks, network), set after the options and pipeline."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls.Options)] + ["cache_dir", "device"]
+
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.opts)
 
     def modality_features(
         self, frames: Sequence[FrameLike]
@@ -147,17 +196,13 @@ class NeuralFeatureMethod(FeatureMethod):
     """A feature method whose state is a torch network trained on standardised features plus
     named statistics (``stats``); subclasses build the network (``_net``) and define the loss."""
 
+    Options: ClassVar[type[NeuralOptions]] = NeuralOptions
+    opts: NeuralOptions
     net: nn.Module | None
 
-    def _init_state(self, opts: dict[str, Any]) -> None:
-        self.opts = opts
+    def _init_state(self) -> None:
         self.net = None
-        self.stats = {}
-        self.version = "1"
         self.loss_history: list[float] = []
-
-    def config(self) -> dict[str, Any]:
-        return dict(self.opts)
 
     @abstractmethod
     def _net(self, dims: dict[str, int]) -> nn.Module:
@@ -193,17 +238,17 @@ class NeuralFeatureMethod(FeatureMethod):
         """Seeded Adam over shuffled mini-batches of the (standardised) features ``x``;
         ``loss(features, validity)`` of one batch. Leaves the network in eval mode."""
         o = self.opts
-        torch.manual_seed(o["seed"])
+        torch.manual_seed(o.seed)
         self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
-        opt = torch.optim.Adam(self.net.parameters(), lr=o["lr"])
+        opt = torch.optim.Adam(self.net.parameters(), lr=o.lr)
         n = next(iter(x.values())).shape[0]
-        task = bar.add_task(f"{self.name}[{self.modality}]: training", total=o["epochs"])
+        task = bar.add_task(f"{self.name}[{self.modality}]: training", total=o.epochs)
         self.net.train()
-        for _ in range(o["epochs"]):
+        for _ in range(o.epochs):
             order = torch.randperm(n)
             total = 0.0
-            for i in range(0, n, o["batch_size"]):
-                idx = order[i : i + o["batch_size"]]
+            for i in range(0, n, o.batch_size):
+                idx = order[i : i + o.batch_size]
                 value = loss({m: x[m][idx] for m in self.mods}, {m: valid[m][idx] for m in self.mods})
                 opt.zero_grad()
                 value.backward()

@@ -32,6 +32,8 @@ the reference's setting.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,73 +41,41 @@ from rich.progress import Progress
 
 from . import fusion
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
-from .feature_method import NeuralFeatureMethod
+from .feature_method import NeuralFeatureMethod, NeuralOptions
 from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
 from .preprocess import Prepared
 
 COMBINE = ("late", "product", "sum", "max")
 
 
+@dataclass(frozen=True)
+class MAFROptions(NeuralOptions):
+    hidden: int = 128
+    latent: int = 64
+    dropout: float = 0.1
+    epochs: int = 80
+    w_rec: float = 1.0
+    w_smooth: float = 0.1
+    w_census: float = 0.5
+    combine: str = "late"
+    normalise: bool = False
+    denoise: float = 0.0
+    xyz_features: str = "geometry"
+    score_sigma: float = 8.0
+    seed: int = 115
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**NeuralOptions.CHOICES, "combine": COMBINE}
+
+
 @register
 class MAFR(NeuralFeatureMethod):
     name = "mafr"
 
-    def __init__(
-        self,
-        modality: str = "both",
-        rgb_backbone: str = "efficientnet_lite0",
-        resolution: int = 224,
-        grid: int = 28,
-        hidden: int = 128,
-        latent: int = 64,
-        dropout: float = 0.1,
-        epochs: int = 80,
-        batch_size: int = 8,
-        lr: float = 1e-3,
-        w_rec: float = 1.0,
-        w_smooth: float = 0.1,
-        w_census: float = 0.5,
-        combine: str = "late",
-        normalise: bool = False,
-        denoise: float = 0.0,
-        xyz_features: str = "geometry",
-        sigma: float = 4.0,
-        score_sigma: float = 8.0,
-        seed: int = 115,
-        cache_dir: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        if combine not in COMBINE:
-            raise ValueError(f"combine must be one of {COMBINE}")
-        self._init_state(
-            dict(
-                modality=modality,
-                rgb_backbone=rgb_backbone,
-                resolution=resolution,
-                grid=grid,
-                hidden=hidden,
-                latent=latent,
-                dropout=dropout,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                w_rec=w_rec,
-                w_smooth=w_smooth,
-                w_census=w_census,
-                combine=combine,
-                normalise=normalise,
-                denoise=denoise,
-                xyz_features=xyz_features,
-                sigma=sigma,
-                score_sigma=score_sigma,
-                seed=seed,
-            )
-        )
-        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
+    Options = MAFROptions
+    opts: MAFROptions
 
     def _net(self, dims: dict[str, int]) -> MAFRNet:
         o = self.opts
-        return MAFRNet(dims, o["hidden"], o["latent"], o["dropout"])
+        return MAFRNet(dims, o.hidden, o.latent, o.dropout)
 
     def _errors(self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: reconstruction_error(x[m], y[m]) for m in self.mods}
@@ -124,7 +94,7 @@ class MAFR(NeuralFeatureMethod):
             terms["rec"] = terms["rec"] + (err * valid[m]).sum() / valid[m].sum().clamp_min(1)
             terms["smooth"] = terms["smooth"] + edge_aware_smoothness(err, x[m], valid[m])
             terms["census"] = terms["census"] + census_loss(x[m], y[m], valid[m])
-        terms["total"] = o["w_rec"] * terms["rec"] + o["w_smooth"] * terms["smooth"] + o["w_census"] * terms["census"]
+        terms["total"] = o.w_rec * terms["rec"] + o.w_smooth * terms["smooth"] + o.w_census * terms["census"]
         return terms
 
     # --- fit / score ------------------------------------------------------------------------
@@ -140,7 +110,7 @@ class MAFR(NeuralFeatureMethod):
             def batch_loss(xb: dict[str, torch.Tensor], vb: dict[str, torch.Tensor]) -> torch.Tensor:
                 # denoising: restore clean features from corrupted ones, so restoration pulls
                 # towards normal patterns instead of copying whatever comes in
-                inp = {m: v + o["denoise"] * torch.randn_like(v) for m, v in xb.items()} if o["denoise"] else xb
+                inp = {m: v + o.denoise * torch.randn_like(v) for m, v in xb.items()} if o.denoise else xb
                 return self.loss(xb, self.net(inp), vb)["total"]
 
             self._train(x, vm, batch_loss, bar)
@@ -154,7 +124,7 @@ class MAFR(NeuralFeatureMethod):
 
     def _combine(self, err: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
         """B×G×G anomaly from the per-modality restoration errors, combined as ``combine`` says."""
-        combine = self.opts["combine"]
+        combine = self.opts.combine
         if combine == "late":  # each modality over its good-frame 99th percentile, summed (models.fusion)
             return fusion.fuse(err, valid, self.stats, "sum")
         d = {m: err[m] / self.stats[f"{m}_err"] * valid[m] for m in self.mods}
@@ -172,7 +142,7 @@ class MAFR(NeuralFeatureMethod):
 
     def _valid_for(self, valid: dict[str, torch.Tensor], prepared: Sequence[Prepared]) -> dict[str, torch.Tensor]:
         """Late fusion counts RGB on the part's cells only; the other combinations keep ``valid``."""
-        return self._part_gated(valid, prepared) if self.opts["combine"] == "late" else valid
+        return self._part_gated(valid, prepared) if self.opts.combine == "late" else valid
 
     def _maps(self, grid_map: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The heatmaps (σ = ``sigma``) and the image scores (max of the map at σ = ``score_sigma``).
@@ -180,9 +150,9 @@ class MAFR(NeuralFeatureMethod):
         The image score reads a more smoothed map: restoration noise is uncorrelated from cell to cell,
         a defect is not, so averaging over a wider neighbourhood separates them (chosen on the tuning sets)."""
         o = self.opts
-        smooth = self._to_maps(grid_map, o["resolution"], o["sigma"])
-        wide = smooth if o["score_sigma"] == o["sigma"] else self._to_maps(grid_map, o["resolution"], o["score_sigma"])
-        if o["normalise"]:  # CFM/MAFR: divide by the root of the image's mean non-zero score
+        smooth = self._to_maps(grid_map, o.resolution, o.sigma)
+        wide = smooth if o.score_sigma == o.sigma else self._to_maps(grid_map, o.resolution, o.score_sigma)
+        if o.normalise:  # CFM/MAFR: divide by the root of the image's mean non-zero score
             nz = smooth > 0
             factor = np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
             smooth, wide = smooth / factor, wide / factor
@@ -199,7 +169,7 @@ class MAFR(NeuralFeatureMethod):
         vm = self._valid_for(vm, prepared)
         with torch.no_grad():
             err = self._in_chunks(lambda c: self._errors(c, self.net(c)), self._standardise(x))
-            if self.opts["combine"] == "late":
+            if self.opts.combine == "late":
                 self.stats.update(fusion.fit_scales(err, vm, fusion.QUANTILE))
             _, scores = self._maps(self._combine(err, vm))
         self.threshold = threshold_from_scores(scores, target_fpr)

@@ -11,7 +11,8 @@ bank) lets the modality with the larger spread dominate. Maps are upsampled, Gau
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +21,19 @@ from rich.progress import Progress
 from . import fusion
 from .base import AnomalyOutput, FrameLike, colour_missing, register, threshold_from_scores
 from .components import NearestNeighbours, greedy_coreset, random_subsample
-from .feature_method import FeatureMethod
+from .feature_method import FeatureMethod, FeatureOptions
+
+
+@dataclass(frozen=True)
+class PatchCoreOptions(FeatureOptions):
+    xyz_features: str = "fpfh"
+    coreset_ratio: float = 0.1
+    max_bank: int = 16384
+    max_patches: int = 100000
+    quantile: float = 0.99
+    fusion: str = "sum"
+    degraded_below: float = 0.25
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**FeatureOptions.CHOICES, "fusion": ("sum", "max")}
 
 
 @register
@@ -28,49 +41,12 @@ class PatchCore(FeatureMethod):
     name = "patchcore"
     scores_depth_alone = True  # late fusion: the 3D map alone, on the fused scale, scores a frame without colour
 
-    def __init__(
-        self,
-        modality: str = "both",
-        rgb_backbone: str = "efficientnet_lite0",
-        resolution: int = 224,
-        grid: int = 28,
-        xyz_features: str = "fpfh",
-        coreset_ratio: float = 0.1,
-        max_bank: int = 16_384,
-        max_patches: int = 100_000,
-        quantile: float = 0.99,
-        fusion: str = "sum",
-        degraded_below: float = 0.25,
-        sigma: float = 4.0,
-        seed: int = 0,
-        cache_dir: str | None = None,
-        device: str = "cpu",
-    ) -> None:
-        if fusion not in ("sum", "max"):
-            raise ValueError("fusion must be sum or max")
-        self.opts = dict(
-            modality=modality,
-            rgb_backbone=rgb_backbone,
-            resolution=resolution,
-            grid=grid,
-            xyz_features=xyz_features,
-            coreset_ratio=coreset_ratio,
-            max_bank=max_bank,
-            max_patches=max_patches,
-            quantile=quantile,
-            fusion=fusion,
-            degraded_below=degraded_below,
-            sigma=sigma,
-            seed=seed,
-        )
-        self._setup_features(modality, rgb_backbone, resolution, grid, device, cache_dir, xyz_features)
-        self.version = "1"
-        self.stats: dict[str, torch.Tensor] = {}
+    Options = PatchCoreOptions
+    opts: PatchCoreOptions
+
+    def _init_state(self) -> None:
         self.banks: dict[str, torch.Tensor] = {}
         self.nn: dict[str, NearestNeighbours] = {}
-
-    def config(self) -> dict[str, Any]:
-        return dict(self.opts)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {**{f"bank.{m}": b for m, b in self.banks.items()}, **{f"stats.{k}": v for k, v in self.stats.items()}}
@@ -97,11 +73,11 @@ class PatchCore(FeatureMethod):
     def _bank(self, x: torch.Tensor, valid: torch.Tensor, coreset: bool = True) -> torch.Tensor:
         o = self.opts
         patches = x.permute(0, 2, 3, 1)[valid > 0]
-        pool = random_subsample(patches, o["max_patches"], o["seed"])
-        n = max(1, min(o["max_bank"], int(len(pool) * o["coreset_ratio"])))
+        pool = random_subsample(patches, o.max_patches, o.seed)
+        n = max(1, min(o.max_bank, int(len(pool) * o.coreset_ratio)))
         if not coreset:
-            return random_subsample(pool, n, o["seed"]).contiguous()
-        return pool[greedy_coreset(pool, n, seed=o["seed"])].contiguous()
+            return random_subsample(pool, n, o.seed).contiguous()
+        return pool[greedy_coreset(pool, n, seed=o.seed)].contiguous()
 
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> PatchCore:
         frames = list(frames)
@@ -142,7 +118,7 @@ class PatchCore(FeatureMethod):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The fused B×G×G map and (fused models) each modality's normalised map alone, for frames without the other."""
         maps = self._modality_maps(x)
-        grid = fusion.fuse(maps, valid, self.stats, self.opts["fusion"])
+        grid = fusion.fuse(maps, valid, self.stats, self.opts.fusion)
         alone = {m: fusion.fuse({m: maps[m]}, valid, self.stats) for m in maps} if self.fused else {}
         return grid, alone
 
@@ -155,13 +131,13 @@ class PatchCore(FeatureMethod):
             for m, v in self._modality_maps({k: t[i : i + 8] for k, t in x.items()}).items():
                 maps[m].append(v)
         full = {m: torch.cat(v) for m, v in maps.items()}
-        self.stats.update(fusion.fit_scales(full, valid, o["quantile"]))
-        fused = fusion.fuse(full, valid, self.stats, o["fusion"])
-        scores = fusion.image_scores(fused, o["resolution"], o["sigma"])
+        self.stats.update(fusion.fit_scales(full, valid, o.quantile))
+        fused = fusion.fuse(full, valid, self.stats, o.fusion)
+        scores = fusion.image_scores(fused, o.resolution, o.sigma)
         if self.fused:
-            rgb = fusion.image_scores(full["rgb"] / self.stats["rgb_q"], o["resolution"], o["sigma"])
+            rgb = fusion.image_scores(full["rgb"] / self.stats["rgb_q"], o.resolution, o.sigma)
             self.stats["degraded_scale"] = fusion.degraded_scale(scores, rgb)
-            xyz = fusion.image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats), o["resolution"], o["sigma"])
+            xyz = fusion.image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats), o.resolution, o.sigma)
             self.stats["degraded_xyz_scale"] = fusion.degraded_scale(scores, xyz)
         return scores
 
@@ -171,7 +147,7 @@ class PatchCore(FeatureMethod):
             raise RuntimeError("patchcore model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
         grid, alone = self._grid_maps(self._standardise(feats), valid)
-        degraded = self._depth_missing(valid, self.opts["degraded_below"])
+        degraded = self._depth_missing(valid, self.opts.degraded_below)
         black = colour_missing(batch)
         no_colour = torch.from_numpy(black) & ~degraded if self.fused else torch.zeros_like(degraded)
         mods = [list(self.mods) for _ in batch]
@@ -181,7 +157,7 @@ class PatchCore(FeatureMethod):
         if no_colour.any():  # a station without a colour camera: the 3D map carries on, on the fused scale
             c = no_colour.to(grid.device)
             grid[c] = alone["xyz"][c] * self.stats.get("degraded_xyz_scale", torch.tensor(1.0, device=grid.device))
-        maps = self._to_maps(grid, self.opts["resolution"], self.opts["sigma"])
+        maps = self._to_maps(grid, self.opts.resolution, self.opts.sigma)
         scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         for i in np.flatnonzero(degraded.numpy()):
             mods[i] = ["rgb"] if self.fused else []

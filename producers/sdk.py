@@ -24,8 +24,8 @@ import numpy as np
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
-from duoscan import kafka_clients, metrics
-from duoscan.config import Settings
+from duoscan.core import kafka_clients, metrics
+from duoscan.core.config import Settings
 from duoscan.schemas import DecodeLimits, Frame
 
 log = logging.getLogger(__name__)

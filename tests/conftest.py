@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from duoscan import stack
-from duoscan.config import Settings
+from duoscan.core.config import Settings
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis
 from duoscan.stack import spawn_worker
 
@@ -155,7 +155,7 @@ def wait_for_items(fetch: Callable[[], list | dict], n: int, timeout: float, wha
 def process_frames(settings: Settings, model_path: Path, frames: list, line: str, partition: int = 0):
     """Run ``frames`` through a real BatchProcessor serving ``model_path`` (real broker and Redis);
     returns the batch report and the result store to read back from."""
-    from duoscan import kafka_clients
+    from duoscan.core import kafka_clients
     from duoscan.workers.processor import BatchProcessor, Incoming
     from duoscan.workers.routing import ModelRouter
     from duoscan.workers.store import ResultStore
@@ -174,7 +174,7 @@ def served_puck_results(settings: Settings, start_worker, model_path: Path, line
     (about half defective) on ``line`` and return their results once all have landed."""
     import itertools
 
-    from duoscan import kafka_clients
+    from duoscan.core import kafka_clients
     from duoscan.producers.replay import synthetic_frames
     from duoscan.producers.sdk import FramePublisher
     from duoscan.workers.store import ResultStore

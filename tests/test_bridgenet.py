@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -71,11 +73,11 @@ def test_fused_map_is_zero_off_the_part_unless_asked_otherwise(dataset, bridgene
     frame = list(iter_dataset(dataset, "puck", "test"))[0]
     corner = model.score([frame]).pixel_maps[0][:4, :4]  # the part sits in the middle: the corner is conveyor
     assert np.all(corner < 1e-3)
-    model.opts["part_only"] = False
+    model.opts = dataclasses.replace(model.opts, part_only=False)
     try:
         assert model.score([frame]).pixel_maps[0][:4, :4].min() > 1e-3  # the paper's whole-frame map
     finally:
-        model.opts["part_only"] = True
+        model.opts = dataclasses.replace(model.opts, part_only=True)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from duoscan.cli import app
-from duoscan.config import Settings
+from duoscan.core.config import Settings
 from tests.conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_security_settings_reach_every_client_and_stay_masked(tmp_path):
 
     import faust
 
-    from duoscan.security import faust_credentials, kafka_kwargs, redis_kwargs
+    from duoscan.core.security import faust_credentials, kafka_kwargs, redis_kwargs
 
     ca = tmp_path / "ca.pem"
     ca.write_text("not read until a connection is made")
@@ -237,7 +237,7 @@ def test_calibrate_sets_and_stores_the_threshold(dataset, models_dir, tmp_path):
 def test_blas_threads_setting_limits_every_loaded_blas(blas, expected):
     # a fresh process: the limit is process-wide and must reach SciPy's own OpenBLAS as well as NumPy's
     code = (
-        "from duoscan.cli import apply_compute_settings; from duoscan.config import Settings; "
+        "from duoscan.cli import apply_compute_settings; from duoscan.core.config import Settings; "
         "apply_compute_settings(Settings.load()); from threadpoolctl import threadpool_info; "
         "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}), "
         "len([i for i in threadpool_info() if i['user_api'] == 'blas']))"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from duoscan.config import Settings, mask_url
+from duoscan.core.config import Settings, mask_url
 from tests.conftest import cli
 
 NO_BROKER = {"DUOSCAN_BOOTSTRAP_SERVERS": "127.0.0.1:1", "DUOSCAN_REDIS_URL": "redis://127.0.0.1:1/0"}
@@ -213,7 +213,7 @@ def test_down_stops_only_processes_that_are_provably_ours(monkeypatch, tmp_path)
 
 
 def test_state_does_not_follow_the_working_directory(monkeypatch, tmp_path):
-    from duoscan.config import services_file, state_dir
+    from duoscan.core.config import services_file, state_dir
 
     monkeypatch.delenv("DUOSCAN_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
@@ -297,8 +297,8 @@ def test_evaluation_without_ground_truth_writes_null_not_nan(dataset, models_dir
 
 
 def test_settings_and_the_wire_contract_agree_on_codecs():
-    from duoscan.config import CODECS
-    from duoscan.config import RUNTIMES as SETTING_RUNTIMES
+    from duoscan.core.config import CODECS
+    from duoscan.core.config import RUNTIMES as SETTING_RUNTIMES
     from duoscan.models.runtime import RUNTIMES
     from duoscan.schemas import CODECS as WIRE_CODECS
 
@@ -309,7 +309,7 @@ def test_every_setting_has_a_checked_range_or_is_free_text():
     """A new numeric setting must get a lower bound in the one typed config (or this test names it)."""
     from dataclasses import fields
 
-    from duoscan.config import _MINIMA
+    from duoscan.core.config import _MINIMA
 
     numeric = {f.name for f in fields(Settings) if str(f.type) in ("int", "float")}
     assert numeric == set(_MINIMA), numeric ^ set(_MINIMA)

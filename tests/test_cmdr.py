@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -82,14 +84,14 @@ def test_cmdr_fits_scores_and_round_trips(dataset, cmdr_model):
 @pytest.mark.parametrize("fusion", ["both", "map", "rec"])
 def test_ablation_modes(dataset, cmdr_model, fusion):
     m = load_model(cmdr_model[1])
-    m.opts["fusion"] = fusion
+    m.opts = dataclasses.replace(m.opts, fusion=fusion)
     out = m.score(list(iter_dataset(dataset, "hexnut", "test"))[:2])
     assert np.isfinite(out.image_scores).all() and (out.image_scores > 0).all()
 
 
 def test_late_fusion_sums_the_four_distances_over_their_good_quantiles(dataset, cmdr_model):
     model, _ = cmdr_model
-    assert model.opts["fusion"] == "late"
+    assert model.opts.fusion == "late"
     frames = list(iter_dataset(dataset, "hexnut", "test"))[:3]
     prepared, x, valid = standardised_features(model, frames)
     gated = model._part_gated(valid, prepared)
@@ -137,7 +139,7 @@ def test_evaluate_reports_blanked_frames(dataset, cmdr_model):
 
 
 def test_worker_flags_degraded_frames_and_dead_letters_unscorable_ones(settings, cmdr_model, dataset, tmp_path):
-    from duoscan import kafka_clients
+    from duoscan.core import kafka_clients
     from duoscan.schemas import DeadLetter
 
     frames, chosen = blank_point_clouds(list(iter_dataset(dataset, "hexnut", "test"))[:4], 0.5)

@@ -13,8 +13,8 @@ import pytest
 import typer
 import yaml
 
-from duoscan.config import Settings
-from duoscan.kafka_clients import consumer_config, producer_config, topic_configs
+from duoscan.core.config import Settings
+from duoscan.core.kafka_clients import consumer_config, producer_config, topic_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose" / "docker-compose.yml"

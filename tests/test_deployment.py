@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from duoscan import kafka_clients
 from duoscan.cli import app
+from duoscan.core import kafka_clients
 from duoscan.models import load_model
 from duoscan.producers.replay import synthetic_frames
 from duoscan.producers.sdk import FramePublisher

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
-from duoscan.config import Settings
+from duoscan.core.config import Settings
+from duoscan.core.kafka_clients import frame_topics
 from duoscan.embedded import EmbeddedRedis
-from duoscan.kafka_clients import frame_topics
 from duoscan.models import resolve_device
 
 
@@ -26,6 +27,7 @@ def _alive(pid: int) -> bool:
         return f.read().split()[2] != "Z"
 
 
+@pytest.mark.integration  # `duoscan up` starts the broker and Redis in a subprocess
 def test_up_then_down(tmp_path):
     env = {**os.environ, "DUOSCAN_STATE_DIR": str(tmp_path / "state")}
 

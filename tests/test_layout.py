@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -66,5 +67,61 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_module_cycles_inside_a_folder():
     """The dataset readers once imported each other (dataset <-> eyecandies); arrows point one way."""
-    cycles = {d: c for d in FOLDERS if (c := _cycle(_module_imports(ROOT / d)))}
+    cycles = {d: c for d in (*FOLDERS, "duoscan", "duoscan/core") if (c := _cycle(_module_imports(ROOT / d)))}
     assert cycles == {}
+
+
+# Each package and the folder it is installed from; "duoscan" is the applications (CLI, demo, drill, evaluate).
+PACKAGES = {
+    "duoscan.core": "duoscan/core",
+    "duoscan.schemas": "schemas",
+    "duoscan.models": "models",
+    "duoscan.producers": "producers",
+    "duoscan.workers": "workers",
+    "duoscan.view": "duoscan/view",
+    "duoscan": "duoscan",
+}
+# The layers, bottom up: a package may import only those listed for it. The base layer (settings, clients,
+# errors) imports nothing of duoscan; models know nothing of Kafka or Redis.
+ALLOWED = {
+    "duoscan.schemas": set(),
+    "duoscan.core": set(),
+    "duoscan.models": {"duoscan.schemas"},
+    "duoscan.producers": {"duoscan.schemas", "duoscan.core", "duoscan.models"},
+    "duoscan.workers": {"duoscan.schemas", "duoscan.core", "duoscan.models"},
+    "duoscan.view": {"duoscan.schemas", "duoscan.core", "duoscan.workers"},
+    "duoscan": set(PACKAGES) - {"duoscan"},
+}
+
+
+def _package_of(module: str) -> str:
+    return max((p for p in PACKAGES if module == p or module.startswith(p + ".")), key=len)
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Package -> the duoscan packages its modules import, every import counted (lazy ones inside functions too)."""
+    graph: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for package, folder in PACKAGES.items():
+        for path in (ROOT / folder).glob("*.py"):
+            here = package.split(".")
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    base = here[: len(here) - node.level + 1] if node.level else []
+                    target = ".".join([*base, *([node.module] if node.module else [])])
+                    targets = [f"{target}.{a.name}" for a in node.names] if node.module is None else [target]
+                elif isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                else:
+                    continue
+                graph[package] |= {_package_of(t) for t in targets if t.split(".")[0] == "duoscan"} - {package}
+    return graph
+
+
+def test_packages_import_one_way():
+    """No import cycle between packages, lazy imports included: the base layer (duoscan.core) imports nothing
+    of duoscan, the models nothing of Kafka or Redis, and only the applications import the workers' stack."""
+    graph = _package_imports()
+    assert _cycle(graph) is None
+    extra = {p: sorted(graph[p] - ALLOWED[p]) for p in PACKAGES if graph[p] - ALLOWED[p]}
+    assert extra == {}
+    assert graph["duoscan"] >= {"duoscan.workers", "duoscan.producers"}  # the walk sees lazy imports

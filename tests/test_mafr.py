@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -89,14 +91,14 @@ def test_mafr_fits_scores_and_round_trips(dataset, mafr_model):
 def test_combination_modes(dataset, mafr_model, combine):
     _, path = mafr_model
     m = load_model(path)
-    m.opts["combine"] = combine
+    m.opts = dataclasses.replace(m.opts, combine=combine)
     out = m.score(list(iter_dataset(dataset, "hexnut", "test"))[:2])
     assert np.isfinite(out.image_scores).all() and (out.image_scores >= 0).all()
 
 
 def test_late_fusion_sums_each_modality_over_its_good_quantile_on_the_part(dataset, mafr_model):
     model, _ = mafr_model
-    assert model.opts["combine"] == "late"
+    assert model.opts.combine == "late"
     frames = list(iter_dataset(dataset, "hexnut", "test"))[:4]
     prepared, x, valid = standardised_features(model, frames)
     err = model._errors(x, model.net(x))
@@ -117,13 +119,13 @@ def test_late_fusion_sums_each_modality_over_its_good_quantile_on_the_part(datas
 def test_image_score_reads_a_wider_smoothing_than_the_map(dataset, mafr_model):
     model, _ = mafr_model
     frames = list(iter_dataset(dataset, "hexnut", "test"))[:4]
-    assert model.opts["score_sigma"] > model.opts["sigma"]
+    assert model.opts.score_sigma > model.opts.sigma
     wide = model.score(frames)
-    model.opts["score_sigma"] = model.opts["sigma"]
+    model.opts = dataclasses.replace(model.opts, score_sigma=model.opts.sigma)
     try:
         narrow = model.score(frames)
     finally:
-        model.opts["score_sigma"] = 8.0
+        model.opts = dataclasses.replace(model.opts, score_sigma=8.0)
     assert all(
         np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(wide.pixel_maps, narrow.pixel_maps, strict=True)
     )  # the heatmap is unchanged

@@ -20,7 +20,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from duoscan import kafka_clients
+from duoscan.core import kafka_clients
 from duoscan.embedded import free_port
 from duoscan.producers.replay import synthetic_frames
 from duoscan.producers.sdk import FramePublisher

@@ -8,7 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from duoscan import kafka_clients
+from duoscan.core import kafka_clients
 from duoscan.producers.replay import synthetic_frames
 from duoscan.producers.sdk import FramePublisher, FrameTooLargeError
 from duoscan.schemas import Alert, DeadLetter, Frame, SchemaError, encode_array

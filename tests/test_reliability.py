@@ -12,8 +12,8 @@ import time
 import pytest
 import redis
 
-from duoscan import kafka_clients
-from duoscan.config import Settings
+from duoscan.core import kafka_clients
+from duoscan.core.config import Settings
 from duoscan.drill import DrillConfig, run_drill
 from duoscan.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from duoscan.producers.hostile import HOSTILE_KINDS

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from duoscan import kafka_clients
+from duoscan.core import kafka_clients
 from duoscan.evaluate import train_model
 from duoscan.producers.dataset import dataset_inputs, iter_dataset
 from duoscan.producers.replay import dataset_frames

@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Iterator
 
-from duoscan import kafka_clients
-from duoscan.config import Settings
+from duoscan.core import kafka_clients
+from duoscan.core.config import Settings
 from duoscan.schemas import Alert, SchemaError
 
 log = logging.getLogger(__name__)

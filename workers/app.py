@@ -22,10 +22,10 @@ from collections.abc import Callable
 import faust
 import redis
 
-from duoscan import metrics
-from duoscan.config import Settings, state_dir
-from duoscan.kafka_clients import frame_topics
-from duoscan.security import faust_credentials
+from duoscan.core import metrics
+from duoscan.core.config import Settings, state_dir
+from duoscan.core.kafka_clients import frame_topics
+from duoscan.core.security import faust_credentials
 
 from .lifecycle import worker_class
 from .pipeline import BatchPipeline
@@ -172,10 +172,11 @@ def wait_for_topics(settings: Settings, timeout_s: float = 120.0) -> list[str]:
 
 def run_worker(settings: Settings, models: list[str], loglevel: str = "info") -> None:
     """Run one worker process until SIGTERM/SIGINT; re-exec itself to pick up new lines."""
-    from duoscan import kafka_clients
+    from duoscan.core import kafka_clients
+    from duoscan.core.redis_client import check_connection
 
     from .routing import ModelRouter
-    from .store import ResultStore, check_connection
+    from .store import ResultStore
 
     # The scoring thread holds the GIL between kernels; the event loop wakes ~20 times a second for
     # fetches and timers. A longer switch interval stops it from taking the GIL mid-batch every 5 ms.

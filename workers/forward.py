@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from duoscan import metrics
-from duoscan.config import Settings
+from duoscan.core import metrics
+from duoscan.core.config import Settings
 from duoscan.schemas import Alert
 
 from .alerts import follow_alerts

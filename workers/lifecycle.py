@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import faust
 
-from duoscan import preflight
-from duoscan.config import Settings
-from duoscan.errors import UserError
+from duoscan.core import preflight
+from duoscan.core.config import Settings
+from duoscan.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import numpy as np
 import redis
 from kafka import KafkaProducer
 
-from duoscan import metrics
-from duoscan.config import Settings
+from duoscan.core import metrics
+from duoscan.core.config import Settings
 from duoscan.models import required_inputs, with_all_inputs
 from duoscan.models.components import largest_region
 from duoscan.schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id

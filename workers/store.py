@@ -17,35 +17,11 @@ import numpy as np
 import redis
 from PIL import Image
 
-from duoscan.config import Settings, mask_url
+from duoscan.core.config import Settings
+from duoscan.core.redis_client import connect
 from duoscan.schemas import Region, Result, Timings, decode_array, encode_array
-from duoscan.security import redis_kwargs
 
 _LUA = (Path(__file__).parent / "write_result.lua").read_text()
-
-
-class RedisAuthError(RuntimeError):
-    """Redis refused our credentials: a configuration problem, not an outage (no retry helps)."""
-
-
-def connect(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=10,
-        **redis_kwargs(settings),
-    )
-
-
-def check_connection(client: redis.Redis, settings: Settings) -> None:
-    """Ping once at startup so a wrong password fails loudly with what to set, not deep in a batch."""
-    where = mask_url(settings.redis_url)
-    try:
-        client.ping()
-    except redis.AuthenticationError as exc:  # redis-py raises it for NOAUTH and WRONGPASS replies
-        hint = "set DUOSCAN_REDIS_PASSWORD (and DUOSCAN_REDIS_USERNAME for an ACL user)"
-        raise RedisAuthError(f"Redis at {where} refused authentication ({exc}); {hint}") from None
 
 
 def encode_preview(rgb: np.ndarray | None, xyz: np.ndarray | None, max_side: int) -> bytes:
@@ -55,7 +31,7 @@ def encode_preview(rgb: np.ndarray | None, xyz: np.ndarray | None, max_side: int
     A 3D-only frame's "RGB" is its rendered depth, so overlays still have a picture under them; a colour-only
     frame has no Z.
     """
-    from duoscan.overlay import render_depth
+    from duoscan.core.overlay import render_depth
 
     h, w = (rgb if rgb is not None else xyz).shape[:2]  # type: ignore[union-attr]
     step = max(1, -(-max(h, w) // max_side))  # integer stride: no resampling of the cloud

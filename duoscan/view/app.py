@@ -18,8 +18,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from duoscan.config import Settings, mask_url
-from duoscan.overlay import blend, colormap, render_depth, threshold_scaled
+from duoscan.core.config import Settings, mask_url
+from duoscan.core.overlay import blend, colormap, render_depth, threshold_scaled
 from duoscan.schemas import Result
 from duoscan.workers.store import ResultStore, decode_preview
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 from .config import Settings, mask_url
-from .errors import UserError
+from .errors import UserError, broker_unreachable, redis_unreachable
 
 TIMEOUT_S = 3.0
 
@@ -20,26 +20,20 @@ def broker(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
                 return
         except (OSError, ValueError):
             continue
-    raise UserError(
-        f"no Kafka broker answers at {settings.bootstrap_servers}: start one (`duoscan up`) or set "
-        "DUOSCAN_BOOTSTRAP_SERVERS"
-    )
+    raise UserError(broker_unreachable(settings.bootstrap_servers))
 
 
 def redis(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
     """Redis answers a PING with our credentials (a wrong password is its own error)."""
     import redis as redis_py
 
-    from duoscan.workers.store import check_connection, connect
+    from .redis_client import check_connection, connect
 
     client = connect(settings)
     client.connection_pool.connection_kwargs.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         check_connection(client, settings)
     except redis_py.ConnectionError as exc:
-        raise UserError(
-            f"Redis at {mask_url(settings.redis_url)} is not reachable ({exc}): start it (`duoscan up`) or set "
-            "DUOSCAN_REDIS_URL"
-        ) from None
+        raise UserError(redis_unreachable(mask_url(settings.redis_url), str(exc))) from None
     finally:
         client.close()

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import errno
 
-
-class UserError(Exception):
-    """A mistake in what the user asked for; the message says what is wrong and what to do."""
+from .core.config import ConfigError, Settings, mask_url
+from .core.errors import UserError, broker_unreachable, one_line, redis_unreachable
+from .core.redis_client import RedisAuthError
 
 
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for an unexpected exception."""
     from duoscan.models.base import MethodOptionError, ModelFileError
     from duoscan.schemas import SchemaError
-
-    from .config import ConfigError
 
     if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError, MethodOptionError)):
         return one_line(exc)
@@ -45,7 +43,6 @@ def _service_error(exc: BaseException) -> str | None:
     from kafka import errors as kafka_errors
 
     from duoscan.producers.sdk import FrameTooLargeError, PublishError
-    from duoscan.workers.store import RedisAuthError
 
     if isinstance(exc, (PublishError, FrameTooLargeError, RedisAuthError)):
         return one_line(exc)
@@ -55,11 +52,15 @@ def _service_error(exc: BaseException) -> str | None:
         if hasattr(kafka_errors, n)
     )
     if isinstance(exc, unreachable):
-        return f"no Kafka broker answered ({exc}): start one (`duoscan up`) or set DUOSCAN_BOOTSTRAP_SERVERS"
+        return broker_unreachable(_configured("bootstrap_servers"), str(exc))
     if isinstance(exc, redis.ConnectionError):
-        return f"Redis is not reachable ({one_line(exc)}): start it (`duoscan up`) or set DUOSCAN_REDIS_URL"
+        return redis_unreachable(mask_url(_configured("redis_url")), str(exc))
     return None
 
 
-def one_line(message: object) -> str:
-    return " ".join(str(message).split())
+def _configured(name: str) -> str:
+    """Where the settings point (the setting's name when they cannot be read), for the message."""
+    try:
+        return str(getattr(Settings.load(), name))
+    except Exception:  # the message must come out even when the configuration is what is broken
+        return f"DUOSCAN_{name.upper()}"
