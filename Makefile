@@ -33,8 +33,8 @@ browser:  ## Debian's chromium + chromedriver for the operator-view tests (DUOSC
 test: setup browser  ## the whole test suite against a real broker and Redis (and headless Chromium)
 	$(PY) -m pytest -q
 
-test-fast: setup  ## the tests that need neither the broker nor Redis (about a minute)
-	$(PY) -m pytest -q -m "not integration"
+test-fast: setup  ## the tests that need neither the broker nor Redis, on both cores (under a minute)
+	DUOSCAN_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -n 2 --dist loadfile -m "not integration"
 
 lint: setup  ## ruff: lint rules and formatting, as CI runs them
 	$(VENV)/bin/ruff check .

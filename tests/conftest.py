@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +47,15 @@ def cli(*args: str) -> CliResult:
     return CliResult(code if isinstance(code, int) else (0 if code is None else 1), out.getvalue(), err.getvalue())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test-fast``: one process per core) each process computes on one thread, so two
+    processes do not fight over the same two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 SERVICE_FIXTURES = {"broker", "redis_server", "settings", "start_worker"}
 
 
@@ -63,6 +73,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             or "EmbeddedRedis(" in source
         ):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory) -> str:
+    """One feature cache for the session: it is keyed by frame content and extractor settings, so the tests that
+    train on the same fixture frames compute their backbone and 3D features once."""
+    return str(tmp_path_factory.mktemp("feature-cache"))
 
 
 @pytest.fixture(scope="session")

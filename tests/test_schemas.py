@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgpack
 import numpy as np
 import pytest
@@ -207,10 +209,12 @@ def test_degraded_flag_round_trips_and_older_messages_still_decode():
         Result.decode(pack(old))
 
 
+# The full suite fuzzes 10,000 frames; `make test-fast` sets 1,000 for a quick edit-test loop.
+FUZZ_EXAMPLES = int(os.environ.get("DUOSCAN_FUZZ_EXAMPLES", "10000"))
 _VALID = {codec: make_frame(8, 7).encode(codec=codec) for codec in CODECS}
 
 
-@settings(max_examples=10_000, deadline=None, derandomize=True)
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True)
 @given(
     codec=st.sampled_from(sorted(_VALID)),
     edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),

@@ -194,15 +194,15 @@ def test_a_fused_model_scores_a_colour_only_frame_degraded(settings, models_dir,
 
 @pytest.mark.integration
 def test_fused_models_score_a_3d_only_frame_on_depth_or_dead_letter_it(
-    settings, models_dir, dataset, xyz_only, tmp_path
+    settings, models_dir, dataset, xyz_only, tmp_path, feature_cache
 ):
     """Late-fusion patchcore and the baseline (a max over modalities) carry on with depth alone, flagged;
     an early-fusion model (btf) cannot, and says so in the dead letter."""
     frames = list(dataset_frames(xyz_only, "F2", "S1", "test"))[:3]
-    patchcore = train_model(dataset, "ring", "patchcore", "both", progress=False, cache_dir=str(tmp_path / "c")).save(
+    patchcore = train_model(dataset, "ring", "patchcore", "both", progress=False, cache_dir=feature_cache).save(
         tmp_path / "p" / "ring.pt"
     )
-    btf = train_model(dataset, "ring", "btf", "both", progress=False, cache_dir=str(tmp_path / "c")).save(
+    btf = train_model(dataset, "ring", "btf", "both", progress=False, cache_dir=feature_cache).save(
         tmp_path / "b" / "ring.pt"
     )
     for path, name in ((models_dir / "ring.pt", "baseline"), (patchcore, "patchcore")):
