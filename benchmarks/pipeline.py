@@ -211,21 +211,10 @@ class Stack:
         self.redis.stop()
         self.broker.stop()
 
-    def run_config(
-        self,
-        frames_for: callable,
-        workers: int,
-        max_batch: int,
-        threads: int,
-        n_sat: int,
-        latency_s: float,
-        rate_cap: float = float("inf"),
-    ) -> dict:
-        from duoscan.producers.sdk import FramePublisher
-        from duoscan.workers.store import ResultStore
-
+    def settings(self, max_batch: int, threads: int) -> Settings:
+        """Fresh topics, group and keys for one configuration (no run reads another's messages)."""
         tag = "p" + uuid.uuid4().hex[:6]
-        s = Settings.load(
+        return Settings.load(
             bootstrap_servers=self.broker.bootstrap,
             redis_url=self.redis.url,
             topic_prefix=f"{tag}.frames.",
@@ -237,108 +226,129 @@ class Stack:
             max_batch=max_batch,
             torch_threads=threads,
         )
+
+    def run_config(
+        self,
+        frames_for: callable,
+        workers: int,
+        max_batch: int,
+        threads: int,
+        n_sat: int,
+        latency_s: float,
+        rate_cap: float = float("inf"),
+    ) -> dict:
+        """One configuration: warm up, saturate (throughput and CPU per frame), then stream at 70 % of that
+        throughput (latency)."""
+        from duoscan.producers.sdk import FramePublisher
+
+        s = self.settings(max_batch, threads)
         kafka_clients.ensure_topics(s, ["B"])
-        procs = [spawn_worker(s, [self.models], self.workdir / f"{tag}-w{i}.log") for i in range(workers)]
-        store = ResultStore(s)
-        ids = worker_ids(procs)
-        expected = 0
-
-        def wait_written(n: int, what: str) -> None:
-            # one XLEN per poll (the line's stream gets one entry per new frame): reading every
-            # result while waiting would steal CPU from the worker being measured
-            # (throughput comes from the results' own write stamps, so a slow poll does not change it)
-            wait_until(lambda: store.client.xlen(store.stream_key("B")) >= n, 600, what, interval=0.25)
-
+        procs = [spawn_worker(s, [self.models], self.workdir / f"{s.key_prefix}-w{i}.log") for i in range(workers)]
+        run = _Run(s, self, procs)
         try:
-            wait_for_assignment(store, ids, 4, 180)
+            wait_for_assignment(run.store, worker_ids(procs), 4, 180)
             with FramePublisher(s) as pub:
-                # warm-up: model load, backbone session, first batches
-                warm = frames_for(max(2 * max_batch, 8) * workers)
-                for f in warm:
-                    pub.publish_frame(f)
-                pub.flush()
-                expected += len(warm)
-                wait_written(expected, "warm-up results")
-                # saturation: everything published up front, pre-encoded (the producer is not measured)
-                sat = frames_for(n_sat)
-                payloads = []
-                for f in sat:
-                    f.published_ns = time.time_ns()
-                    payloads.append(f.encode(codec=s.codec, xyz_float16=s.xyz_float16))  # type: ignore[arg-type]
-                pids = {
-                    "workers": [p.pid for p in procs],
-                    "broker": [self.broker.pid],
-                    "redis": [self.redis.pid],
-                    "benchmark": [os.getpid()],
-                }
-                cpu0 = {
-                    k: cpu_seconds(v, children=k != "benchmark") for k, v in pids.items()
-                }  # the script's children are the others
-                threads0 = thread_cpu_seconds(pids["workers"])
-                host0 = host_cpu()
-                t0 = time.time_ns()
-                sent = [pub.send_raw("B", f.key, p, f.frame_id) for f, p in zip(sat, payloads, strict=True)]
-                pub.flush()
-                per_partition = [0] * s.partitions  # where the broker put them: a worker's share of the load
-                for fut in sent:
-                    per_partition[fut.get().partition] += 1
-                sat_ids = [f.frame_id for f in sat]
-                expected += len(sat)
-                wait_written(expected, "saturation results")
-                steal = steal_pct(host0)
-                cpu_ms = {
-                    k: round((cpu_seconds(v, children=k != "benchmark") - cpu0[k]) / len(sat) * 1000, 1)
-                    for k, v in pids.items()
-                }
-                cpu_ms["total"] = round(sum(cpu_ms.values()), 1)
-                threads1 = thread_cpu_seconds(pids["workers"])
-                thread_ms = {
-                    k: round((v - threads0.get(k, 0.0)) / len(sat) * 1000, 1)
-                    for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])
-                }
-                res = store.read_results(sat_ids)
-                written = sorted(r.timings.written_ns for r in res.values())
-                # sustained: frames written after the first batch landed, over the time since it landed
-                # (the fill at the start and the publish time are not the worker's throughput)
-                first = written[0]
-                later = [w for w in written if w > first]
-                fps = len(later) / ((written[-1] - first) / 1e9) if later else float("nan")
-                end_to_end = len(sat) / ((written[-1] - t0) / 1e9)
-                # latency at ~70 % of that throughput, frames encoded and stamped as a sensor would; capped by
-                # the model alone's speed, so a lucky saturation sample cannot push this run into overload
-                rate = 0.7 * min(fps, rate_cap)
-                lat = frames_for(max(20, int(latency_s * rate))) if latency_s > 0 else []
-                start = time.perf_counter()
-                for i, f in enumerate(lat):
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    f.captured_ns = time.time_ns()
-                    pub.publish_frame(f)
-                pub.flush()
-                lat_ids = [f.frame_id for f in lat]
-                expected += len(lat)
-                wait_written(expected, "latency results")
-                ms = [
-                    (r.timings.written_ns - r.timings.published_ns) / 1e6 for r in store.read_results(lat_ids).values()
-                ] or [float("nan")]
+                run.publish(pub, frames_for(max(2 * max_batch, 8) * workers), "warm-up results")  # model load etc.
+                row = run.saturate(pub, frames_for(n_sat))
+                rate = 0.7 * min(row["fps"], rate_cap)  # capped by the model alone: no lucky sample into overload
+                ms = run.latency(pub, frames_for(max(20, int(latency_s * rate))) if latency_s > 0 else [], rate)
             return {
                 "workers": workers,
                 "max_batch": max_batch,
                 "threads_per_worker": threads,
-                "fps": round(fps, 2),
-                "end_to_end_fps": round(end_to_end, 2),
+                **row,
                 "latency_rate_fps": round(rate, 2),
                 "p50_ms": round(float(np.percentile(ms, 50)), 1),
                 "p99_ms": round(float(np.percentile(ms, 99)), 1),
-                "frames": len(sat),
-                "frames_per_partition": per_partition,
-                "steal_pct": steal,
-                "cpu_ms_per_frame": cpu_ms,
-                "worker_thread_cpu_ms_per_frame": thread_ms,
             }
         finally:
             stop_workers(procs)
+
+
+class _Run:
+    """One configuration's stream: publish, wait for the results, measure."""
+
+    def __init__(self, settings: Settings, stack: Stack, procs: list) -> None:
+        from duoscan.workers.store import ResultStore
+
+        self.s, self.procs, self.expected = settings, procs, 0
+        self.store = ResultStore(settings)
+        self.pids = {
+            "workers": [p.pid for p in procs],
+            "broker": [stack.broker.pid],
+            "redis": [stack.redis.pid],
+            "benchmark": [os.getpid()],
+        }
+
+    def wait_written(self, n: int, what: str) -> None:
+        # one XLEN per poll (the line's stream gets one entry per new frame): reading every result while waiting
+        # would steal CPU from the worker being measured (throughput comes from the results' own write stamps)
+        wait_until(lambda: self.store.client.xlen(self.store.stream_key("B")) >= n, 600, what, interval=0.25)
+
+    def publish(self, pub, frames: list[Frame], what: str) -> None:
+        for f in frames:
+            pub.publish_frame(f)
+        pub.flush()
+        self.expected += len(frames)
+        self.wait_written(self.expected, what)
+
+    def cpu(self) -> dict[str, float]:
+        return {k: cpu_seconds(v, children=k != "benchmark") for k, v in self.pids.items()}  # children: the others
+
+    def saturate(self, pub, sat: list[Frame]) -> dict:
+        """Everything published up front, pre-encoded (the producer is not measured): sustained frames/s and CPU
+        per frame of every process."""
+        payloads = []
+        for f in sat:
+            f.published_ns = time.time_ns()
+            payloads.append(f.encode(codec=self.s.codec, xyz_float16=self.s.xyz_float16))  # type: ignore[arg-type]
+        cpu0, threads0, host0 = self.cpu(), thread_cpu_seconds(self.pids["workers"]), host_cpu()
+        t0 = time.time_ns()
+        sent = [pub.send_raw("B", f.key, p, f.frame_id) for f, p in zip(sat, payloads, strict=True)]
+        pub.flush()
+        per_partition = [0] * self.s.partitions  # where the broker put them: a worker's share of the load
+        for fut in sent:
+            per_partition[fut.get().partition] += 1
+        self.expected += len(sat)
+        self.wait_written(self.expected, "saturation results")
+        steal = steal_pct(host0)
+        cpu1 = self.cpu()
+        cpu_ms = {k: round((cpu1[k] - cpu0[k]) / len(sat) * 1000, 1) for k in cpu1}
+        cpu_ms["total"] = round(sum(cpu_ms.values()), 1)
+        threads1 = thread_cpu_seconds(self.pids["workers"])
+        thread_ms = {
+            k: round((v - threads0.get(k, 0.0)) / len(sat) * 1000, 1)
+            for k, v in sorted(threads1.items(), key=lambda kv: -kv[1])
+        }
+        written = sorted(r.timings.written_ns for r in self.store.read_results([f.frame_id for f in sat]).values())
+        # sustained: frames written after the first batch landed, over the time since it landed
+        # (the fill at the start and the publish time are not the worker's throughput)
+        later = [w for w in written if w > written[0]]
+        fps = len(later) / ((written[-1] - written[0]) / 1e9) if later else float("nan")
+        return {
+            "fps": round(fps, 2),
+            "end_to_end_fps": round(len(sat) / ((written[-1] - t0) / 1e9), 2),
+            "frames": len(sat),
+            "frames_per_partition": per_partition,
+            "steal_pct": steal,
+            "cpu_ms_per_frame": cpu_ms,
+            "worker_thread_cpu_ms_per_frame": thread_ms,
+        }
+
+    def latency(self, pub, frames: list[Frame], rate: float) -> list[float]:
+        """Publish→write ms of ``frames`` sent at ``rate``, encoded and stamped as a sensor would."""
+        start = time.perf_counter()
+        for i, f in enumerate(frames):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            f.captured_ns = time.time_ns()
+            pub.publish_frame(f)
+        pub.flush()
+        self.expected += len(frames)
+        self.wait_written(self.expected, "latency results")
+        results = self.store.read_results([f.frame_id for f in frames]).values()
+        return [(r.timings.written_ns - r.timings.published_ns) / 1e6 for r in results] or [float("nan")]
 
 
 MODEL_THREADS = ("frames", "score", "onnx")  # the worker's threads that run the model (see thread_cpu_seconds)
@@ -458,7 +468,7 @@ def plot(sweep: list[dict], model_fps_by_batch: dict[int, float], path: Path) ->
     plt.close(fig)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--method", default="cmdr", help="method to train and serve (default: cmdr, the fastest of the good ones here)"
@@ -478,37 +488,33 @@ def main() -> int:
     )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
-    args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
-    settings = Settings.load()
-    apply_compute_settings(settings)  # the model alone runs with the threads and runtime the workers have
-    device = resolve_device(settings.device)  # and on the device they score on
-    batches = [int(b) for b in args.batches.split(",")]
-    default_batch = settings.max_batch
-    tmp = tempfile.TemporaryDirectory(prefix="duoscan-pipeline-")
-    workdir = args.workdir or Path(tmp.name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    t_start = time.monotonic()
+    return ap.parse_args()
 
+
+def served_model(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path | None]:
+    """The model file workers serve (named after the category: workers route by file name) and its dataset."""
     if args.model:
         model_path, data = args.model, args.data
     else:
         console.print(f"training {args.method} on synthetic {args.category} at {args.size} px")
         model_path, data = train_model(args.method, args.category, args.size, workdir)
-    if model_path.name != f"{args.category}.pt":  # workers route by file name = category
+    if model_path.name != f"{args.category}.pt":
         (workdir / "models").mkdir(parents=True, exist_ok=True)
         target = workdir / "models" / f"{args.category}.pt"
         target.write_bytes(model_path.read_bytes())
         model_path = target
+    return model_path, data
 
+
+def measure(args: argparse.Namespace, model_path: Path, device: str, batch: int, workdir: Path) -> dict:
+    """Model alone and pipeline: the batch sweep, the alternating ratio rounds, one and two workers."""
     seed = itertools.count(1)
     frames_for = lambda n: stream_frames(args.category, args.size, n, next(seed))  # noqa: E731
     bench_frames = frames_for(32)
+    batches = [int(b) for b in args.batches.split(",")]
     first = {b: model_speed(model_path, bench_frames, b, device) for b in batches}
     model_fps_by_batch = {b: round(first[b].fps, 2) for b in batches}
     console.print(f"model alone, before streaming: {model_fps_by_batch} frames/s")
-    wire = wire_table(model_path, data, args.category, device) if data else []
-
     stack = Stack(workdir, model_path)
     try:
         sweep = []
@@ -516,13 +522,7 @@ def main() -> int:
             row, _, _ = between(
                 lambda b=b: model_speed(model_path, bench_frames, b, device),
                 lambda b=b: stack.run_config(
-                    frames_for,
-                    workers=1,
-                    max_batch=b,
-                    threads=0,
-                    n_sat=args.frames,
-                    latency_s=args.latency_seconds,
-                    rate_cap=first[b].fps,
+                    frames_for, 1, b, 0, args.frames, args.latency_seconds, rate_cap=first[b].fps
                 ),
                 first[b],
             )
@@ -532,51 +532,46 @@ def main() -> int:
                 f"batch {b:2d}: {row['fps']:.1f} frames/s, p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms "
                 f"at {row['latency_rate_fps']:.1f} frames/s"
             )
-        main_row = next((r for r in sweep if r["max_batch"] == default_batch), None) or stack.run_config(
-            frames_for, 1, default_batch, 0, args.frames, args.latency_seconds
+        main_row = next((r for r in sweep if r["max_batch"] == batch), None) or stack.run_config(
+            frames_for, 1, batch, 0, args.frames, args.latency_seconds
         )
-        rounds = ratio_rounds(
-            stack, frames_for, model_path, bench_frames, default_batch, args.rounds, args.frames, device
-        )
-        model_fps = round(statistics.median(r["model_fps"] for r in rounds), 2)
-        pipeline_fps = round(statistics.median(r["pipeline_fps"] for r in rounds), 2)
-        alone = {
-            "model": str(model_path),
-            "category": args.category,
-            "size": args.size,
-            "batch": default_batch,
-            "frames": 32,
-            "repeats": 3,
-            "device": "",
-        }
-        one, two = (scaling_run(stack, frames_for, k, default_batch, args.frames, alone) for k in (1, 2))
+        rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, batch, args.rounds, args.frames, device)
+        alone = dict(model=str(model_path), category=args.category, size=args.size, batch=batch, frames=32, repeats=3)
+        one, two = (scaling_run(stack, frames_for, k, batch, args.frames, {**alone, "device": ""}) for k in (1, 2))
     finally:
         stack.close()
+    return dict(sweep=sweep, main_row=main_row, rounds=rounds, one=one, two=two, model_fps_by_batch=model_fps_by_batch)
 
-    batch_ms = default_batch / model_fps * 1000
-    out = {
+
+def report(args: argparse.Namespace, settings: Settings, device: str, m: dict, wire: list[dict]) -> dict:
+    """The benchmark JSON: medians over the rounds, the sweep, wire options and scaling."""
+    rounds, main_row, one, two = m["rounds"], m["main_row"], m["one"], m["two"]
+    med = lambda key: round(statistics.median(r[key] for r in rounds), 3)  # noqa: E731
+    model_fps = round(statistics.median(r["model_fps"] for r in rounds), 2)
+    batch_ms = settings.max_batch / model_fps * 1000
+    return {
         "method": args.method,
         "size": args.size,
         "category": args.category,
-        "max_batch": default_batch,
+        "max_batch": settings.max_batch,
         "codec": settings.codec,
         "device": device,
         "backbone_runtime": settings.backbone_runtime,
         "blas_threads": settings.blas_threads,
         "cores": os.cpu_count(),
         "model_fps": model_fps,
-        "model_fps_by_batch": model_fps_by_batch,
-        "pipeline_fps": pipeline_fps,
-        "ratio": round(statistics.median(r["ratio"] for r in rounds), 3),
+        "model_fps_by_batch": m["model_fps_by_batch"],
+        "pipeline_fps": round(statistics.median(r["pipeline_fps"] for r in rounds), 2),
+        "ratio": med("ratio"),
         "ratio_rounds": rounds,
-        "cpu_ratio": round(statistics.median(r["cpu_ratio"] for r in rounds), 3),
-        "model_cpu_share": round(statistics.median(r["model_cpu_share"] for r in rounds), 3),
+        "cpu_ratio": med("cpu_ratio"),
+        "model_cpu_share": med("model_cpu_share"),
         "worker_thread_cpu_ms_per_frame": median_by_thread(rounds),
         "p50_ms": main_row["p50_ms"],
         "p99_ms": main_row["p99_ms"],
         "batch_scoring_ms": round(batch_ms, 1),
         "p99_over_batch_scoring": round(main_row["p99_ms"] / batch_ms, 2),
-        "batch_sweep": sweep,
+        "batch_sweep": m["sweep"],
         "wire": wire,
         "scaling": {
             "cores": os.cpu_count(),
@@ -585,33 +580,28 @@ def main() -> int:
             "speedup": round(two["fps"] / one["fps"], 2),
             "model_speedup": round(two["model_fps"] / one["model_fps"], 2),
         },
-        "wall_s": round(time.monotonic() - t_start, 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2))
-    png = args.json.with_suffix(".png")
-    plot(sweep, model_fps_by_batch, png)
 
+
+def print_report(out: dict) -> None:
     t = Table(
-        title=f"{args.method} at {args.size} px, batch {default_batch}, on {out['device']}, {os.cpu_count()} cores"
+        title=f"{out['method']} at {out['size']} px, batch {out['max_batch']}, on {out['device']}, {out['cores']} cores"
     )
     for col in ("max batch", "model fps", "pipeline fps", "ratio", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
-    for r in sweep:
+    for r in out["batch_sweep"]:
+        ratio = r["fps"] / r["model_fps"]
         t.add_row(
-            str(r["max_batch"]),
-            f"{r['model_fps']:.1f}",
-            f"{r['fps']:.1f}",
-            f"{r['fps'] / r['model_fps']:.2f}",
+            *map(str, (r["max_batch"], f"{r['model_fps']:.1f}", f"{r['fps']:.1f}", f"{ratio:.2f}")),
             f"{r['p50_ms']:.0f}",
             f"{r['p99_ms']:.0f}",
         )
     console.print(t)
-    if wire:
+    if out["wire"]:
         w = Table(title="wire options")
         for col in ("option", "bytes/frame", "vs raw", "lossless", "enc ms", "dec ms", "I-AUROC change"):
             w.add_column(col, justify="right")
-        for r in wire:
+        for r in out["wire"]:
             w.add_row(
                 r["option"],
                 f"{r['bytes_per_frame']:,}",
@@ -622,24 +612,40 @@ def main() -> int:
                 f"{r['i_auroc_change']:+.4f}",
             )
         console.print(w)
-    threads = out["worker_thread_cpu_ms_per_frame"]
-    if threads:
-        console.print(
-            "worker CPU ms per frame by thread (median of the rounds): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in threads.items())
-        )
-    sc = out["scaling"]
+    if threads := out["worker_thread_cpu_ms_per_frame"]:
+        by_thread = ", ".join(f"{k} {v:.1f}" for k, v in threads.items())
+        console.print(f"worker CPU ms per frame by thread (median of the rounds): {by_thread}")
+    sc, rounds = out["scaling"], out["ratio_rounds"]
     console.print(
         f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); the model threads' share of the "
-        "pipeline's CPU "
-        f"{out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | p99 {out['p99_ms']} ms = "
-        f"{out['p99_over_batch_scoring']}x one batch's scoring ({batch_ms:.0f} ms) | "
-        f"2 workers / 1 worker (1 thread each) {sc['speedup']}x on {os.cpu_count()} cores, the model alone in 2 / "
-        f"1 processes {sc['model_speedup']}x; "
-        f"ratio with 1 and 2 workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}"
+        f"pipeline's CPU {out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | "
+        f"p99 {out['p99_ms']} ms = {out['p99_over_batch_scoring']}x one batch's scoring "
+        f"({out['batch_scoring_ms']:.0f} ms) | 2 workers / 1 worker (1 thread each) {sc['speedup']}x on "
+        f"{out['cores']} cores, the model alone in 2 / 1 processes {sc['model_speedup']}x; ratio with 1 and 2 "
+        f"workers of 1 thread {sc['one_worker']['ratio']} and {sc['two_workers']['ratio']}"
     )
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
+    settings = Settings.load()
+    apply_compute_settings(settings)  # the model alone runs with the threads and runtime the workers have
+    device = resolve_device(settings.device)  # and on the device they score on
+    t_start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="duoscan-pipeline-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        model_path, data = served_model(args, workdir)
+        wire = wire_table(model_path, data, args.category, device) if data else []
+        measured = measure(args, model_path, device, settings.max_batch, workdir)
+    out = {**report(args, settings, device, measured, wire), "wall_s": round(time.monotonic() - t_start, 1)}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2))
+    png = args.json.with_suffix(".png")
+    plot(out["batch_sweep"], out["model_fps_by_batch"], png)
+    print_report(out)
     console.print(f"saved {args.json} and {png} in {out['wall_s']:.0f} s")
-    tmp.cleanup()
     return 0
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +70,10 @@ def run_demo(
     size: int = 128,
     method: str = "bridgenet",
 ) -> dict:
-    from duoscan.models import create
-    from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
-
+    """Fit models, start the broker, Redis and ``n_workers`` workers, stream ``frames`` parts (and three malformed
+    messages), wait for every result, then summarise: a table, ``summary.json`` and heatmap overlays in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     logs = state_dir() / "logs"
-    data = out / "synthetic"
     models_dir = out / "models"
     procs: list[subprocess.Popen] = []
     with (
@@ -84,141 +83,162 @@ def run_demo(
         settings = Settings.load(bootstrap_servers=broker.bootstrap, redis_url=redis_server.url)
         console.print(f"[bold]embedded broker[/] {broker.bootstrap}   [bold]redis[/] {redis_server.url}")
         try:
-            # 1. parts and models
-            write_synthetic_dataset(data, size=size, n_train=40, n_validation=30, n_test_good=0, n_test_per_defect=0)
-            for stale in models_dir.glob(
-                "*.pt"
-            ):  # a model left by an earlier demo of another method must not be served
-                stale.unlink()
-            for cat in ("ring", "puck", "hexnut"):
-                model = create(method)
-                model.category = cat
-                model.fit(list(iter_samples(data, cat, "train")))
-                model.calibrate(iter_samples(data, cat, "validation"), target_fpr=0.01)
-                model.save(models_dir / f"{cat}.pt")
-            console.print(f"fitted {method} models for 3 categories -> {models_dir}")
-
-            # 2. topics and workers
+            _fit_models(out / "synthetic", models_dir, method, size)
             kafka_clients.ensure_topics(settings, LINES)
-            env = {**os.environ, "DUOSCAN_BOOTSTRAP_SERVERS": broker.bootstrap, "DUOSCAN_REDIS_URL": redis_server.url}
-            for i in range(n_workers):
-                log = open(logs / f"demo-worker-{i}.log", "wb")
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "duoscan", "work", "--models", str(models_dir), "--loglevel", "warning"],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+            procs = _start_workers(settings, models_dir, n_workers, logs)
             store = ResultStore(settings)
-            assignment = _wait_for_workers(store, n_workers, settings.partitions * len(LINES))
-            for w, parts in assignment.items():
+            for w, parts in _wait_for_workers(store, n_workers, settings.partitions * len(LINES)).items():
                 console.print(f"worker {w}: {len(parts)} partitions")
-
-            # 3. stream frames (+3 malformed ones that must land in the DLQ)
-            truth: dict[str, str] = {}
-            rgbs: dict[str, np.ndarray] = {}
-            sources = [
-                synthetic_frames(line, station, seed=i + 1, size=size)
-                for i, (line, station) in enumerate(LINES.items())
-            ]
-            # Render first: a camera does not spend the CPU the workers need on drawing parts.
-            parts = list(
-                track(itertools.islice(_interleave(*sources), frames), total=frames, description="rendering parts")
-            )
-            t_start = time.time()
-            with FramePublisher(settings) as pub:
-                for frame in track(
-                    paced(iter(parts), fps, frames),
-                    total=frames,
-                    description=f"streaming {frames} frames from {len(LINES)} lines",
-                ):
-                    pub.publish_frame(frame)
-                    truth[frame.frame_id] = frame.meta["defect"]
-                    rgbs[frame.frame_id] = frame.rgb
-                for bad in malformed_payloads(frame.encode()):
-                    pub.send_raw("L1", b"L1/S1", bad, "malformed")
-
-            # 4. wait for every result
-            ids = list(truth)
-            results: dict = {}
-            deadline = time.monotonic() + 120
-            with console.status("waiting for results"):
-                while len(results) < len(ids) and time.monotonic() < deadline:
-                    results.update(store.read_results([i for i in ids if i not in results]))
-                    time.sleep(0.25)
+            streamed = _stream(settings, frames, fps, size)
+            results = _wait_for_results(store, list(streamed.truth))
             alerts = kafka_clients.read_topic(settings, settings.alerts_topic)
             dlq = kafka_clients.read_topic(settings, settings.dlq_topic)
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-        # 5. summary
-        res = list(results.values())
-        lat = np.array([r.timings.publish_to_write_ms for r in res]) if res else np.array([np.nan])
-        span = (
-            (max(r.timings.written_ns for r in res) - min(r.timings.published_ns for r in res)) / 1e9
-            if res
-            else float("nan")
-        )
-        labels = [int(truth[r.frame_id] != "good") for r in res]
-        auroc = image_auroc(labels, [r.score / r.threshold for r in res]) if res else float("nan")
-        flagged = [r for r in res if r.anomalous]
-        tp = sum(truth[r.frame_id] != "good" for r in flagged)
-        summary = {
-            "frames_in": len(ids),
-            "results_written": len(res),
-            "missing": len(ids) - len(res),
-            "defective_in": sum(v != "good" for v in truth.values()),
-            "alerts": len(alerts),
-            "anomalous_results": len(flagged),
-            "true_alerts": tp,
-            "false_alerts": len(flagged) - tp,
-            "dlq": len(dlq),
-            "throughput_fps": len(res) / span if span else float("nan"),
-            "publish_rate_fps": fps,
-            "latency_p50_ms": float(np.percentile(lat, 50)),
-            "latency_p99_ms": float(np.percentile(lat, 99)),
-            "image_auroc": auroc,
-            "workers": n_workers,
-            "elapsed_s": time.time() - t_start,
-        }
-        heat_dir = out / "heatmaps"
-        heat_dir.mkdir(exist_ok=True)
-        pngs = []
-        for r in flagged:
-            hm = store.read_heatmap(r.heatmap_key)
-            if hm is not None:
-                path = heat_dir / f"{r.line}_{r.station}_{r.frame_id[:8]}_{truth[r.frame_id]}.png"
-                overlay(rgbs[r.frame_id], hm, r.threshold, r.region.bbox if r.region else None).save(path)
-                pngs.append(path)
+            _stop(procs)
+        summary = _summary(streamed, list(results.values()), len(alerts), len(dlq), fps, n_workers)
+        pngs = _save_overlays(store, streamed, list(results.values()), out / "heatmaps")
         sheet = contact_sheet(pngs[:16], out / "alerts.png")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(
+        summary, f"{len(pngs)} overlays in {out / 'heatmaps'}" + (f", contact sheet {sheet}" if sheet else "")
+    )
+    return summary
 
+
+@dataclass
+class _Streamed:
+    """What was sent: each frame's defect (the ground truth) and its image (for the overlays)."""
+
+    truth: dict[str, str] = field(default_factory=dict)
+    rgbs: dict[str, np.ndarray] = field(default_factory=dict)
+    started: float = 0.0
+
+
+def _fit_models(data: Path, models_dir: Path, method: str, size: int) -> None:
+    from duoscan.models import create
+    from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
+
+    write_synthetic_dataset(data, size=size, n_train=40, n_validation=30, n_test_good=0, n_test_per_defect=0)
+    for stale in models_dir.glob("*.pt"):  # a model left by an earlier demo of another method must not be served
+        stale.unlink()
+    for cat in ("ring", "puck", "hexnut"):
+        model = create(method)
+        model.category = cat
+        model.fit(list(iter_samples(data, cat, "train")))
+        model.calibrate(iter_samples(data, cat, "validation"), target_fpr=0.01)
+        model.save(models_dir / f"{cat}.pt")
+    console.print(f"fitted {method} models for 3 categories -> {models_dir}")
+
+
+def _start_workers(settings: Settings, models_dir: Path, n: int, logs: Path) -> list[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "DUOSCAN_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "DUOSCAN_REDIS_URL": settings.redis_url,
+    }
+    command = [sys.executable, "-m", "duoscan", "work", "--models", str(models_dir), "--loglevel", "warning"]
+    procs = []
+    for i in range(n):
+        with open(logs / f"demo-worker-{i}.log", "wb") as log:  # the child keeps its own descriptor
+            procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stream(settings: Settings, frames: int, fps: float, size: int) -> _Streamed:
+    """Publish ``frames`` parts from both lines at ``fps``, then the three malformed messages."""
+    sources = [
+        synthetic_frames(line, station, seed=i + 1, size=size) for i, (line, station) in enumerate(LINES.items())
+    ]
+    # Render first: a camera does not spend the CPU the workers need on drawing parts.
+    parts = list(track(itertools.islice(_interleave(*sources), frames), total=frames, description="rendering parts"))
+    sent = _Streamed(started=time.time())
+    with FramePublisher(settings) as pub:
+        description = f"streaming {frames} frames from {len(LINES)} lines"
+        for frame in track(paced(iter(parts), fps, frames), total=frames, description=description):
+            pub.publish_frame(frame)
+            sent.truth[frame.frame_id] = frame.meta["defect"]
+            sent.rgbs[frame.frame_id] = frame.rgb
+        for bad in malformed_payloads(parts[-1].encode()):
+            pub.send_raw("L1", b"L1/S1", bad, "malformed")
+    return sent
+
+
+def _wait_for_results(store: ResultStore, ids: list[str], timeout_s: float = 120.0) -> dict:
+    results: dict = {}
+    deadline = time.monotonic() + timeout_s
+    with console.status("waiting for results"):
+        while len(results) < len(ids) and time.monotonic() < deadline:
+            results.update(store.read_results([i for i in ids if i not in results]))
+            time.sleep(0.25)
+    return results
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _summary(sent: _Streamed, res: list, alerts: int, dlq: int, fps: float, n_workers: int) -> dict:
+    truth = sent.truth
+    lat = np.array([r.timings.publish_to_write_ms for r in res]) if res else np.array([np.nan])
+    span = (max(r.timings.written_ns for r in res) - min(r.timings.published_ns for r in res)) / 1e9 if res else 0.0
+    labels = [int(truth[r.frame_id] != "good") for r in res]
+    flagged = [r for r in res if r.anomalous]
+    tp = sum(truth[r.frame_id] != "good" for r in flagged)
+    return {
+        "frames_in": len(truth),
+        "results_written": len(res),
+        "missing": len(truth) - len(res),
+        "defective_in": sum(v != "good" for v in truth.values()),
+        "alerts": alerts,
+        "anomalous_results": len(flagged),
+        "true_alerts": tp,
+        "false_alerts": len(flagged) - tp,
+        "dlq": dlq,
+        "throughput_fps": len(res) / span if span else float("nan"),
+        "publish_rate_fps": fps,
+        "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "image_auroc": image_auroc(labels, [r.score / r.threshold for r in res]) if res else float("nan"),
+        "workers": n_workers,
+        "elapsed_s": time.time() - sent.started,
+    }
+
+
+def _save_overlays(store: ResultStore, sent: _Streamed, res: list, heat_dir: Path) -> list[Path]:
+    """One heatmap overlay per alerted frame, named by line, station, frame and its true defect."""
+    heat_dir.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    for r in (r for r in res if r.anomalous):
+        hm = store.read_heatmap(r.heatmap_key)
+        if hm is not None:
+            path = heat_dir / f"{r.line}_{r.station}_{r.frame_id[:8]}_{sent.truth[r.frame_id]}.png"
+            overlay(sent.rgbs[r.frame_id], hm, r.threshold, r.region.bbox if r.region else None).save(path)
+            pngs.append(path)
+    return pngs
+
+
+def _print_summary(summary: dict, heatmaps: str) -> None:
+    s = summary
     table = Table(title="duoscan demo", show_header=False)
     rows = [
+        ("frames in / results written", f"{s['frames_in']} / {s['results_written']} (missing {s['missing']})"),
+        ("defective parts streamed", str(s["defective_in"])),
+        ("alerts on topic", f"{s['alerts']} ({s['true_alerts']} true, {s['false_alerts']} false)"),
+        ("dead letters (3 sent on purpose)", str(s["dlq"])),
         (
-            "frames in / results written",
-            f"{summary['frames_in']} / {summary['results_written']} (missing {summary['missing']})",
+            "throughput",
+            f"{s['throughput_fps']:.1f} frames/s (publishing at {s['publish_rate_fps']:.0f}/s, {s['workers']} workers)",
         ),
-        ("defective parts streamed", str(summary["defective_in"])),
-        ("alerts on topic", f"{summary['alerts']} ({summary['true_alerts']} true, {summary['false_alerts']} false)"),
-        ("dead letters (3 sent on purpose)", str(summary["dlq"])),
-        ("throughput", f"{summary['throughput_fps']:.1f} frames/s (publishing at {fps:.0f}/s, {n_workers} workers)"),
-        (
-            "publish→result latency p50 / p99",
-            f"{summary['latency_p50_ms']:.0f} ms / {summary['latency_p99_ms']:.0f} ms",
-        ),
-        ("image AUROC vs ground truth", f"{summary['image_auroc']:.3f}"),
-        ("heatmaps", f"{len(pngs)} overlays in {heat_dir}" + (f", contact sheet {sheet}" if sheet else "")),
+        ("publish→result latency p50 / p99", f"{s['latency_p50_ms']:.0f} ms / {s['latency_p99_ms']:.0f} ms"),
+        ("image AUROC vs ground truth", f"{s['image_auroc']:.3f}"),
+        ("heatmaps", heatmaps),
     ]
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
-    return summary

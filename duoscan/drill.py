@@ -161,144 +161,154 @@ def run_drill(
     progress: Callable[[str], None] = print,
 ) -> DrillReport:
     """Run the whole drill; infrastructure it did not get is started (and stopped) here."""
-    from duoscan.schemas import Alert, DeadLetter
-    from duoscan.workers.store import ResultStore
-
-    t_start = time.monotonic()
-    report = DrillReport()
     workdir.mkdir(parents=True, exist_ok=True)
-
-    def event(msg: str) -> None:
-        stamp = f"{time.monotonic() - t_start:6.1f} s  {msg}"
-        report.events.append(stamp)
-        progress(stamp)
-
+    drill = _Drill(cfg, progress)
     own_broker = broker is None
     broker = broker or EmbeddedBroker(log_path=workdir / "broker.log").start()
     redis_server = EmbeddedRedis(log_path=workdir / "redis.log", data_dir=workdir / "redis-data").start()
-    procs: list[subprocess.Popen] = []
     try:
         if models is None:
-            event("training baseline models on a small synthetic dataset")
+            drill.event("training baseline models on a small synthetic dataset")
             models = train_baseline_models(workdir)
-        tag = "drill" + uuid.uuid4().hex[:6]
-        settings = Settings.load(
-            bootstrap_servers=broker.bootstrap,
-            redis_url=redis_server.url,
-            topic_prefix=f"{tag}.frames.",
-            dlq_topic=f"{tag}.frames.dlq",
-            alerts_topic=f"{tag}.alerts",
-            group_id=f"{tag}-workers",
-            key_prefix=tag,
-            partitions=cfg.partitions,
-            redis_retry_max_s=1.0,
-        )
-        publisher = _Publisher(settings, cfg)
-        kafka_clients.ensure_topics(settings, publisher.lines)
-        store = ResultStore(settings)
-        procs = [spawn_worker(settings, [models], workdir / f"worker{i}.log") for i in range(cfg.workers)]
-        ids = worker_ids(procs)
-        event(f"started {cfg.workers} workers: {', '.join(ids)}")
-        wait_for_assignment(store, ids, cfg.partitions * cfg.lines, 120)
-        event("partitions assigned; publishing")
-        publisher.start()
-        total = len(publisher.plan)
+        drill.start(_drill_settings(cfg, broker, redis_server), models, workdir)
+        victim = drill.kill_a_worker()
+        drill.take_redis_away(redis_server)
+        drill.settle()
+        drill.count(victim)
+    finally:
+        stop_workers(drill.procs)
+        redis_server.stop()
+        if own_broker:
+            broker.stop()
+    drill.report.wall_s = round(time.monotonic() - drill.t_start, 1)
+    return drill.report
 
-        # 1. SIGKILL a worker that is scoring, mid-stream: right after it finished a batch, so that
-        #    batch is written but (commits run every 0.5 s) most likely not committed yet: the
-        #    window where a redelivery could duplicate results or alerts.
-        wait_until(
-            lambda: publisher.sent >= cfg.kill_at * total or not publisher.is_alive(), cfg.timeout_s, "the kill point"
-        )
-        victim_id = str(
-            wait_until(
-                lambda: next(
-                    (w for w, info in store.workers().items() if w in ids and int(info.get("processed", 0)) > 0), None
-                ),
-                60,
-                "a worker to score",
-            )
-        )
-        seen = int(store.workers()[victim_id].get("processed", 0))
-        wait_until(
-            lambda: int(store.workers()[victim_id].get("processed", 0)) > seen,
-            60,
-            "the victim's next batch",
-            interval=0.01,
-        )
-        victim = ids[victim_id]
+
+def _drill_settings(cfg: DrillConfig, broker: EmbeddedBroker, redis_server: EmbeddedRedis) -> Settings:
+    """Settings of a fresh set of topics, group and keys, so a drill never reads an earlier one's messages."""
+    tag = "drill" + uuid.uuid4().hex[:6]
+    return Settings.load(
+        bootstrap_servers=broker.bootstrap,
+        redis_url=redis_server.url,
+        topic_prefix=f"{tag}.frames.",
+        dlq_topic=f"{tag}.frames.dlq",
+        alerts_topic=f"{tag}.alerts",
+        group_id=f"{tag}-workers",
+        key_prefix=tag,
+        partitions=cfg.partitions,
+        redis_retry_max_s=1.0,
+    )
+
+
+class _Drill:
+    """The drill's steps, in order: start workers and the publisher, kill a worker, take Redis away, let the
+    results settle, count. Each step appends what happened to the report's events."""
+
+    def __init__(self, cfg: DrillConfig, progress: Callable[[str], None]) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.t_start = time.monotonic()
+        self.report = DrillReport()
+        self.procs: list[subprocess.Popen] = []
+
+    def event(self, msg: str) -> None:
+        stamp = f"{time.monotonic() - self.t_start:6.1f} s  {msg}"
+        self.report.events.append(stamp)
+        self.progress(stamp)
+
+    def start(self, settings: Settings, models: Path, workdir: Path) -> None:
+        from duoscan.workers.store import ResultStore
+
+        cfg = self.cfg
+        self.settings = settings
+        self.publisher = _Publisher(settings, cfg)
+        kafka_clients.ensure_topics(settings, self.publisher.lines)
+        self.store = ResultStore(settings)
+        self.procs = [spawn_worker(settings, [models], workdir / f"worker{i}.log") for i in range(cfg.workers)]
+        self.ids = worker_ids(self.procs)
+        self.event(f"started {cfg.workers} workers: {', '.join(self.ids)}")
+        wait_for_assignment(self.store, self.ids, cfg.partitions * cfg.lines, 120)
+        self.event("partitions assigned; publishing")
+        self.publisher.start()
+        self.total = len(self.publisher.plan)
+
+    def _processed(self, worker: str) -> int:
+        return int(self.store.workers()[worker].get("processed", 0))
+
+    def kill_a_worker(self) -> subprocess.Popen:
+        """SIGKILL a worker that is scoring, mid-stream: right after it finished a batch, so that batch is written
+        but (commits run every 0.5 s) most likely not committed yet: the window where a redelivery could duplicate
+        results or alerts."""
+        pub, cfg = self.publisher, self.cfg
+        wait_until(lambda: pub.sent >= cfg.kill_at * self.total or not pub.is_alive(), cfg.timeout_s, "the kill point")
+        scoring = lambda: next((w for w in self.store.workers() if w in self.ids and self._processed(w) > 0), None)  # noqa: E731
+        victim_id = str(wait_until(scoring, 60, "a worker to score"))
+        seen = self._processed(victim_id)
+        wait_until(lambda: self._processed(victim_id) > seen, 60, "the victim's next batch", interval=0.01)
+        victim = self.ids[victim_id]
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        event(
-            f"SIGKILL {victim_id} right after a batch, {int(store.workers()[victim_id].get('processed', 0))} "
-            f"frames in; {publisher.sent}/{total} published"
+        self.event(
+            f"SIGKILL {victim_id} right after a batch, {self._processed(victim_id)} frames in; "
+            f"{pub.sent}/{self.total} published"
         )
+        return victim
 
-        # 2. Redis away while frames keep arriving
-        wait_until(
-            lambda: publisher.sent >= cfg.redis_down_at * total or not publisher.is_alive(),
-            cfg.timeout_s,
-            "the outage point",
-        )
+    def take_redis_away(self, redis_server: EmbeddedRedis) -> None:
+        """Redis away while frames keep arriving."""
+        pub, cfg = self.publisher, self.cfg
+        at = cfg.redis_down_at * self.total
+        wait_until(lambda: pub.sent >= at or not pub.is_alive(), cfg.timeout_s, "the outage point")
         redis_server.stop()
-        event(f"Redis stopped; {publisher.sent}/{total} published")
+        self.event(f"Redis stopped; {pub.sent}/{self.total} published")
         time.sleep(cfg.redis_outage_s)
         redis_server.start()
-        event(f"Redis restarted after {cfg.redis_outage_s:.0f} s; {publisher.sent}/{total} published")
+        self.event(f"Redis restarted after {cfg.redis_outage_s:.0f} s; {pub.sent}/{self.total} published")
 
-        publisher.join(cfg.timeout_s)
-        if publisher.error:
-            raise RuntimeError(f"the drill's producer failed: {publisher.error}") from publisher.error
-        event(f"all {total} messages published")
-        frame_ids = [f.frame_id for f in publisher.frames]
-        report.frames_sent, report.malformed_sent = len(frame_ids), len(publisher.hostile)
-
+    def settle(self) -> None:
+        """Publishing ends; wait until every frame has its result and the group's lag is 0."""
+        pub, cfg, report = self.publisher, self.cfg, self.report
+        pub.join(cfg.timeout_s)
+        if pub.error:
+            raise RuntimeError(f"the drill's producer failed: {pub.error}") from pub.error
+        self.event(f"all {self.total} messages published")
+        self.frame_ids = [f.frame_id for f in pub.frames]
+        report.frames_sent, report.malformed_sent = len(self.frame_ids), len(pub.hostile)
         t_wait = time.monotonic()
+        all_written = lambda: len(self.store.read_results(self.frame_ids)) == len(self.frame_ids)  # noqa: E731
         try:
-            wait_until(
-                lambda: len(store.read_results(frame_ids)) == len(frame_ids), cfg.timeout_s, "every frame's result"
-            )
+            wait_until(all_written, cfg.timeout_s, "every frame's result")
         except TimeoutError as exc:
-            event(str(exc))
-        report.seconds_to_all_results = round(time.monotonic() - t_start, 1)
+            self.event(str(exc))
+        report.seconds_to_all_results = round(time.monotonic() - self.t_start, 1)
         try:
-            wait_until(lambda: committed_lag(settings, publisher.end_offsets) == 0, 60, "the group's lag to reach 0")
+            wait_until(lambda: committed_lag(self.settings, pub.end_offsets) == 0, 60, "the group's lag to reach 0")
         except TimeoutError as exc:
-            event(str(exc))
-        report.final_lag = committed_lag(settings, publisher.end_offsets)
-        event(f"results settled after {time.monotonic() - t_wait:.1f} s; lag {report.final_lag}")
+            self.event(str(exc))
+        report.final_lag = committed_lag(self.settings, pub.end_offsets)
+        self.event(f"results settled after {time.monotonic() - t_wait:.1f} s; lag {report.final_lag}")
 
-        # count everything from Redis and the topics
-        results = store.read_results(frame_ids)
+    def count(self, victim: subprocess.Popen) -> None:
+        """Count everything from Redis and the topics, not from the workers' own bookkeeping."""
+        report, store = self.report, self.store
+        results = store.read_results(self.frame_ids)
         report.results_in_redis = len(results)
-        report.lost = len(frame_ids) - len(results)
-        entries = Counter()
-        for line in publisher.lines:
+        report.lost = len(self.frame_ids) - len(results)
+        entries: Counter[str] = Counter()
+        for line in self.publisher.lines:
             for _, fields in store.client.xrange(store.stream_key(line)):
                 entries[fields[b"frame_id"].decode()] += 1
-        report.duplicate_results = sum(n - 1 for n in entries.values() if n > 1) + len(set(entries) - set(frame_ids))
+        extra = len(set(entries) - set(self.frame_ids))
+        report.duplicate_results = sum(n - 1 for n in entries.values() if n > 1) + extra
         report.redelivered_results = store.stats().get("redelivered", 0)
-        anomalous = {fid for fid, r in results.items() if r.anomalous}
-        report.anomalous_results = len(anomalous)
-        alerts = Counter(
-            Alert.decode(v).frame_id for v in kafka_clients.read_topic(settings, settings.alerts_topic, 3.0)
-        )
-        report.alerts_published = sum(alerts.values())
-        report.duplicate_alerts = sum(n - 1 for n in alerts.values() if n > 1)
-        report.missing_alerts = len(anomalous - set(alerts))
-        report.unconfirmed_alerts = len(store.unconfirmed("alerted"))
-        letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 3.0)]
-        report.dlq_messages = len(letters)
-        report.dlq_unique = len({(d.source_topic, d.source_partition, d.source_offset) for d in letters})
-        report.dlq_duplicates = len(letters) - report.dlq_unique
-        report.dlq_resent = store.stats().get("dead_resent", 0)
-        report.dlq_reasons = dict(Counter(_reason_kind(d.reason) for d in letters).most_common())
-        survivors = [p for p in procs if p is not victim]
+        self._count_alerts({fid for fid, r in results.items() if r.anomalous})
+        self._count_dead_letters()
+        survivors = [p for p in self.procs if p is not victim]
         report.worker_crashes_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
         report.redis_outages_survived = int(report.lost == 0 and all(p.poll() is None for p in survivors))
         report.redis_retry_log_lines = sum(
-            Path(p.log_path).read_text(errors="replace").count("Redis unavailable") for p in survivors
-        )  # type: ignore[attr-defined]
+            Path(p.log_path).read_text(errors="replace").count("Redis unavailable")  # type: ignore[attr-defined]
+            for p in survivors
+        )
         report.goal_met = (
             report.lost == 0
             and report.duplicate_alerts == 0
@@ -307,13 +317,30 @@ def run_drill(
             and report.dlq_duplicates <= report.dlq_resent
             and report.final_lag == 0
         )
-    finally:
-        stop_workers(procs)
-        redis_server.stop()
-        if own_broker:
-            broker.stop()
-    report.wall_s = round(time.monotonic() - t_start, 1)
-    return report
+
+    def _count_alerts(self, anomalous: set[str]) -> None:
+        from duoscan.schemas import Alert
+
+        report, settings = self.report, self.settings
+        report.anomalous_results = len(anomalous)
+        alerts = Counter(
+            Alert.decode(v).frame_id for v in kafka_clients.read_topic(settings, settings.alerts_topic, 3.0)
+        )
+        report.alerts_published = sum(alerts.values())
+        report.duplicate_alerts = sum(n - 1 for n in alerts.values() if n > 1)
+        report.missing_alerts = len(anomalous - set(alerts))
+        report.unconfirmed_alerts = len(self.store.unconfirmed("alerted"))
+
+    def _count_dead_letters(self) -> None:
+        from duoscan.schemas import DeadLetter
+
+        report, settings = self.report, self.settings
+        letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 3.0)]
+        report.dlq_messages = len(letters)
+        report.dlq_unique = len({(d.source_topic, d.source_partition, d.source_offset) for d in letters})
+        report.dlq_duplicates = len(letters) - report.dlq_unique
+        report.dlq_resent = self.store.stats().get("dead_resent", 0)
+        report.dlq_reasons = dict(Counter(_reason_kind(d.reason) for d in letters).most_common())
 
 
 def _reason_kind(reason: str) -> str:

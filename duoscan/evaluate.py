@@ -118,54 +118,29 @@ def evaluate_model(
     if not samples:
         raise ValueError(f"no test samples for {category} in {data}")
     samples, blanked = blank_point_clouds(samples, blank_xyz) if blank_xyz else (samples, set())
-    scores, maps, degraded = [], [], []
-    t0 = time.perf_counter()
-    feature_s0 = getattr(getattr(model, "pipeline", None), "timing", {}).get("features_s", 0.0)
-    chunks = [samples[i : i + batch] for i in range(0, len(samples), batch)]
-    for chunk in track(chunks, description=f"evaluating {model.name} on {category}", disable=not progress):
-        out = model.score(chunk)
-        scores += [float(s) for s in out.image_scores]
-        maps += [m.astype(np.float32) for m in out.pixel_maps]
-        degraded += out.degraded
-    total_s = time.perf_counter() - t0
-    features_s = getattr(getattr(model, "pipeline", None), "timing", {}).get("features_s", 0.0) - feature_s0
-    masks = [s.mask for s in samples]
-    labels = [s.label for s in samples]
-    report: dict[str, Any] = {
+    scores, maps, degraded, timing = _score_all(
+        model, samples, batch, f"evaluating {model.name} on {category}", progress
+    )
+    report = {
         "method": model.name,
         "config": model.config(),
         "category": category,
         "n_test": len(samples),
-        "n_anomalous": int(sum(labels)),
-        "i_auroc": image_auroc(labels, scores),
-        "p_auroc": pixel_auroc(masks, maps),
-        "aupro_30": aupro(masks, maps, 0.3) if any(m.any() for m in masks) else float("nan"),
-        "aupro_01": aupro(masks, maps, 0.01) if any(m.any() for m in masks) else float("nan"),
+        "n_anomalous": int(sum(s.label for s in samples)),
+        **accuracy(samples, scores, maps),
         "threshold": model.threshold,
-        "per_defect_i_auroc": {
-            d: image_auroc(
-                [s.label for s in samples if s.defect in (d, "good")],
-                [sc for s, sc in zip(samples, scores, strict=True) if s.defect in (d, "good")],
-            )
-            for d in sorted({s.defect for s in samples} - {"good"})
-        },
         "image_scores": {f"{s.defect}/{s.name}": sc for s, sc in zip(samples, scores, strict=True)},
         "n_degraded": int(sum(degraded)),
-        "timing": {
-            "total_s": total_s,
-            "features_s": features_s,
-            "scoring_s": total_s - features_s,
-            "fps": len(samples) / total_s,
-        },
+        "timing": timing,
     }
     if blanked:
+        labels = [s.label for s in samples]
+        intact = [i for i in range(len(samples)) if i not in blanked]
         report["blank_xyz"] = blank_xyz
-        sub = sorted(blanked)
-        report["i_auroc_blanked"] = image_auroc([labels[i] for i in sub], [scores[i] for i in sub])
-        report["i_auroc_intact"] = image_auroc(
-            [labels[i] for i in range(len(samples)) if i not in blanked],
-            [scores[i] for i in range(len(samples)) if i not in blanked],
+        report["i_auroc_blanked"] = image_auroc(
+            [labels[i] for i in sorted(blanked)], [scores[i] for i in sorted(blanked)]
         )
+        report["i_auroc_intact"] = image_auroc([labels[i] for i in intact], [scores[i] for i in intact])
     if maps_dir:
         for s, m in zip(samples, maps, strict=True):
             (maps_dir / s.defect).mkdir(parents=True, exist_ok=True)
@@ -176,6 +151,46 @@ def evaluate_model(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     return report
+
+
+def _score_all(
+    model: AnomalyModel, samples: list, batch: int, label: str, progress: bool
+) -> tuple[list[float], list[np.ndarray], list[bool], dict[str, float]]:
+    """Image scores, maps and degraded flags of ``samples`` in batches, and where the time went."""
+    scores: list[float] = []
+    maps: list[np.ndarray] = []
+    degraded: list[bool] = []
+    features_s = lambda: getattr(getattr(model, "pipeline", None), "timing", {}).get("features_s", 0.0)  # noqa: E731
+    t0, f0 = time.perf_counter(), features_s()
+    chunks = [samples[i : i + batch] for i in range(0, len(samples), batch)]
+    for chunk in track(chunks, description=label, disable=not progress):
+        out = model.score(chunk)
+        scores += [float(s) for s in out.image_scores]
+        maps += [m.astype(np.float32) for m in out.pixel_maps]
+        degraded += out.degraded
+    total_s, feat_s = time.perf_counter() - t0, features_s() - f0
+    timing = {"total_s": total_s, "features_s": feat_s, "scoring_s": total_s - feat_s, "fps": len(samples) / total_s}
+    return scores, maps, degraded, timing
+
+
+def accuracy(samples: list, scores: list[float], maps: list[np.ndarray]) -> dict[str, Any]:
+    """The four metrics (I-AUROC, P-AUROC, AUPRO at 30 % and 1 % FPR) and I-AUROC per defect type."""
+    masks = [s.mask for s in samples]
+    labels = [s.label for s in samples]
+    has_defects = any(m.any() for m in masks)
+    return {
+        "i_auroc": image_auroc(labels, scores),
+        "p_auroc": pixel_auroc(masks, maps),
+        "aupro_30": aupro(masks, maps, 0.3) if has_defects else float("nan"),
+        "aupro_01": aupro(masks, maps, 0.01) if has_defects else float("nan"),
+        "per_defect_i_auroc": {
+            d: image_auroc(
+                [s.label for s in samples if s.defect in (d, "good")],
+                [sc for s, sc in zip(samples, scores, strict=True) if s.defect in (d, "good")],
+            )
+            for d in sorted({s.defect for s in samples} - {"good"})
+        },
+    }
 
 
 def _depth_image(xyz: np.ndarray) -> np.ndarray:

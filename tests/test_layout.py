@@ -125,3 +125,19 @@ def test_packages_import_one_way():
     extra = {p: sorted(graph[p] - ALLOWED[p]) for p in PACKAGES if graph[p] - ALLOWED[p]}
     assert extra == {}
     assert graph["duoscan"] >= {"duoscan.workers", "duoscan.producers"}  # the walk sees lazy imports
+
+
+def _long_functions(limit: int = 60) -> list[str]:
+    out = []
+    for folder in (*PACKAGES.values(), "benchmarks"):
+        for path in (ROOT / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if (n := node.end_lineno - node.lineno + 1) > limit:  # type: ignore[operator]
+                        out.append(f"{path.relative_to(ROOT)}:{node.name} ({n} lines)")
+    return out
+
+
+def test_no_function_over_60_lines_outside_the_tests():
+    """Long functions hide their steps; split them into named ones (the demo, the drill, the benchmark were)."""
+    assert _long_functions() == []

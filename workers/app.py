@@ -61,9 +61,31 @@ def _limit_fetch_wait(ms: int) -> None:
 def create_app(
     settings: Settings, topics: list[str], processor: BatchProcessor, on_new_topics: Callable[[list[str]], None]
 ) -> faust.App:
+    """The faust app: one agent scoring micro-batches through the pipeline, and timers that watch for new model
+    files and new line topics."""
+    app = _faust_app(settings)
+    source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
+    pipeline = BatchPipeline(processor, on_delivered=lambda events: _record_lag(app, events))
+
+    @app.agent(source, concurrency=1)
+    async def score_frames(stream: faust.Stream) -> None:
+        try:
+            async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
+                await pipeline.take(events)
+        finally:
+            await pipeline.drain()
+
+    _on_assignment(app, pipeline, processor)
+    if settings.model_poll_s > 0:
+        _watch_models(app, settings.model_poll_s, pipeline, processor)
+    _watch_new_lines(app, settings, topics, on_new_topics)
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
     _limit_fetch_wait(settings.fetch_max_wait_ms)
     (state_dir() / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.group_id,
         broker=[f"kafka://{b}" for b in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings),
@@ -79,17 +101,9 @@ def create_app(
         producer_max_request_size=settings.max_frame_bytes + 65536,
         stream_buffer_maxsize=max(64, settings.max_batch * 4),
     )
-    source = app.topic(*topics, value_serializer="raw", key_serializer="raw")
-    pipeline = BatchPipeline(processor, on_delivered=lambda events: _record_lag(app, events))
 
-    @app.agent(source, concurrency=1)
-    async def score_frames(stream: faust.Stream) -> None:
-        try:
-            async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
-                await pipeline.take(events)
-        finally:
-            await pipeline.drain()
 
+def _on_assignment(app: faust.App, pipeline: BatchPipeline, processor: BatchProcessor) -> None:
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:  # noqa: ARG001
         parts = ",".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
@@ -101,34 +115,35 @@ def create_app(
         except redis.RedisError as exc:
             log.warning("could not record the assignment in Redis: %s", exc)
 
-    if settings.model_poll_s > 0:
 
-        @app.timer(settings.model_poll_s)
-        async def watch_models() -> None:
-            """Swap in new model files (between batches) and tell operators what this worker runs."""
-            loop = asyncio.get_running_loop()
-            try:
-                changes = await loop.run_in_executor(None, processor.router.refresh)
-            except Exception:  # e.g. a file removed mid-scan: keep serving, look again next time
-                log.exception("checking for new model versions failed; serving the current ones")
-                changes = []
-            if changes:
-                log.warning("model rollout: %s", "; ".join(changes))
-                _record_models(processor)
-            try:
-                await pipeline.run_on_deliver_thread(processor.record_alive)
-            except redis.RedisError as exc:
-                log.warning("could not record the worker's models in Redis: %s", exc)
+def _watch_models(app: faust.App, every_s: float, pipeline: BatchPipeline, processor: BatchProcessor) -> None:
+    @app.timer(every_s)
+    async def watch_models() -> None:
+        """Swap in new model files (between batches) and tell operators what this worker runs."""
+        loop = asyncio.get_running_loop()
+        try:
+            changes = await loop.run_in_executor(None, processor.router.refresh)
+        except Exception:  # e.g. a file removed mid-scan: keep serving, look again next time
+            log.exception("checking for new model versions failed; serving the current ones")
+            changes = []
+        if changes:
+            log.warning("model rollout: %s", "; ".join(changes))
+            _record_models(processor)
+        try:
+            await pipeline.run_on_deliver_thread(processor.record_alive)
+        except redis.RedisError as exc:
+            log.warning("could not record the worker's models in Redis: %s", exc)
 
+
+def _watch_new_lines(
+    app: faust.App, settings: Settings, topics: list[str], on_new_topics: Callable[[list[str]], None]
+) -> None:
     @app.timer(settings.new_topic_poll_s)
     async def watch_new_lines() -> None:
         current = await asyncio.get_running_loop().run_in_executor(None, frame_topics, settings)
-        new = sorted(set(current) - set(topics))
-        if new:
+        if new := sorted(set(current) - set(topics)):
             log.warning("new line topics %s: restarting to subscribe", ", ".join(new))
             on_new_topics(new)
-
-    return app
 
 
 def _record_lag(app: faust.App, events: list) -> None:

@@ -111,87 +111,82 @@ class BatchProcessor:
 
     def score(self, decoded: DecodedBatch) -> ScoredBatch:
         """Route and score decoded frames; touches neither Redis nor Kafka."""
-        batch = decoded.messages
+        by_route, dead = self._route(decoded)
+        scored = ScoredBatch(len(decoded.messages), dead=dead)
+        t0 = time.perf_counter()
+        for route, items in by_route.items():
+            self._score_route(route, items, scored)
+        scored.score_s = time.perf_counter() - t0
+        metrics.BATCH_SIZE.observe(len(decoded.messages))
+        metrics.SCORING_SECONDS.observe(scored.score_s)
+        for msg in decoded.messages:
+            metrics.FRAMES_CONSUMED.labels(msg.topic).inc()
+        return scored
+
+    def _route(
+        self, decoded: DecodedBatch
+    ) -> tuple[dict[Route, list[tuple[Incoming, Frame]]], list[tuple[Incoming, str]]]:
+        """Frames grouped by the model that scores them (one model call per model + threshold), and the dead
+        letters: undecodable frames, frames no model is routed for, frames without an input their model needs."""
         dead: list[tuple[Incoming, str]] = []
         table = self.router.table  # read once: a model rollout takes effect between batches
-        by_route: dict[Route, list[tuple[Incoming, Frame]]] = defaultdict(list)  # one model call per model + threshold
-        for msg, frame in zip(batch, decoded.frames, strict=True):
+        by_route: dict[Route, list[tuple[Incoming, Frame]]] = defaultdict(list)
+        for msg, frame in zip(decoded.messages, decoded.frames, strict=True):
             if isinstance(frame, SchemaError):
                 dead.append((msg, frame.reason))
                 continue
             route = table.resolve(frame.line, frame.station, frame.category)
             if route is None:
-                dead.append(
-                    (msg, f"no model for category {frame.category!r} on line {frame.line!r}, station {frame.station!r}")
-                )
-                continue
-            if missing := [m for m in required_inputs(route.model) if m not in frame.modalities]:
-                modality = getattr(route.model, "modality", "both")
-                dead.append(
-                    (
-                        msg,
-                        f"frame carries no {' or '.join(missing)}, which model {route.model.name} ({modality}) for "
-                        f"{frame.category!r} needs",
-                    )
-                )
-                continue
-            by_route[route].append((msg, frame))
+                where = f"line {frame.line!r}, station {frame.station!r}"
+                dead.append((msg, f"no model for category {frame.category!r} on {where}"))
+            elif missing := [m for m in required_inputs(route.model) if m not in frame.modalities]:
+                model = f"{route.model.name} ({getattr(route.model, 'modality', 'both')})"
+                needs = f"which model {model} for {frame.category!r} needs"
+                dead.append((msg, f"frame carries no {' or '.join(missing)}, {needs}"))
+            else:
+                by_route[route].append((msg, frame))
+        return by_route, dead
 
-        results: list[Result] = []
-        pixel_maps: list[np.ndarray] = []
-        scored_frames: list[Frame] = []
-        t0 = time.perf_counter()
-        for route, items in by_route.items():
-            model, threshold = route.model, route.threshold
-            frames = with_all_inputs([f for _, f in items])  # an absent input as its empty stand-in (degraded path)
-            try:
-                out = model.score(frames)
-            except Exception as exc:  # a frame the model cannot handle must not stall the line
-                log.exception("scoring %d frames with %s failed", len(frames), route.path.name)
-                dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
+    def _score_route(self, route: Route, items: list[tuple[Incoming, Frame]], into: ScoredBatch) -> None:
+        """One model call for ``items``; each frame becomes a result (with its map) or a dead letter in ``into``."""
+        model, threshold = route.model, route.threshold
+        frames = with_all_inputs([f for _, f in items])  # an absent input as its empty stand-in (degraded path)
+        try:
+            out = model.score(frames)
+        except Exception as exc:  # a frame the model cannot handle must not stall the line
+            log.exception("scoring %d frames with %s failed", len(frames), route.path.name)
+            into.dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
+            return
+        scored_ns = time.time_ns()
+        for (msg, frame), score, pixel_map, mods, worse in zip(
+            items, out.image_scores, out.pixel_maps, out.modalities, out.degraded, strict=True
+        ):
+            if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
+                why = "no usable input (e.g. a 3D-only model and no depth)"
+                into.dead.append((msg, f"model {model.name} could not score the frame: {why}"))
                 continue
-            scored_ns = time.time_ns()
-            for (msg, frame), score, pixel_map, mods, worse in zip(
-                items, out.image_scores, out.pixel_maps, out.modalities, out.degraded, strict=True
-            ):
-                score = float(score)
-                if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
-                    dead.append(
-                        (
-                            msg,
-                            f"model {model.name} could not score the frame: no usable input (e.g. a 3D-only model "
-                            "and no depth)",
-                        )
-                    )
-                    continue
-                anomalous = score > threshold
-                region = largest_region(pixel_map, threshold) if anomalous else None
-                results.append(
-                    Result(
-                        frame_id=frame.frame_id,
-                        line=frame.line,
-                        station=frame.station,
-                        category=frame.category,
-                        model=model.name,
-                        model_version=route.version,
-                        score=score,
-                        threshold=threshold,
-                        verdict="anomalous" if anomalous else "ok",
-                        heatmap_key=self.store.heatmap_key(frame.frame_id),
-                        modalities=list(mods),
-                        region=Region(*region) if region else None,
-                        timings=Timings(frame.captured_ns, frame.published_ns, msg.consumed_ns, scored_ns, 0),
-                        degraded=bool(worse),
-                    )
+            anomalous = float(score) > threshold
+            region = largest_region(pixel_map, threshold) if anomalous else None
+            into.results.append(
+                Result(
+                    frame_id=frame.frame_id,
+                    line=frame.line,
+                    station=frame.station,
+                    category=frame.category,
+                    model=model.name,
+                    model_version=route.version,
+                    score=float(score),
+                    threshold=threshold,
+                    verdict="anomalous" if anomalous else "ok",
+                    heatmap_key=self.store.heatmap_key(frame.frame_id),
+                    modalities=list(mods),
+                    region=Region(*region) if region else None,
+                    timings=Timings(frame.captured_ns, frame.published_ns, msg.consumed_ns, scored_ns, 0),
+                    degraded=bool(worse),
                 )
-                pixel_maps.append(pixel_map)
-                scored_frames.append(frame)
-        score_s = time.perf_counter() - t0
-        metrics.BATCH_SIZE.observe(len(batch))
-        metrics.SCORING_SECONDS.observe(score_s)
-        for msg in batch:
-            metrics.FRAMES_CONSUMED.labels(msg.topic).inc()
-        return ScoredBatch(len(batch), results, pixel_maps, scored_frames, dead, score_s)
+            )
+            into.pixel_maps.append(pixel_map)
+            into.frames.append(frame)
 
     def deliver(self, scored: ScoredBatch) -> BatchReport:
         """Make a scored batch durable: results and heatmaps in Redis, alerts and dead letters acked."""

@@ -163,53 +163,22 @@ class ModelRouter:
         stamps = {p: _stamp(p) for p in watched if p.exists()}
         if stamps == self._stamps:
             return []
-        old = self.table.by_path
-        rf = self.routes_file
+        old, rf = self.table.by_path, self.routes_file
         routes_changed = bool(rf and self.table.rules and stamps.get(rf) != self._stamps.get(rf))
         routes: dict[Path, Route] = {}
         changes: list[str] = []
         for path in files:
             if path in old and stamps.get(path) == self._stamps.get(path):
                 routes[path] = old[path]
-                continue
-            try:
-                model = load_model(path, self.device)
-            except (ModelFileError, OSError) as exc:
-                if strict:
-                    raise
-                log.error(
-                    "cannot load %s (%s); keeping %s",
-                    path,
-                    exc,
-                    f"version {old[path].version}" if path in old else "it out of service",
-                )
+            elif route := self._load(path, old.get(path), strict):
+                routes[path] = route
+                changes.append(f"{path.name}: {old[path].version if path in old else 'new'} -> {route.version}")
+            else:
                 stamps.pop(path, None)  # retried on the next refresh
                 if path in old:
                     routes[path] = old[path]
-                continue
-            route = Route(model, float(model.threshold), f"{model.version}+{_digest(path)}", path)
-            routes[path] = route
-            changes.append(f"{path.name}: {old[path].version if path in old else 'new'} -> {route.version}")
-            log.info(
-                "loaded %s %s for category %s on %s (threshold %.3f)",
-                model.name,
-                route.version,
-                model.category or path.stem,
-                self.device,
-                model.threshold,
-            )
         try:
-            rules = read_routes(rf) if rf else _one_model_per_category(routes)
-            missing = [r.model_path for r in rules if r.model_path not in routes]
-            if missing:
-                raise ValueError(f"routes point at model files that did not load: {', '.join(map(str, missing))}")
-            foreign = [
-                f"{r.model_path.name} (trained on {routes[r.model_path].model.category!r}) for {r.category!r}"
-                for r in rules
-                if routes[r.model_path].model.category not in ("", r.category)
-            ]
-            if foreign:  # a model fitted on one part says nothing useful about another
-                raise ValueError(f"routes send a category to a model trained on another: {'; '.join(foreign)}")
+            rules = self._rules(routes)
         except ValueError:
             if strict:
                 raise
@@ -223,6 +192,35 @@ class ModelRouter:
         self.table = RouteTable(rules, routes)  # one assignment: a batch sees the old table or the new
         self._stamps = stamps
         return changes
+
+    def _load(self, path: Path, current: Route | None, strict: bool) -> Route | None:
+        """The route for a new or changed model file, or None (logged) if it does not load."""
+        try:
+            model = load_model(path, self.device)
+        except (ModelFileError, OSError) as exc:
+            if strict:
+                raise
+            keeping = f"version {current.version}" if current else "it out of service"
+            log.error("cannot load %s (%s); keeping %s", path, exc, keeping)
+            return None
+        route = Route(model, float(model.threshold), f"{model.version}+{_digest(path)}", path)
+        where = f"category {model.category or path.stem} on {self.device}"
+        log.info("loaded %s %s for %s (threshold %.3f)", model.name, route.version, where, model.threshold)
+        return route
+
+    def _rules(self, routes: dict[Path, Route]) -> list[RouteRule]:
+        """The routing rules (the routes file, or one model per category), checked against the loaded models."""
+        rules = read_routes(self.routes_file) if self.routes_file else _one_model_per_category(routes)
+        if missing := [r.model_path for r in rules if r.model_path not in routes]:
+            raise ValueError(f"routes point at model files that did not load: {', '.join(map(str, missing))}")
+        foreign = [
+            f"{r.model_path.name} (trained on {routes[r.model_path].model.category!r}) for {r.category!r}"
+            for r in rules
+            if routes[r.model_path].model.category not in ("", r.category)
+        ]
+        if foreign:  # a model fitted on one part says nothing useful about another
+            raise ValueError(f"routes send a category to a model trained on another: {'; '.join(foreign)}")
+        return rules
 
 
 def _one_model_per_category(routes: dict[Path, Route]) -> list[RouteRule]:
