@@ -16,10 +16,12 @@ from .conftest import served_puck_results
 
 
 @pytest.fixture(scope="module")
-def patchcore_models(dataset, tmp_path_factory):
+def patchcore_models(dataset, tmp_path_factory, feature_cache):
     out = tmp_path_factory.mktemp("patchcore")
     return {
-        m: train_model(dataset, "puck", "patchcore", m, progress=False).save(out / f"puck-{m}.pt")
+        m: train_model(dataset, "puck", "patchcore", m, progress=False, cache_dir=feature_cache).save(
+            out / f"puck-{m}.pt"
+        )
         for m in ("rgb", "xyz", "both")
     }
 
