@@ -213,15 +213,10 @@ class Stack:
 
     def settings(self, max_batch: int, threads: int) -> Settings:
         """Fresh topics, group and keys for one configuration (no run reads another's messages)."""
-        tag = "p" + uuid.uuid4().hex[:6]
-        return Settings.load(
+        return Settings.isolated(
+            "p" + uuid.uuid4().hex[:6],
             bootstrap_servers=self.broker.bootstrap,
             redis_url=self.redis.url,
-            topic_prefix=f"{tag}.frames.",
-            dlq_topic=f"{tag}.dlq",
-            alerts_topic=f"{tag}.alerts",
-            group_id=f"{tag}-w",
-            key_prefix=tag,
             partitions=PARTITIONS,
             max_batch=max_batch,
             torch_threads=threads,

@@ -160,9 +160,10 @@ def up(lines: str = typer.Option("L1,L2", help="comma-separated line ids whose t
     from .embedded import EmbeddedBroker, EmbeddedRedis
 
     names = _line_ids(lines)
-    if services.running():
+    procs = services.recorded()  # the state file, read once
+    if services.running(procs):
         _fail(f"already up ({services_file()}); run `duoscan down` first")
-    if services.recorded() is not None:
+    if procs is not None:
         console.print(f"[yellow]stale state[/] in {services_file()} (its processes are gone): replacing it")
     logs = state_dir() / "logs"
     broker = EmbeddedBroker(log_path=logs / "broker.log").start()

@@ -186,15 +186,10 @@ def run_drill(
 
 def _drill_settings(cfg: DrillConfig, broker: EmbeddedBroker, redis_server: EmbeddedRedis) -> Settings:
     """Settings of a fresh set of topics, group and keys, so a drill never reads an earlier one's messages."""
-    tag = "drill" + uuid.uuid4().hex[:6]
-    return Settings.load(
+    return Settings.isolated(
+        "drill" + uuid.uuid4().hex[:6],
         bootstrap_servers=broker.bootstrap,
         redis_url=redis_server.url,
-        topic_prefix=f"{tag}.frames.",
-        dlq_topic=f"{tag}.frames.dlq",
-        alerts_topic=f"{tag}.alerts",
-        group_id=f"{tag}-workers",
-        key_prefix=tag,
         partitions=cfg.partitions,
         redis_retry_max_s=1.0,
     )

@@ -63,10 +63,11 @@ def recorded() -> list[ServiceProcess] | None:
         raise ConfigError(f"{path} is not a state file duoscan wrote: delete it, then run `duoscan up`") from None
 
 
-def running() -> bool:
-    """Whether a previous `up` still has a live process of its own."""
-    procs = recorded()
-    return bool(procs) and any(p.is_ours() for p in procs)
+def running(procs: list[ServiceProcess] | None = None) -> bool:
+    """Whether a previous `up` still has a live process of its own (``procs``: what :func:`recorded` returned,
+    when the caller has read the state file already)."""
+    procs = recorded() if procs is None else procs
+    return any(p.is_ours() for p in procs or [])
 
 
 def stop() -> tuple[list[int], list[int]]:

@@ -97,15 +97,10 @@ def redis_server(tmp_path_factory) -> Iterator[EmbeddedRedis]:
 @pytest.fixture
 def settings(broker, redis_server) -> Settings:
     """Settings isolated per test: own topics, consumer group and Redis key prefix."""
-    tag = "t" + uuid.uuid4().hex[:8]
-    return Settings.load(
+    return Settings.isolated(
+        "t" + uuid.uuid4().hex[:8],
         bootstrap_servers=broker.bootstrap,
         redis_url=redis_server.url,
-        topic_prefix=f"{tag}.frames.",
-        dlq_topic=f"{tag}.frames.dlq",
-        alerts_topic=f"{tag}.alerts",
-        group_id=f"{tag}-workers",
-        key_prefix=tag,
         partitions=2,
         new_topic_poll_s=2.0,
     )

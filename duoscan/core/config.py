@@ -140,6 +140,19 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def isolated(cls, tag: str, **overrides: Any) -> Settings:
+        """Settings whose topics, consumer group and Redis keys are all named after ``tag``, so a test, a drill or
+        a benchmark run never reads another's messages or results on a shared broker and Redis."""
+        return cls.load(
+            topic_prefix=f"{tag}.frames.",
+            dlq_topic=f"{tag}.frames.dlq",
+            alerts_topic=f"{tag}.alerts",
+            group_id=f"{tag}-workers",
+            key_prefix=tag,
+            **overrides,
+        )
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
