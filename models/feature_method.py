@@ -34,7 +34,7 @@ class FeatureOptions:
     sigma: float = 4.0  # Gaussian smoothing of the upsampled map, in pixels at ``resolution``
     seed: int = 0
     # option -> the values it may take, checked on construction
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"modality": ("rgb", "xyz", "both")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"modality": tuple(MODALITIES)}
 
     def __post_init__(self) -> None:
         kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
