@@ -9,6 +9,15 @@ from .core.config import ConfigError, Settings, mask_url
 from .core.errors import UserError, broker_unreachable, one_line, redis_unreachable
 from .core.redis_client import RedisAuthError
 
+# What an OS error on a path the user named means, in their words.
+FILE_ERRORS = {
+    errno.ENOENT: "does not exist",
+    errno.ENOTDIR: "is not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EACCES: "is not accessible (permissions)",
+    errno.ENOSPC: "cannot be written: the disk is full",
+}
+
 
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for an unexpected exception."""
@@ -17,20 +26,8 @@ def describe(exc: BaseException) -> str | None:
 
     if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError, MethodOptionError)):
         return one_line(exc)
-    if isinstance(exc, OSError) and exc.errno in (
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.EACCES,
-        errno.ENOSPC,
-    ):
-        what = {
-            errno.ENOENT: "does not exist",
-            errno.ENOTDIR: "is not a folder",
-            errno.EISDIR: "is a folder, not a file",
-            errno.EACCES: "is not accessible (permissions)",
-            errno.ENOSPC: "cannot be written: the disk is full",
-        }[exc.errno]
+    if isinstance(exc, OSError) and exc.errno in FILE_ERRORS:
+        what = FILE_ERRORS[exc.errno]
         return f"{exc.filename} {what}" if exc.filename else one_line(exc)
     if isinstance(exc, FileNotFoundError):  # raised with a message of our own (dataset readers)
         return one_line(exc)
