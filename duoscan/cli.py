@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from duoscan.models.catalog import METHODS, MODALITIES
+
 from .core import preflight
 from .core.config import DEVICE_PATTERN, Settings, cache_dir, mask_url, services_file, state_dir
 from .core.errors import UserError, one_line
@@ -63,13 +65,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+# commands that only talk to the broker, Redis or the state files
+NO_COMPUTE = frozenset({"up", "down", "topics", "health", "config", "stations", "alerts", "view"})
+
+
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     debug: bool = typer.Option(
         False, "--debug", help="show the traceback of an error instead of one line (also DUOSCAN_DEBUG=1)"
     ),
 ) -> None:
-    """Apply the process-wide compute settings (backbone runtime, threads) before any command."""
+    """Apply the process-wide compute settings (backbone runtime, threads) before a command that computes."""
+    if ctx.invoked_subcommand in NO_COMPUTE:
+        return  # these never load torch: they start in a fraction of a second
     try:
         settings = Settings.load().check()
     except ValueError:
@@ -90,12 +99,6 @@ def apply_compute_settings(settings: Settings) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=settings.blas_threads, user_api="blas")  # process-wide, not only a with-block
-
-
-def _methods() -> list[str]:
-    from duoscan.models import REGISTRY
-
-    return list(REGISTRY)
 
 
 def _fail(message: object) -> NoReturn:
@@ -137,15 +140,12 @@ def _method_spec(spec: str, evaluation_options: tuple[str, ...] = ()) -> tuple[s
     from .evaluate import parse_spec
 
     name, modality, options = parse_spec(spec)
-    if name not in _methods():
-        _fail(f"unknown method {name!r}: use one of {', '.join(sorted(_methods()))}")
+    if name not in METHODS:
+        _fail(f"unknown method {name!r}: use one of {', '.join(sorted(METHODS))}")
     if modality:
-        _choice("modality", modality, MODALITIES)
+        _choice("modality", modality, tuple(MODALITIES))
     check_options(name, set(options) - set(evaluation_options))
     return name, modality, options
-
-
-MODALITIES = ("rgb", "xyz", "both")
 
 
 def _logging(level: str = "INFO") -> None:
@@ -319,7 +319,7 @@ def train(
     method: str = typer.Option(
         "baseline",
         help="method[:modality][:key=value...], e.g. mafr:both:epochs=40 (as benchmark-table takes); methods: "
-        + ", ".join(sorted(_methods())),
+        + ", ".join(sorted(METHODS)),
     ),
     out: Path = typer.Option(
         DEFAULT_MODELS,
@@ -339,7 +339,7 @@ def train(
     from .evaluate import train_model
 
     name, spec_modality, options = _method_spec(method)
-    modality = spec_modality or _choice("--modality", modality, MODALITIES)  # the spec's modality wins
+    modality = spec_modality or _choice("--modality", modality, tuple(MODALITIES))  # the spec's modality wins
     dev = _device(device)
     cats = category or categories_in(data)
     for cat in cats:  # every category is checked before the first one trains
@@ -653,14 +653,14 @@ def demo(
     method: str = typer.Option(
         "bridgenet",
         help="method the workers serve (default: the best seed method on the tuning sets): "
-        + ", ".join(sorted(_methods())),
+        + ", ".join(sorted(METHODS)),
     ),
 ) -> None:
     """The whole product on one machine: embedded broker + Redis, synthetic parts, workers, summary."""
     from .demo import run_demo
 
-    if method not in _methods():
-        _fail(f"unknown method {method!r}: use one of {', '.join(sorted(_methods()))}")
+    if method not in METHODS:
+        _fail(f"unknown method {method!r}: use one of {', '.join(sorted(METHODS))}")
     _logging("WARNING")
     run_demo(frames=frames, n_workers=workers, fps=fps, out=out, method=method)
 

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from .catalog import METHODS
+
 FORMAT_VERSION = 1
 
 
@@ -170,6 +172,9 @@ REGISTRY: dict[str, type[AnomalyModel]] = {}
 
 
 def register(cls: type[AnomalyModel]) -> type[AnomalyModel]:
+    """Add a method; it must be listed in ``catalog.METHODS`` too, where the command line finds it without torch."""
+    if cls.name not in METHODS:
+        raise ValueError(f"method {cls.name!r} is not listed in duoscan.models.catalog.METHODS")
     REGISTRY[cls.name] = cls
     return cls
 

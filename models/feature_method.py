@@ -15,11 +15,10 @@ from rich.progress import Progress
 from torch import nn
 
 from .base import AnomalyModel, FrameLike, MethodOptionError
+from .catalog import MODALITIES
 from .components import smooth_maps
 from .features import FeatureConfig, FeaturePipeline
 from .preprocess import Prepared, PreprocessConfig, to_frame_resolution
-
-MODALITIES = {"rgb": ["rgb"], "xyz": ["xyz"], "both": ["rgb", "xyz"]}
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class FeatureMethod(AnomalyModel):
     def __init__(self, cache_dir: str | None = None, device: str = "cpu", **options: Any) -> None:
         self.opts = self.Options(**options)
         self.modality, self.device = self.opts.modality, device
-        self.mods = MODALITIES[self.modality]
+        self.mods = list(MODALITIES[self.modality])
         self.extractors = {"rgb": [f"rgb:{self.opts.rgb_backbone}"], "xyz": self.opts.xyz_extractors}
         names = [n for m in self.mods for n in self.extractors[m]]
         self.pipeline = FeaturePipeline(
