@@ -15,6 +15,7 @@ class Speed(NamedTuple):
         float  # CPU time of the whole process (all its threads) per frame: moved less than frames/s by other tenants
     )
     steal_pct: float = float("nan")  # the host's CPU time taken by other guests meanwhile (see host_cpu)
+    backbone_cpu_ms: float = float("nan")  # the part of cpu_ms spent in the pretrained networks' passes
 
     @classmethod
     def median(cls, runs: Sequence[Speed]) -> Speed:
@@ -43,6 +44,32 @@ def steal_pct(since: tuple[int, int]) -> float:
     return round(100 * (steal - since[0]) / (total - since[1]), 1) if total > since[1] else float("nan")
 
 
+class BackboneMeter:
+    """Counts the process CPU time spent inside the pretrained networks a model's feature pipeline runs (the
+    RGB backbone, and the same backbone on visible-depth images): what "the backbone's own cost" means when a
+    method's whole cost per frame is compared with it. Methods without a feature pipeline read NaN."""
+
+    def __init__(self, model) -> None:
+        self.cpu_s, self.metered = 0.0, False
+        for extractor in getattr(getattr(model, "pipeline", None), "_extractors", {}).values():
+            if hasattr(extractor, "net"):
+                extractor.net = self._metered(extractor.net)
+                self.metered = True
+
+    def _metered(self, net: Callable) -> Callable:
+        def run(*args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return net(*args, **kwargs)
+            finally:
+                self.cpu_s += time.process_time() - c0
+
+        return run
+
+    def read(self) -> float:
+        return self.cpu_s if self.metered else float("nan")
+
+
 def timed_passes(
     model, frames: Sequence, batch: int, repeats: int, device: str = "cpu", ready: Callable[[], object] = lambda: None
 ) -> list[Speed]:
@@ -53,20 +80,27 @@ def timed_passes(
     and the first timed pass (e.g. a barrier for processes that start timing together).
     """
 
+    meter: BackboneMeter | None = None
+
     def one_pass() -> Speed:
-        c0, t0, h0 = time.process_time(), time.perf_counter(), host_cpu()
+        c0, t0, h0, b0 = time.process_time(), time.perf_counter(), host_cpu(), meter.read()
         for i in range(0, len(frames), batch):
             model.score(frames[i : i + batch])
         if device.startswith("cuda"):
             import torch
 
             torch.cuda.synchronize()
+        per_frame = lambda seconds: seconds / len(frames) * 1000  # noqa: E731
         return Speed(
-            len(frames) / (time.perf_counter() - t0), (time.process_time() - c0) / len(frames) * 1000, steal_pct(h0)
+            len(frames) / (time.perf_counter() - t0),
+            per_frame(time.process_time() - c0),
+            steal_pct(h0),
+            per_frame(meter.read() - b0),
         )
 
     with ThreadPoolExecutor(max_workers=1) as ex:
         ex.submit(model.score, frames[:batch]).result()
+        meter = BackboneMeter(model)  # after the warm-up batch, which built the extractors
         ready()
         return [ex.submit(one_pass).result() for _ in range(repeats)]
 

@@ -23,7 +23,6 @@ from rich.progress import track
 from .base import AnomalyOutput, FrameLike, register
 from .components import NearestNeighbours, greedy_coreset, random_subsample, smooth_maps
 from .feature_method import FeatureMethod, FeatureOptions
-from .preprocess import to_frame_resolution
 
 
 @dataclass(frozen=True)
@@ -108,6 +107,6 @@ class BTF(FeatureMethod):
         b, g = x.shape[:2]
         d = self.nn(self._embed(x).flatten(0, 2)).view(b, g, g) * valid.to(self.device)
         smooth = smooth_maps(d, self.opts.resolution, self.opts.sigma).cpu().numpy()
-        maps = [to_frame_resolution(m, p) for m, p in zip(smooth, prepared, strict=True)]
+        maps = self._frame_maps(smooth, prepared)
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
         return AnomalyOutput(scores, maps, [list(self.mods)] * b)

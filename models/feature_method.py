@@ -18,7 +18,7 @@ from .base import AnomalyModel, FrameLike, MethodOptionError
 from .catalog import MODALITIES
 from .components import smooth_maps
 from .features import FeatureConfig, FeaturePipeline
-from .preprocess import Prepared, PreprocessConfig, to_frame_resolution
+from .preprocess import Prepared, PreprocessConfig, maps_to_frames
 
 
 @dataclass(frozen=True)
@@ -183,8 +183,8 @@ class FeatureMethod(AnomalyModel):
         return smooth_maps(grid_map, resolution, sigma).cpu().numpy()
 
     @staticmethod
-    def _frame_maps(maps: np.ndarray, prepared: Sequence[Prepared]) -> list[np.ndarray]:
-        return [to_frame_resolution(m, p) for m, p in zip(maps, prepared, strict=True)]
+    def _frame_maps(maps: np.ndarray | torch.Tensor, prepared: Sequence[Prepared]) -> list[np.ndarray]:
+        return maps_to_frames(torch.as_tensor(maps), prepared)
 
     def _move_pipeline(self, device: str) -> None:
         self.device = device

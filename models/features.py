@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .backbones import input_normalisation, load_backbone
 from .parallel import map_frames
-from .preprocess import Prepared, PreprocessConfig, point_pitch
+from .preprocess import Prepared, PreprocessConfig, point_pitch, point_pitches
 from .runtime import on_runtime
 
 # Part of every cache key: bump when an extractor's output changes for the same settings.
@@ -36,6 +36,18 @@ class FeatureConfig:
     fpfh_nn: int = 30
     max_points: int = 40_000  # larger clouds are voxel-downsampled before FPFH
     min_cell_valid: float = 0.5  # a grid cell needs this share of measured pixels to count (rims are unreliable)
+
+
+def local_mean(maps: torch.Tensor) -> torch.Tensor:
+    """The mean of each cell's 3×3 neighbourhood, over the cells that exist (PatchCore's local aggregation;
+    ``avg_pool2d(3, 1, 1, count_include_pad=False)``, as shifted sums: 5x cheaper on a CPU)."""
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (1, 1, 1, 1))
+        x = x[..., :-2] + x[..., 1:-1] + x[..., 2:]
+        return x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+
+    return box(maps) / box(maps.new_ones((1, 1, *maps.shape[-2:])))
 
 
 class RGBFeatures:
@@ -64,7 +76,7 @@ class RGBFeatures:
         maps = maps if isinstance(maps, (list, tuple)) else [maps]
         g = self.cfg.grid
         feats = torch.cat([F.interpolate(m, size=(g, g), mode="bilinear", align_corners=False) for m in maps], dim=1)
-        return F.avg_pool2d(feats, 3, stride=1, padding=1, count_include_pad=False).float().cpu()
+        return local_mean(feats).float().cpu()
 
 
 class VisibleDepthFeatures(RGBFeatures):
@@ -85,12 +97,22 @@ class VisibleDepthFeatures(RGBFeatures):
         return feats, (share >= self.cfg.min_cell_valid).float()
 
 
-class _PointCellFeatures:
-    """A per-pixel descriptor of the foreground points (``dense``), averaged per grid cell.
+def cell_average(dense: torch.Tensor, valid: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """B×C×R×R per-pixel descriptors (zero off the part) -> B×C×G×G cell means over the measured pixels, and
+    B×G×G validity: a cell counts only with ``min_cell_valid`` of its pixels measured (rims are unreliable);
+    invalid cells carry zeros."""
+    g, r = cfg.grid, valid.shape[-1]
+    k = r // g
+    b, c = dense.shape[:2]
+    cells = dense[..., : g * k, : g * k].reshape(b, c, g, k, g, k).sum((3, 5))
+    counts = valid[:, : g * k, : g * k].reshape(b, g, k, g, k).sum((2, 4)).float()
+    ok = counts >= cfg.min_cell_valid * k * k
+    feats = torch.where(ok[:, None], cells / counts.clamp(min=1)[:, None], 0.0)
+    return feats.float(), ok.float()
 
-    A cell counts only with ``min_cell_valid`` of its pixels measured (rims are unreliable);
-    invalid cells carry zeros.
-    """
+
+class _PointCellFeatures:
+    """A per-pixel descriptor of the foreground points (``dense``, one frame), averaged per grid cell."""
 
     def __init__(self, cfg: FeatureConfig) -> None:
         self.cfg = cfg
@@ -98,19 +120,9 @@ class _PointCellFeatures:
     def dense(self, p: Prepared) -> np.ndarray:
         raise NotImplementedError
 
-    def one(self, p: Prepared) -> tuple[np.ndarray, np.ndarray]:
-        dense = self.dense(p)
-        g, r = self.cfg.grid, p.valid.shape[0]
-        k = r // g
-        cells = dense[: g * k, : g * k].reshape(g, k, g, k, -1).sum(axis=(1, 3))
-        counts = p.valid[: g * k, : g * k].reshape(g, k, g, k).sum(axis=(1, 3)).astype(np.float32)
-        valid = counts >= self.cfg.min_cell_valid * k * k
-        feats = np.where(valid[..., None], cells / np.maximum(counts, 1)[..., None], 0.0).astype(np.float32)
-        return feats.transpose(2, 0, 1), valid.astype(np.float32)
-
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = map_frames(self.one, batch)
-        return torch.from_numpy(np.stack([o[0] for o in out])), torch.from_numpy(np.stack([o[1] for o in out]))
+        dense = torch.from_numpy(np.stack(map_frames(self.dense, batch))).permute(0, 3, 1, 2)
+        return cell_average(dense, torch.from_numpy(np.stack([p.valid for p in batch])), self.cfg)
 
 
 class FPFHFeatures(_PointCellFeatures):
@@ -152,24 +164,36 @@ class FPFHFeatures(_PointCellFeatures):
         return dense
 
 
-class GeometryFeatures(_PointCellFeatures):
+class GeometryFeatures:
     """Local surface shape straight from the organized cloud (no open3d): depth differences of
     Gaussians at two scales (curvature) and slope, in units of the point spacing so they hold for
-    any unit and resolution; averaged per grid cell with the same validity rule as FPFH."""
+    any unit and resolution; averaged per grid cell with the same validity rule as FPFH. Batched: one
+    set of tensor operations for the whole batch."""
 
     name = "xyz:geometry"
+    SIGMAS = (1.0, 2.0, 4.0)
 
-    def dense(self, p: Prepared) -> np.ndarray:
-        from scipy import ndimage
+    def __init__(self, cfg: FeatureConfig) -> None:
+        self.cfg = cfg
 
-        from .components import fill_invalid
+    def dense(self, xyz: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """B×R×R×3 clouds (zeros off the part) -> B×3×R×R descriptors, zero off the part."""
+        from .components import fill_invalid, gaussian_filters
 
-        r = p.valid.shape[0]
-        pitch = max(point_pitch(p.xyz, p.valid), 1e-9)
-        z = fill_invalid(p.xyz[..., 2].astype(np.float64), p.valid) / pitch if p.valid.any() else np.zeros((r, r))
-        s1, s2, s4 = (ndimage.gaussian_filter(z, s) for s in (1.0, 2.0, 4.0))
-        gy, gx = np.gradient(s2)
-        return np.stack([s1 - s2, s2 - s4, np.hypot(gx, gy)], axis=-1).astype(np.float32) * p.valid[..., None]
+        pitch = point_pitches(xyz, valid).double().clamp(min=1e-9)
+        depth = np.stack(
+            map_frames(lambda i: fill_invalid(xyz[i, ..., 2].double().numpy(), valid[i].numpy()), range(len(xyz)))
+        )
+        z = torch.from_numpy(depth) / pitch[:, None, None]
+        z = (z - z.mean((1, 2), keepdim=True)).float()  # centred: float32 keeps the differences exact enough
+        s1, s2, s4 = gaussian_filters(z, self.SIGMAS)
+        gy, gx = torch.gradient(s2, dim=(1, 2))
+        return torch.stack([s1 - s2, s2 - s4, torch.hypot(gx, gy)], 1) * valid[:, None]
+
+    def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        xyz = torch.from_numpy(np.stack([p.xyz for p in batch]))
+        valid = torch.from_numpy(np.stack([p.valid for p in batch]))
+        return cell_average(self.dense(xyz, valid), valid, self.cfg)
 
 
 def create_extractor(
@@ -247,10 +271,10 @@ class FeaturePipeline:
     def __call__(self, frames: Sequence[object]) -> tuple[list[Prepared], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         import time
 
-        from .preprocess import prepare
+        from .preprocess import prepare_batch
 
         t0 = time.perf_counter()
-        prepared = map_frames(lambda f: prepare(f.rgb, f.xyz, self.prep_cfg), frames)  # type: ignore[attr-defined]
+        prepared = prepare_batch([(f.rgb, f.xyz) for f in frames], self.prep_cfg)  # type: ignore[attr-defined]
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for name in self.names:
             settings = {

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from duoscan.core.config import Settings, mask_url
+from duoscan.stack import wait_until
 from tests.conftest import cli
 
 NO_BROKER = {"DUOSCAN_BOOTSTRAP_SERVERS": "127.0.0.1:1", "DUOSCAN_REDIS_URL": "redis://127.0.0.1:1/0"}
@@ -188,6 +190,8 @@ def test_down_stops_only_processes_that_are_provably_ours(monkeypatch, tmp_path)
     stranger = subprocess.Popen(["sleep", "300"])
     ours = subprocess.Popen(["sleep", "301"])
     try:
+        for p in (stranger, ours):  # recorded before exec, a child would carry pytest's command line
+            wait_until(lambda p=p: psutil.Process(p.pid).cmdline()[:1] == ["sleep"], 10, "the child to exec", 0.01)
         services.record("127.0.0.1:1", "redis://127.0.0.1:1/0", [stranger.pid, ours.pid])
         state = json.loads(services.services_file().read_text())
         state["processes"][0]["started"] -= 1000.0  # as if the recorded process had died and its PID been reused

@@ -1,0 +1,98 @@
+"""The batched tensor operations equal the per-frame NumPy/SciPy/PIL code they replaced (tests/reference_ops.py),
+on frames of mixed sizes and shapes in one batch: background plane, pad and resize, geometry features, map
+smoothing, maps back to each frame's pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from duoscan.models.components import gaussian_blur
+from duoscan.models.features import FeatureConfig, GeometryFeatures, local_mean
+from duoscan.models.preprocess import PreprocessConfig, maps_to_frames, prepare_batch
+from duoscan.producers.synthetic import render_part
+
+from . import reference_ops as ref
+
+
+@pytest.fixture(scope="module")
+def mixed() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Square frames of three sizes (one of them the model's resolution, so not resized), two crops that are
+    not square, a dented part and a frame without any 3D point, interleaved."""
+    frames = []
+    for i, (category, size) in enumerate([("hexnut", 112), ("ring", 96), ("puck", 128), ("hexnut", 96)]):
+        part = render_part(category, np.random.default_rng(i), "dent" if i == 3 else "good", size)
+        frames.append((part.rgb, part.xyz))
+    wide = render_part("puck", np.random.default_rng(7), "good", 112)
+    frames.insert(1, (wide.rgb[:, 10:90].copy(), wide.xyz[:, 10:90].copy()))
+    frames.insert(3, (wide.rgb[20:100].copy(), wide.xyz[20:100].copy()))
+    frames.append((frames[0][0], np.zeros_like(frames[0][1])))
+    return frames
+
+
+CFG = PreprocessConfig(resolution=112)
+
+
+@pytest.fixture(scope="module")
+def prepared(mixed):
+    return prepare_batch(mixed, CFG)
+
+
+def test_the_background_plane_and_resize_equal_the_per_frame_reference(mixed, prepared):
+    for (rgb, xyz), new in zip(mixed, prepared, strict=True):
+        old = ref.prepare(rgb, xyz, CFG)
+        assert (new.orig_shape, new.pad) == (old.orig_shape, old.pad)
+        assert np.array_equal(new.xyz, old.xyz) and np.array_equal(new.valid, old.valid)
+        assert (new.plane is None) == (old.plane is None)
+        if old.plane is not None:  # the same plane; a normal's sign is the solver's choice
+            sign = np.sign(old.plane[:3] @ new.plane[:3])
+            assert np.allclose(new.plane, sign * old.plane, atol=1e-9)
+        diff = np.abs(new.rgb.astype(int) - old.rgb.astype(int))
+        if max(rgb.shape[:2]) == CFG.resolution:
+            assert diff.max() == 0  # padded only: identical
+        else:  # torch's antialiased bicubic is PIL's filter; rounding differs by one level on some pixels
+            assert diff.max() <= 1 and diff.mean() < 0.5
+
+
+def test_a_frame_prepares_the_same_alone_and_in_any_batch(mixed, prepared):
+    alone = prepare_batch([mixed[2]], CFG)[0]
+    assert np.array_equal(alone.xyz, prepared[2].xyz) and np.array_equal(alone.rgb, prepared[2].rgb)
+    shuffled = prepare_batch(mixed[::-1], CFG)[::-1]
+    assert all(np.array_equal(a.valid, b.valid) for a, b in zip(shuffled, prepared, strict=True))
+
+
+def test_the_plane_is_removed_and_a_frame_without_points_has_none(prepared):
+    assert prepared[-1].plane is None and not prepared[-1].valid.any()
+    assert all(p.plane is not None and 0.05 < p.valid.mean() < 0.9 for p in prepared[:-1])
+
+
+def test_geometry_features_equal_the_per_frame_reference(prepared):
+    cfg = FeatureConfig(grid=14)
+    feats, valid = GeometryFeatures(cfg)(prepared)
+    for i, p in enumerate(prepared):
+        old_feats, old_valid = ref.cell_average(ref.geometry_dense(p), p.valid, cfg.grid, cfg.min_cell_valid)
+        assert np.array_equal(valid[i].numpy(), old_valid)
+        assert np.allclose(feats[i].numpy(), old_feats, atol=1e-4), np.abs(feats[i].numpy() - old_feats).max()
+    assert feats[:-1].abs().amax() > 0.01  # not trivially equal: the parts have shape
+
+
+def test_maps_go_back_to_each_frames_own_pixels_as_before(prepared):
+    maps = torch.rand(len(prepared), 112, 112, generator=torch.Generator().manual_seed(0))
+    for m, p, new in zip(maps, prepared, maps_to_frames(maps, prepared), strict=True):
+        old = ref.to_frame_resolution(m.numpy(), p)
+        assert new.shape == old.shape == p.orig_shape
+        assert np.allclose(new, old, atol=1e-4)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 4.0, 9.5])
+def test_map_smoothing_equals_the_convolution_it_replaced(sigma):
+    maps = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(gaussian_blur(maps, sigma), ref.gaussian_blur(maps, sigma), atol=1e-5)
+
+
+def test_local_mean_equals_average_pooling_without_padding():
+    maps = torch.rand(2, 5, 9, 7, generator=torch.Generator().manual_seed(2))
+    pooled = F.avg_pool2d(maps, 3, stride=1, padding=1, count_include_pad=False)
+    assert torch.allclose(local_mean(maps), pooled, atol=1e-6)
