@@ -14,6 +14,10 @@ One run measures, on the embedded broker and a real Redis, with ``duoscan work``
   model_cpu_share  the CPU time of the worker's model threads (frames, score, onnx) / the whole pipeline's,
                  within each stream, median over the rounds: both parts are measured over the same seconds,
                  so the host's speed cancels out; what a CPU-bound pipeline on shared cores can reach
+  model_cpu_ms_per_frame / backbone_cpu_ms_per_frame / pipeline_cpu_ms_per_frame
+                 CPU time per frame of the model alone, of the pretrained networks' passes inside it, and of the
+                 whole pipeline (one worker of --threads intra-op threads, broker, Redis, this script as the
+                 producer), medians over the rounds, with model_over_backbone and pipeline_over_model
   p50_ms/p99_ms  publish -> result-written latency at ~70 % of the sustained throughput (or of the model
                  alone's speed, if that is lower)
   batch_sweep    throughput and p50/p99 latency for max batch 1, 2, 4, 8, 16
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import signal
 import statistics
@@ -364,16 +369,19 @@ def ratio_rounds(
     n: int,
     n_sat: int,
     device: str,
+    threads: int,
 ) -> list[dict]:
     """Model alone and pipeline alternated ``n`` times at one batch size: one model run between streams."""
     rounds, before = [], None
     for i in range(n):
         row, before, after = between(
             lambda: model_speed(model_path, bench_frames, batch, device),
-            lambda: stack.run_config(frames_for, workers=1, max_batch=batch, threads=0, n_sat=n_sat, latency_s=0),
+            lambda: stack.run_config(frames_for, workers=1, max_batch=batch, threads=threads, n_sat=n_sat, latency_s=0),
             before,
         )
         cpu, model_cpu = row["cpu_ms_per_frame"], (before.cpu_ms + after.cpu_ms) / 2
+        backbone_cpu = (before.backbone_cpu_ms + after.backbone_cpu_ms) / 2  # NaN: no pretrained network
+        backbone = None if math.isnan(backbone_cpu) else round(backbone_cpu, 1)
         (b, a), model = row["model_fps_runs"], row["model_fps"]
         rounds.append(
             {
@@ -383,8 +391,11 @@ def ratio_rounds(
                 "model_fps": model,
                 "ratio": row["ratio"],
                 "model_cpu_ms_per_frame": round(model_cpu, 1),
+                "backbone_cpu_ms_per_frame": backbone,
                 "pipeline_cpu_ms_per_frame": cpu,
                 "cpu_ratio": round(model_cpu / cpu["total"], 3),
+                "model_over_backbone": round(model_cpu / backbone_cpu, 3) if backbone else None,
+                "pipeline_over_model": round(cpu["total"] / model_cpu, 3),
                 "model_cpu_share": model_cpu_share(row),
                 "steal_pct": {
                     "model_before": before.steal_pct,
@@ -481,6 +492,9 @@ def parse_args() -> argparse.Namespace:
         default=3,
         help="alternating model / stream rounds for the ratio at the workers' batch size",
     )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads of the worker and of the model alone (0: all cores)"
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path("out/pipeline.json"))
     return ap.parse_args()
@@ -517,7 +531,7 @@ def measure(args: argparse.Namespace, model_path: Path, device: str, batch: int,
             row, _, _ = between(
                 lambda b=b: model_speed(model_path, bench_frames, b, device),
                 lambda b=b: stack.run_config(
-                    frames_for, 1, b, 0, args.frames, args.latency_seconds, rate_cap=first[b].fps
+                    frames_for, 1, b, args.threads, args.frames, args.latency_seconds, rate_cap=first[b].fps
                 ),
                 first[b],
             )
@@ -528,9 +542,11 @@ def measure(args: argparse.Namespace, model_path: Path, device: str, batch: int,
                 f"at {row['latency_rate_fps']:.1f} frames/s"
             )
         main_row = next((r for r in sweep if r["max_batch"] == batch), None) or stack.run_config(
-            frames_for, 1, batch, 0, args.frames, args.latency_seconds
+            frames_for, 1, batch, args.threads, args.frames, args.latency_seconds
         )
-        rounds = ratio_rounds(stack, frames_for, model_path, bench_frames, batch, args.rounds, args.frames, device)
+        rounds = ratio_rounds(
+            stack, frames_for, model_path, bench_frames, batch, args.rounds, args.frames, device, args.threads
+        )
         alone = dict(model=str(model_path), category=args.category, size=args.size, batch=batch, frames=32, repeats=3)
         one, two = (scaling_run(stack, frames_for, k, batch, args.frames, {**alone, "device": ""}) for k in (1, 2))
     finally:
@@ -557,7 +573,17 @@ def report(args: argparse.Namespace, settings: Settings, device: str, m: dict, w
         "model_fps": model_fps,
         "model_fps_by_batch": m["model_fps_by_batch"],
         "pipeline_fps": round(statistics.median(r["pipeline_fps"] for r in rounds), 2),
+        "threads_per_worker": args.threads,
         "ratio": med("ratio"),
+        "model_cpu_ms_per_frame": med("model_cpu_ms_per_frame"),
+        "backbone_cpu_ms_per_frame": med("backbone_cpu_ms_per_frame")
+        if rounds[0]["backbone_cpu_ms_per_frame"]
+        else None,
+        "pipeline_cpu_ms_per_frame": round(
+            statistics.median(r["pipeline_cpu_ms_per_frame"]["total"] for r in rounds), 1
+        ),
+        "model_over_backbone": med("model_over_backbone") if rounds[0]["model_over_backbone"] else None,
+        "pipeline_over_model": med("pipeline_over_model"),
         "ratio_rounds": rounds,
         "cpu_ratio": med("cpu_ratio"),
         "model_cpu_share": med("model_cpu_share"),
@@ -611,6 +637,16 @@ def print_report(out: dict) -> None:
         by_thread = ", ".join(f"{k} {v:.1f}" for k, v in threads.items())
         console.print(f"worker CPU ms per frame by thread (median of the rounds): {by_thread}")
     sc, rounds = out["scaling"], out["ratio_rounds"]
+    backbone = (
+        f"backbone {out['backbone_cpu_ms_per_frame']}, model {out['model_cpu_ms_per_frame']} "
+        f"({out['model_over_backbone']}x the backbone)"
+        if out["backbone_cpu_ms_per_frame"]
+        else f"model {out['model_cpu_ms_per_frame']} (no pretrained network)"
+    )
+    console.print(
+        f"CPU ms per frame with {out['threads_per_worker']} thread(s): {backbone}, pipeline "
+        f"{out['pipeline_cpu_ms_per_frame']} ({out['pipeline_over_model']}x the model)"
+    )
     console.print(
         f"ratio {out['ratio']} (median of {[r['ratio'] for r in rounds]}); the model threads' share of the "
         f"pipeline's CPU {out['model_cpu_share']} (median of {[r['model_cpu_share'] for r in rounds]}) | "
@@ -624,7 +660,7 @@ def print_report(out: dict) -> None:
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the broker, Redis, workers
-    settings = Settings.load()
+    settings = Settings.load(torch_threads=args.threads)
     apply_compute_settings(settings)  # the model alone runs with the threads and runtime the workers have
     device = resolve_device(settings.device)  # and on the device they score on
     t_start = time.monotonic()

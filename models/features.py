@@ -90,9 +90,11 @@ class VisibleDepthFeatures(RGBFeatures):
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         from .visible_depth import depth_image, part_region
 
-        feats = self.from_images(np.stack([depth_image(p) for p in batch]))
+        regions = map_frames(lambda p: part_region(p.valid), batch)
+        pairs = list(zip(batch, regions, strict=True))
+        feats = self.from_images(np.stack(map_frames(lambda pair: depth_image(*pair), pairs)))
         g = self.cfg.grid
-        region = torch.from_numpy(np.stack([part_region(p.valid) for p in batch])).float()[:, None]
+        region = torch.from_numpy(np.stack(regions)).float()[:, None]
         share = F.adaptive_avg_pool2d(region, g)[:, 0]
         return feats, (share >= self.cfg.min_cell_valid).float()
 

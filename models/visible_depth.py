@@ -35,7 +35,7 @@ def height_map(p: Prepared) -> np.ndarray:
     return np.where(p.valid, h, 0).astype(np.float32)
 
 
-def visible_depth(p: Prepared) -> np.ndarray:
+def visible_depth(p: Prepared, region: np.ndarray | None = None) -> np.ndarray:
     """R×R float32 in [0, 1]: the normalised, hole-filled height of the part; 0 on the background.
 
     Normalisation uses the 1st and 99th percentiles of the foreground (a few noisy points
@@ -48,7 +48,7 @@ def visible_depth(p: Prepared) -> np.ndarray:
     h = height_map(p)
     lo, hi = np.percentile(h[valid], [1, 99])
     norm = FOREGROUND_FLOOR + (1 - FOREGROUND_FLOOR) * np.clip((h - lo) / max(hi - lo, 1e-12), 0, 1)
-    region = part_region(valid)
+    region = part_region(valid) if region is None else region
     filled = fill_invalid(np.where(valid, norm, 0).astype(np.float32), valid)
     out[region] = filled[region]
     return out
@@ -59,6 +59,6 @@ def grey_image(values: np.ndarray) -> np.ndarray:
     return np.repeat((values * 255).round().astype(np.uint8)[..., None], 3, axis=2)
 
 
-def depth_image(p: Prepared) -> np.ndarray:
-    """The visible depth as an image."""
-    return grey_image(visible_depth(p))
+def depth_image(p: Prepared, region: np.ndarray | None = None) -> np.ndarray:
+    """The visible depth as an image (``region``: the part's silhouette, when the caller has it already)."""
+    return grey_image(visible_depth(p, region))

@@ -70,6 +70,8 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
             cpu["workers"] + cpu["broker"] + cpu["redis"] + cpu["benchmark"], abs=0.3
         )
         assert r["cpu_ratio"] == pytest.approx(r["model_cpu_ms_per_frame"] / cpu["total"], abs=2e-3)
+        assert r["backbone_cpu_ms_per_frame"] is None and r["model_over_backbone"] is None  # the baseline has none
+        assert r["pipeline_over_model"] == pytest.approx(cpu["total"] / r["model_cpu_ms_per_frame"], rel=0.02)
         threads = r["worker_thread_cpu_ms_per_frame"]  # the worker names its stage threads for the OS
         assert {"decode", "score", "deliver"} <= threads.keys() and threads["score"] > 0
         assert sum(threads.values()) <= cpu["workers"] + 3, (

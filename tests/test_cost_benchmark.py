@@ -1,0 +1,21 @@
+"""benchmarks/cost.py still runs and its numbers hang together (tiny settings; not a timed test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import cost
+
+
+def test_cost_benchmark_splits_the_model_from_its_backbone(tmp_path):
+    out = tmp_path / "cost.json"
+    argv = ["--methods", "mafr,baseline", "--size", "64", "--frames", "4", "--batch", "2", "--repeats", "1"]
+    assert cost.main([*argv, "--json", str(out)]) == 0
+    mafr, baseline = json.loads(out.read_text())["rows"]
+    assert 0 < mafr["backbone_cpu_ms_per_frame"] < mafr["model_cpu_ms_per_frame"]
+    assert mafr["model_over_backbone"] == pytest.approx(
+        mafr["model_cpu_ms_per_frame"] / mafr["backbone_cpu_ms_per_frame"], rel=0.02
+    )
+    assert baseline["model_cpu_ms_per_frame"] > 0 and baseline["backbone_cpu_ms_per_frame"] is None
