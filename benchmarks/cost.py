@@ -33,13 +33,13 @@ from duoscan.schemas import Frame  # noqa: E402
 SEEDS = ("mafr", "cmdr", "bridgenet")
 
 
-def trained(method: str, size: int, workdir: Path):
+def trained(method: str, size: int, workdir: Path, category: str = "puck"):
     from duoscan.models import create
     from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
 
-    data = write_synthetic_dataset(workdir / f"data{size}", ("puck",), size, 10, 4, 2, 1, progress=False)
+    data = write_synthetic_dataset(workdir / f"data{size}", (category,), size, 10, 4, 2, 1, progress=False)
     short = {"patchcore": {}, "btf": {}, "baseline": {}}.get(method, {"epochs": 2})
-    return create(method, **short).fit(list(iter_samples(data, "puck", "train")), progress=False)
+    return create(method, **short).fit(list(iter_samples(data, category, "train")), progress=False)
 
 
 def wire_frames(size: int, n: int) -> list[Frame]:

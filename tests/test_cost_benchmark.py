@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from benchmarks import cost
+from benchmarks import cost, gpu
 
 
 def test_cost_benchmark_splits_the_model_from_its_backbone(tmp_path):
@@ -19,3 +20,9 @@ def test_cost_benchmark_splits_the_model_from_its_backbone(tmp_path):
         mafr["model_cpu_ms_per_frame"] / mafr["backbone_cpu_ms_per_frame"], rel=0.02
     )
     assert baseline["model_cpu_ms_per_frame"] > 0 and baseline["backbone_cpu_ms_per_frame"] is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the benchmark runs for real")
+def test_gpu_benchmark_exits_cleanly_without_a_gpu(tmp_path, capsys):
+    assert gpu.main(["--json", str(tmp_path / "gpu.json")]) == 0
+    assert "no CUDA device" in capsys.readouterr().out and not (tmp_path / "gpu.json").exists()
