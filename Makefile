@@ -34,7 +34,7 @@ test: setup browser  ## the whole test suite against a real broker and Redis (an
 	$(PY) -m pytest -q
 
 test-fast: setup  ## the tests that need neither the broker nor Redis, on both cores (under a minute)
-	DUOSCAN_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -n 2 --dist loadfile -m "not integration"
+	DUOSCAN_FUZZ_EXAMPLES=1000 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile -m "not integration"
 
 lint: setup  ## ruff: lint rules and formatting, as CI runs them
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ and the one line that says so. Anything else is a bug and keeps its traceback be
 from __future__ import annotations
 
 import errno
+import sys
 
 from .core.config import ConfigError, Settings, mask_url
 from .core.errors import UserError, broker_unreachable, one_line, redis_unreachable
@@ -21,10 +22,12 @@ FILE_ERRORS = {
 
 def describe(exc: BaseException) -> str | None:
     """The one-line message for a user error, or None for an unexpected exception."""
-    from duoscan.models.base import MethodOptionError, ModelFileError
     from duoscan.schemas import SchemaError
 
-    if isinstance(exc, (UserError, ConfigError, SchemaError, ModelFileError, MethodOptionError)):
+    # the models' own errors exist only once their module is loaded: no torch import just to classify an error
+    models = sys.modules.get("duoscan.models.base")
+    ours = (UserError, ConfigError, SchemaError) + ((models.ModelFileError, models.MethodOptionError) if models else ())
+    if isinstance(exc, ours):
         return one_line(exc)
     if isinstance(exc, OSError) and exc.errno in FILE_ERRORS:
         what = FILE_ERRORS[exc.errno]

@@ -19,19 +19,19 @@ from .conftest import cli, served_puck_results
 
 
 @pytest.fixture(scope="module")
-def btf_models(dataset, tmp_path_factory):
+def btf_models(dataset, tmp_path_factory, feature_cache):
     out = tmp_path_factory.mktemp("btf")
     paths = {}
     for modality in ("rgb", "xyz", "both"):
-        model = train_model(dataset, "puck", "btf", modality, progress=False, cache_dir=str(out / "cache"))
+        model = train_model(dataset, "puck", "btf", modality, progress=False, cache_dir=feature_cache)
         paths[modality] = model.save(out / f"puck-{modality}.pt")
     return paths
 
 
-def test_btf_modalities_score_and_round_trip(dataset, btf_models):
+def test_btf_modalities_score_and_round_trip(dataset, btf_models, feature_cache):
     test = list(iter_dataset(dataset, "puck", "test"))
     for modality, path in btf_models.items():
-        model = load_model(path)
+        model = load_model(path, cache_dir=feature_cache)  # the test frames' FPFH once per session
         assert model.category == "puck" and model.config()["modality"] == modality
         out = model.score(test)
         assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
@@ -42,9 +42,12 @@ def test_btf_modalities_score_and_round_trip(dataset, btf_models):
         assert np.allclose(again.score(test[:2]).image_scores, out.image_scores[:2], rtol=1e-5)
 
 
-def test_btf_finds_what_it_should(dataset, btf_models):
+def test_btf_finds_what_it_should(dataset, btf_models, feature_cache):
     """Colour-only stains are invisible to FPFH; contamination (colour + geometry) is seen by both."""
-    rep = {m: evaluate_model(load_model(p), dataset, "puck", progress=False) for m, p in btf_models.items()}
+    rep = {
+        m: evaluate_model(load_model(p, cache_dir=feature_cache), dataset, "puck", progress=False)
+        for m, p in btf_models.items()
+    }
     assert rep["rgb"]["per_defect_i_auroc"]["contamination"] >= 0.75
     assert rep["both"]["per_defect_i_auroc"]["contamination"] >= 0.75
     assert rep["both"]["aupro_30"] > 0.5

@@ -26,10 +26,10 @@ def patchcore_models(dataset, tmp_path_factory, feature_cache):
     }
 
 
-def test_patchcore_modalities_score_and_round_trip(dataset, patchcore_models):
+def test_patchcore_modalities_score_and_round_trip(dataset, patchcore_models, feature_cache):
     test = list(iter_dataset(dataset, "puck", "test"))
     for modality, path in patchcore_models.items():
-        model = load_model(path)
+        model = load_model(path, cache_dir=feature_cache)  # the test frames' features once per session
         assert model.name == "patchcore" and model.config()["modality"] == modality
         out = model.score(test)
         assert out.image_scores.shape == (len(test),) and np.isfinite(out.image_scores).all()
@@ -42,8 +42,8 @@ def test_patchcore_modalities_score_and_round_trip(dataset, patchcore_models):
         assert set(again.banks) == set(model.mods)
 
 
-def test_fused_patchcore_localises_and_beats_chance(dataset, patchcore_models):
-    rep = evaluate_model(load_model(patchcore_models["both"]), dataset, "puck", progress=False)
+def test_fused_patchcore_localises_and_beats_chance(dataset, patchcore_models, feature_cache):
+    rep = evaluate_model(load_model(patchcore_models["both"], cache_dir=feature_cache), dataset, "puck", progress=False)
     assert rep["i_auroc"] > 0.6 and rep["p_auroc"] > 0.8
 
 
