@@ -33,7 +33,7 @@ browser:  ## Debian's chromium + chromedriver for the operator-view tests (DUOSC
 test: setup browser  ## the whole test suite against a real broker and Redis (and headless Chromium)
 	$(PY) -m pytest -q
 
-test-fast: setup  ## the tests that need neither the broker nor Redis, on both cores (under a minute)
+test-fast: setup  ## the tests that need neither the broker nor Redis, on both cores (about a minute)
 	DUOSCAN_FUZZ_EXAMPLES=1000 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile -m "not integration"
 
 lint: setup  ## ruff: lint rules and formatting, as CI runs them
