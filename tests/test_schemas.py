@@ -7,8 +7,6 @@ import os
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from duoscan.schemas import CODECS, Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings
 
@@ -48,20 +46,26 @@ def test_float16_xyz_costs_bounded_precision():
     assert len(f.encode(codec="none", xyz_float16=True)) < len(f.encode(codec="none"))
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    h=st.integers(1, 24),
-    w=st.integers(1, 24),
-    codec=st.sampled_from(CODECS),
-    meta=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_frame_round_trip_property(h, w, codec, meta, seed):
-    rng = np.random.default_rng(seed)
-    xyz = rng.standard_normal((h, w, 3)).astype(np.float32)
-    f = make_frame(h, w, xyz=xyz, rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), meta=meta)
-    g = Frame.decode(f.encode(codec=codec))
-    assert np.array_equal(g.rgb, f.rgb) and np.array_equal(g.xyz, f.xyz) and g.meta == meta
+def test_frame_round_trip_property():
+    from hypothesis import given, settings  # imported here: 1 s that every xdist worker would pay at collection
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        h=st.integers(1, 24),
+        w=st.integers(1, 24),
+        codec=st.sampled_from(CODECS),
+        meta=st.dictionaries(st.text(max_size=8), st.text(max_size=16), max_size=4),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def round_trip(h, w, codec, meta, seed):
+        rng = np.random.default_rng(seed)
+        xyz = rng.standard_normal((h, w, 3)).astype(np.float32)
+        f = make_frame(h, w, xyz=xyz, rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), meta=meta)
+        g = Frame.decode(f.encode(codec=codec))
+        assert np.array_equal(g.rgb, f.rgb) and np.array_equal(g.xyz, f.xyz) and g.meta == meta
+
+    round_trip()
 
 
 def _set(path, value):
@@ -214,31 +218,37 @@ FUZZ_EXAMPLES = int(os.environ.get("DUOSCAN_FUZZ_EXAMPLES", "10000"))
 _VALID = {codec: make_frame(8, 7).encode(codec=codec) for codec in CODECS}
 
 
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True)
-@given(
-    codec=st.sampled_from(sorted(_VALID)),
-    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
-    cut=st.integers(0, 10_000),
-    junk=st.binary(max_size=64),
-)
-def test_decoder_fuzz_only_ever_raises_schema_error(codec, edits, cut, junk):
+def test_decoder_fuzz_only_ever_raises_schema_error():
     """10,000 corrupted frames (flipped bytes, truncation, appended junk, pure junk): decoding either
     yields a valid frame or raises SchemaError — never another exception — and stays within the budget."""
-    data = bytearray(_VALID[codec])
-    for pos, value in edits:
-        data[pos % len(data)] = value
-    candidates = [bytes(data), bytes(data[: cut % (len(data) + 1)]), bytes(data) + junk, junk]
-    limits = DecodeLimits(max_frame_bytes=64 * 1024)
-    for payload in candidates:
-        try:
-            frame = Frame.decode(payload, limits)
-        except SchemaError as exc:
-            assert exc.reason
-        else:
-            assert frame.modalities, "a frame always carries at least one input"
-            assert frame.rgb is None or frame.xyz is None or frame.rgb.shape[:2] == frame.xyz.shape[:2]
-            assert frame.xyz is None or np.isfinite(frame.xyz).all()
-            assert sum(a.nbytes for a in (frame.rgb, frame.xyz) if a is not None) <= 64 * 1024
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True)
+    @given(
+        codec=st.sampled_from(sorted(_VALID)),
+        edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+        cut=st.integers(0, 10_000),
+        junk=st.binary(max_size=64),
+    )
+    def corrupted(codec, edits, cut, junk):
+        data = bytearray(_VALID[codec])
+        for pos, value in edits:
+            data[pos % len(data)] = value
+        candidates = [bytes(data), bytes(data[: cut % (len(data) + 1)]), bytes(data) + junk, junk]
+        limits = DecodeLimits(max_frame_bytes=64 * 1024)
+        for payload in candidates:
+            try:
+                frame = Frame.decode(payload, limits)
+            except SchemaError as exc:
+                assert exc.reason
+            else:
+                assert frame.modalities, "a frame always carries at least one input"
+                assert frame.rgb is None or frame.xyz is None or frame.rgb.shape[:2] == frame.xyz.shape[:2]
+                assert frame.xyz is None or np.isfinite(frame.xyz).all()
+                assert sum(a.nbytes for a in (frame.rgb, frame.xyz) if a is not None) <= 64 * 1024
+
+    corrupted()
 
 
 @pytest.mark.parametrize("drop", ["rgb", "xyz"])

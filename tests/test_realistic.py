@@ -1,0 +1,61 @@
+"""The realistic synthetic profile (400 px, six categories, subtle defects): masks, defect sizes, variety, layout.
+Apart from tests/test_synthetic.py because its renders are the slow part of the synthetic tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from duoscan.producers.dataset import categories_in, iter_samples, write_synthetic_dataset
+from duoscan.producers.realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic
+
+
+@pytest.mark.parametrize("category", REALISTIC_CATEGORIES)
+def test_realistic_masks_cover_exactly_the_rendered_defects(category):
+    """A defective frame and its good twin (same part, pose, light and sensor noise) differ only
+    inside the mask, and almost everywhere inside it."""
+    for k, defect in enumerate(REALISTIC_DEFECTS):
+        good, bad = render_realistic(category, [9, k]), render_realistic(category, [9, k], defect)
+        assert good.rgb.shape == (REALISTIC_SIZE, REALISTIC_SIZE, 3) and bad.mask.any() and not good.mask.any()
+        changed = (good.rgb != bad.rgb).any(2) | (good.xyz != bad.xyz).any(2)
+        assert not (changed & ~bad.mask).any(), (
+            f"{defect}: {int((changed & ~bad.mask).sum())} changed pixels outside the mask"
+        )
+        assert (changed & bad.mask).sum() >= 0.7 * bad.mask.sum(), (
+            defect
+        )  # the one-pixel shading ring may round away in uint8
+
+
+def test_realistic_defects_are_small_and_the_profile_is_varied():
+    areas = []
+    for k in range(12):
+        part = render_realistic(REALISTIC_CATEGORIES[k % 6], [4, k], REALISTIC_DEFECTS[k % 5])
+        good = render_realistic(REALISTIC_CATEGORIES[k % 6], [4, k])
+        on_part = np.abs(good.xyz[..., 2] - np.median(good.xyz[:10, :10, 2][good.xyz[:10, :10, 2] > 0])) > 2e-4
+        areas.append(part.mask.sum() / on_part.sum())
+    assert 0.0002 < min(areas) and max(areas) < 0.04, areas  # ~0.1-2 % of the part (masks are dilated a pixel)
+    a, b = (render_realistic("potato", [4, k]) for k in (0, 1))
+    assert np.abs(a.rgb.astype(int) - b.rgb.astype(int)).mean() > 5  # good parts differ in shape, colour and pose
+    missing = (a.xyz == 0).all(2)
+    assert 0 < missing.mean() < 0.2  # flanks, shadows and dropouts lose points, not the whole frame
+
+
+def test_realistic_profile_writes_the_mvtec_layout(tmp_path):
+    root = write_synthetic_dataset(
+        tmp_path,
+        ("bracket",),
+        n_train=2,
+        n_validation=1,
+        n_test_good=1,
+        n_test_per_defect=1,
+        progress=False,
+        profile="realistic",
+    )
+    assert categories_in(root) == ["bracket"]
+    test = list(iter_samples(root, "bracket", "test"))
+    assert {s.defect for s in test} == {"good", *REALISTIC_DEFECTS}
+    assert all(
+        s.rgb.shape[:2] == (REALISTIC_SIZE, REALISTIC_SIZE) and s.mask.any() == (s.defect != "good") for s in test
+    )
+    with pytest.raises(ValueError, match="unknown profile"):
+        write_synthetic_dataset(tmp_path, profile="nope")
