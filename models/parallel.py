@@ -1,6 +1,7 @@
-"""A small thread pool for per-frame NumPy work (preprocessing, point features).
+"""A small thread pool for the per-frame work that is not batched tensor code: open3d's FPFH, SciPy's hole
+filling and silhouettes (the rest of preprocessing runs as batched tensor operations, see ``preprocess``).
 
-NumPy, SciPy and open3d release the GIL in their kernels, so a batch's frames can be prepared
+NumPy, SciPy and open3d release the GIL in their kernels, so a batch's frames can be processed
 on every core while the backbone and networks, which already use all cores, wait their turn.
 """
 

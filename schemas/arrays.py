@@ -39,7 +39,7 @@ def encode_array(arr: np.ndarray, codec: Codec = "zstd") -> dict[str, Any]:
     name = arr.dtype.name
     if name not in ALLOWED_DTYPES:
         raise SchemaError(f"dtype {name} is not allowed on the wire (allowed: {', '.join(ALLOWED_DTYPES)})")
-    if codec not in CODECS:
+    if not isinstance(codec, str) or codec not in CODECS:
         raise SchemaError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
     shape = list(arr.shape)
     arr = np.ascontiguousarray(arr, dtype=ALLOWED_DTYPES[name]).reshape(shape)
@@ -61,9 +61,9 @@ def decode_array(obj: Any, field: str, *, max_bytes: int, ndim: int | None = Non
     if missing:
         raise SchemaError(f"{field}: array map lacks {', '.join(sorted(missing))}")
     dtype_name, shape, codec, data = obj["dtype"], obj["shape"], obj["codec"], obj["data"]
-    if dtype_name not in ALLOWED_DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in ALLOWED_DTYPES:  # a flipped byte can make it a list
         raise SchemaError(f"{field}: dtype {dtype_name!r} is not allowed (allowed: {', '.join(ALLOWED_DTYPES)})")
-    if codec not in CODECS:
+    if not isinstance(codec, str) or codec not in CODECS:
         raise SchemaError(f"{field}: unknown codec {codec!r}")
     if not isinstance(data, bytes):
         raise SchemaError(f"{field}: data must be bytes, got {type(data).__name__}")

@@ -89,6 +89,8 @@ MALFORMED = {
     "bad dtype": _set(["rgb", "dtype"], "object"),
     "float64 dtype": _set(["xyz", "dtype"], "float64"),
     "unknown codec": _set(["rgb", "codec"], "gzip"),
+    "dtype not a string": _set(["rgb", "dtype"], [117, 105, 110, 116, 56]),  # a flipped type byte: found by the fuzz
+    "codec not a string": _set(["xyz", "codec"], [1]),
     "shape lie": _set(["rgb", "shape"], [6, 5, 4]),
     "absurd dims": _set(["rgb", "shape"], [10**6, 10**6, 3]),
     "negative dim": _set(["rgb", "shape"], [-6, -5, 3]),
