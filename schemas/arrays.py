@@ -19,6 +19,7 @@ import lz4.block
 import numpy as np
 import zstandard
 
+from ._msgpack import require
 from .errors import SchemaError
 
 Codec = Literal["none", "zstd", "lz4", "zstd-delta", "lz4-delta"]
@@ -39,7 +40,7 @@ def encode_array(arr: np.ndarray, codec: Codec = "zstd") -> dict[str, Any]:
     name = arr.dtype.name
     if name not in ALLOWED_DTYPES:
         raise SchemaError(f"dtype {name} is not allowed on the wire (allowed: {', '.join(ALLOWED_DTYPES)})")
-    if not isinstance(codec, str) or codec not in CODECS:
+    if codec not in CODECS:
         raise SchemaError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
     shape = list(arr.shape)
     arr = np.ascontiguousarray(arr, dtype=ALLOWED_DTYPES[name]).reshape(shape)
@@ -60,10 +61,12 @@ def decode_array(obj: Any, field: str, *, max_bytes: int, ndim: int | None = Non
     missing = {"dtype", "shape", "codec", "data"} - obj.keys()
     if missing:
         raise SchemaError(f"{field}: array map lacks {', '.join(sorted(missing))}")
-    dtype_name, shape, codec, data = obj["dtype"], obj["shape"], obj["codec"], obj["data"]
-    if not isinstance(dtype_name, str) or dtype_name not in ALLOWED_DTYPES:  # a flipped byte can make it a list
+    # typed first: one flipped msgpack byte can turn a name into a list, which a membership test would hash
+    dtype_name, codec = require(obj, "dtype", str, field), require(obj, "codec", str, field)
+    shape, data = obj["shape"], obj["data"]
+    if dtype_name not in ALLOWED_DTYPES:
         raise SchemaError(f"{field}: dtype {dtype_name!r} is not allowed (allowed: {', '.join(ALLOWED_DTYPES)})")
-    if not isinstance(codec, str) or codec not in CODECS:
+    if codec not in CODECS:
         raise SchemaError(f"{field}: unknown codec {codec!r}")
     if not isinstance(data, bytes):
         raise SchemaError(f"{field}: data must be bytes, got {type(data).__name__}")
