@@ -91,41 +91,30 @@ def random_subsample(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _gaussian_band(n: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """n×n matrix M with (M @ x) = x convolved with a Gaussian, edges replicated: one 1-D pass as a matmul."""
-    radius = max(1, int(round(3 * sigma)))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(taps**2) / (2 * sigma**2))
+def _gaussian_band(n: int, sigma: float, radius: int, edges: str) -> torch.Tensor:
+    """n×n float64 matrix M with (M @ x) = x convolved with a normalised Gaussian of ``radius`` taps each side:
+    one 1-D pass as a matmul. ``edges`` is how samples past the ends are read: "replicate" (the nearest end) or
+    "reflect" (mirrored about the edge, SciPy's default)."""
+    taps = torch.arange(-radius, radius + 1)
+    k = torch.exp(-0.5 * (taps.double() / sigma) ** 2)
     k = k / k.sum()
-    source = (torch.arange(n)[:, None] + torch.arange(-radius, radius + 1)[None]).clamp(0, n - 1)
-    band = torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, source, k.expand(n, -1).contiguous())
-    return band.to(dtype=dtype, device=device)
-
-
-def _reflected(n: int, radius: int) -> torch.Tensor:
-    """Source index of each of n + 2·radius padded samples, mirrored about the edges (SciPy's 'reflect')."""
-    i = torch.arange(-radius, n + radius) % (2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
-
-
-@functools.lru_cache(maxsize=32)
-def _reflect_band(n: int, sigma: float) -> torch.Tensor:
-    """n×n float32 matrix of SciPy's ``gaussian_filter1d`` (truncate 4, mode 'reflect') along one axis."""
-    radius = int(4.0 * sigma + 0.5)
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (taps / sigma) ** 2)
-    k = k / k.sum()
-    source = _reflected(n, radius).unfold(0, 2 * radius + 1, 1)
-    return torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, source, k.expand(n, -1).contiguous()).float()
+    source = torch.arange(n)[:, None] + taps[None]
+    if edges == "replicate":
+        source = source.clamp(0, n - 1)
+    else:
+        source = source % (2 * n)
+        source = torch.where(source >= n, 2 * n - 1 - source, source)
+    return torch.zeros(n, n, dtype=torch.float64).scatter_add_(1, source, k.expand(n, -1).contiguous())
 
 
 def gaussian_filters(images: torch.Tensor, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
-    """B×H×W images smoothed at each sigma as SciPy's ``gaussian_filter`` does (edges mirrored), each 1-D pass a
-    batched matmul with a banded matrix."""
+    """B×H×W images smoothed at each sigma as SciPy's ``gaussian_filter`` does (truncated at 4 sigma, edges
+    mirrored), each 1-D pass a batched matmul with a banded matrix."""
     h, w = images.shape[-2:]
     out = []
     for s in sigmas:
-        rows, cols = (_reflect_band(n, float(s)).to(images.device) for n in (h, w))
+        radius = int(4.0 * s + 0.5)
+        rows, cols = (_gaussian_band(n, float(s), radius, "reflect").to(images) for n in (h, w))
         out.append(rows @ images @ cols.T)
     return out
 
@@ -138,8 +127,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return maps
     h, w = maps.shape[-2:]
-    rows = _gaussian_band(h, float(sigma), maps.dtype, str(maps.device))
-    cols = _gaussian_band(w, float(sigma), maps.dtype, str(maps.device))
+    radius = max(1, int(round(3 * sigma)))
+    rows, cols = (_gaussian_band(n, float(sigma), radius, "replicate").to(maps) for n in (h, w))
     return rows @ maps @ cols.T
 
 
