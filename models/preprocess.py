@@ -102,8 +102,7 @@ def border_planes(xyz: torch.Tensor, valid: torch.Tensor, cfg: PreprocessConfig)
     b = cfg.border
     ring = torch.zeros_like(valid[0])
     ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
-    cloud = xyz.double()
-    pts_rows = [cloud[i][ring & valid[i]].numpy() for i in range(len(xyz))]
+    pts_rows = [xyz[i][ring & valid[i]].double().numpy() for i in range(len(xyz))]  # only the border in float64
     pitch = point_pitches(xyz, valid).double()
     draws = [_hypotheses(len(r), cfg) if len(r) >= 20 else (np.zeros((0, 3), int), np.zeros(0, int)) for r in pts_rows]
     pts, pts_mask = _ragged(pts_rows, 3)
