@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -244,7 +245,7 @@ class FeatureCache:
             return
         path = self.root / key[:2] / f"{key}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # processes sharing the cache never write one file
         np.savez(tmp, features=features, valid=valid)
         tmp.replace(path)
 

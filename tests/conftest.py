@@ -78,7 +78,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def feature_cache(tmp_path_factory) -> str:
     """One feature cache for the session: it is keyed by frame content and extractor settings, so the tests that
-    train on the same fixture frames compute their backbone and 3D features once."""
+    train on the same fixture frames compute their backbone and 3D features once. Under pytest-xdist the worker
+    processes share it (the run's base directory), since each renders the same deterministic fixture frames."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return str(tmp_path_factory.getbasetemp().parent / "feature-cache")
     return str(tmp_path_factory.mktemp("feature-cache"))
 
 

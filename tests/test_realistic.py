@@ -3,6 +3,8 @@ Apart from tests/test_synthetic.py because its renders are the slow part of the 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -10,13 +12,21 @@ from duoscan.producers.dataset import categories_in, iter_samples, write_synthet
 from duoscan.producers.realistic import REALISTIC_CATEGORIES, REALISTIC_DEFECTS, REALISTIC_SIZE, render_realistic
 
 
+@functools.cache
+def _render(category: str, defect: str = "good"):
+    """One part per category (seed [9, i]) and its five defective twins: the same part, pose, light and sensor
+    noise with one defect each. Both tests below read these renders (400 px, ~0.2 s each), rendered once."""
+    return render_realistic(category, [9, REALISTIC_CATEGORIES.index(category)], defect)
+
+
 @pytest.mark.parametrize("category", REALISTIC_CATEGORIES)
 def test_realistic_masks_cover_exactly_the_rendered_defects(category):
-    """A defective frame and its good twin (same part, pose, light and sensor noise) differ only
-    inside the mask, and almost everywhere inside it."""
-    for k, defect in enumerate(REALISTIC_DEFECTS):
-        good, bad = render_realistic(category, [9, k]), render_realistic(category, [9, k], defect)
-        assert good.rgb.shape == (REALISTIC_SIZE, REALISTIC_SIZE, 3) and bad.mask.any() and not good.mask.any()
+    """A defective frame and its good twin differ only inside the mask, and almost everywhere inside it."""
+    good = _render(category)
+    assert good.rgb.shape == (REALISTIC_SIZE, REALISTIC_SIZE, 3) and not good.mask.any()
+    for defect in REALISTIC_DEFECTS:
+        bad = _render(category, defect)
+        assert bad.mask.any()
         changed = (good.rgb != bad.rgb).any(2) | (good.xyz != bad.xyz).any(2)
         assert not (changed & ~bad.mask).any(), (
             f"{defect}: {int((changed & ~bad.mask).sum())} changed pixels outside the mask"
@@ -28,13 +38,12 @@ def test_realistic_masks_cover_exactly_the_rendered_defects(category):
 
 def test_realistic_defects_are_small_and_the_profile_is_varied():
     areas = []
-    for k in range(12):
-        part = render_realistic(REALISTIC_CATEGORIES[k % 6], [4, k], REALISTIC_DEFECTS[k % 5])
-        good = render_realistic(REALISTIC_CATEGORIES[k % 6], [4, k])
-        on_part = np.abs(good.xyz[..., 2] - np.median(good.xyz[:10, :10, 2][good.xyz[:10, :10, 2] > 0])) > 2e-4
-        areas.append(part.mask.sum() / on_part.sum())
+    for category in REALISTIC_CATEGORIES:
+        z = _render(category).xyz[..., 2]
+        on_part = np.abs(z - np.median(z[:10, :10][z[:10, :10] > 0])) > 2e-4
+        areas += [_render(category, defect).mask.sum() / on_part.sum() for defect in REALISTIC_DEFECTS]
     assert 0.0002 < min(areas) and max(areas) < 0.04, areas  # ~0.1-2 % of the part (masks are dilated a pixel)
-    a, b = (render_realistic("potato", [4, k]) for k in (0, 1))
+    a, b = _render("potato"), render_realistic("potato", [4, 1])
     assert np.abs(a.rgb.astype(int) - b.rgb.astype(int)).mean() > 5  # good parts differ in shape, colour and pose
     missing = (a.xyz == 0).all(2)
     assert 0 < missing.mean() < 0.2  # flanks, shadows and dropouts lose points, not the whole frame
