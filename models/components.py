@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -132,15 +133,38 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return rows @ maps @ cols.T
 
 
-def largest_region(pixel_map: np.ndarray, threshold: float) -> tuple[int, tuple[int, int, int, int]] | None:
+Region = tuple[int, tuple[int, int, int, int]]  # area in pixels, bounding box (x0, y0, x1, y1)
+
+
+def largest_region(pixel_map: np.ndarray, threshold: float) -> Region | None:
     """Area and bounding box (x0, y0, x1, y1) of the largest connected region above ``threshold``."""
-    labels, n = ndimage.label(pixel_map > threshold)
-    if n == 0:
-        return None
-    sizes = np.bincount(labels.ravel())[1:]
-    best = int(np.argmax(sizes)) + 1
-    ys, xs = np.nonzero(labels == best)
-    return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+    return largest_regions([pixel_map], threshold)[0]
+
+
+def largest_regions(maps: Sequence[np.ndarray], threshold: float) -> list[Region | None]:
+    """:func:`largest_region` of each map (4-connected; the first in raster order wins a tie), labelled in one pass
+    per map size: the maps of a size are stacked and labelled in 3D with a structure that joins no two maps, so
+    each map keeps its own regions, numbered in the order a per-map labelling numbers them."""
+    out: list[Region | None] = [None] * len(maps)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, m in enumerate(maps):
+        by_shape.setdefault(m.shape, []).append(i)
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    for idx in by_shape.values():
+        labels, n = ndimage.label(np.stack([maps[i] for i in idx]) > threshold, structure)
+        if n == 0:
+            continue
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        boxes = ndimage.find_objects(labels)  # label k's (map, y, x) slices at k - 1
+        owner = np.array([box[0].start for box in boxes])
+        for j, i in enumerate(idx):
+            mine = np.flatnonzero(owner == j) + 1
+            if len(mine):
+                best = int(mine[np.argmax(sizes[mine])])
+                _, ys, xs = boxes[best - 1]
+                out[i] = int(sizes[best]), (xs.start, ys.start, xs.stop - 1, ys.stop - 1)
+    return out
 
 
 def smooth_maps(grid_map: torch.Tensor, resolution: int, sigma: float) -> torch.Tensor:

@@ -54,8 +54,12 @@ def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     out = torch.full((len(values),), torch.nan, dtype=values.dtype, device=values.device)
     for i, n in enumerate(counts):
         if n:
-            lo = filled[i].kthvalue((n - 1) // 2 + 1).values
-            out[i] = lo if n % 2 else (lo + filled[i].kthvalue(n // 2 + 1).values) / 2
+            row = filled[i]
+            lo = row.kthvalue((n - 1) // 2 + 1).values
+            if n % 2 == 0:  # the next order statistic without a second selection: lo again, or the least above it
+                hi = lo if int((row <= lo).sum()) > n // 2 else torch.where(row > lo, row, torch.inf).min()
+                lo = (lo + hi) / 2
+            out[i] = lo
     return out
 
 

@@ -116,3 +116,13 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     m = F.conv2d(F.pad(maps[:, None], (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
     m = F.conv2d(F.pad(m, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
     return m[:, 0]
+
+
+def largest_region(pixel_map: np.ndarray, threshold: float):
+    labels, n = ndimage.label(pixel_map > threshold)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    best = int(np.argmax(sizes)) + 1
+    ys, xs = np.nonzero(labels == best)
+    return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))

@@ -1,6 +1,6 @@
 """The batched tensor operations equal the per-frame NumPy/SciPy/PIL code they replaced (tests/reference_ops.py),
 on frames of mixed sizes and shapes in one batch: background plane, pad and resize, geometry features, map
-smoothing, maps back to each frame's pixels."""
+smoothing, maps back to each frame's pixels, the largest region of each map."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from duoscan.models.components import gaussian_blur
+from duoscan.models.components import gaussian_blur, largest_regions
 from duoscan.models.features import FeatureConfig, GeometryFeatures, local_mean
-from duoscan.models.preprocess import PreprocessConfig, maps_to_frames, prepare_batch
+from duoscan.models.preprocess import PreprocessConfig, maps_to_frames, masked_median, prepare_batch
 from duoscan.producers.synthetic import render_part
 
 from . import reference_ops as ref
@@ -92,3 +92,35 @@ def test_local_mean_equals_average_pooling_without_padding():
     maps = torch.rand(2, 5, 9, 7, generator=torch.Generator().manual_seed(2))
     pooled = F.avg_pool2d(maps, 3, stride=1, padding=1, count_include_pad=False)
     assert torch.allclose(local_mean(maps), pooled, atol=1e-6)
+
+
+def test_regions_of_a_batch_equal_each_maps_own_labelling(prepared):
+    """Maps of mixed sizes in one call: smooth random blobs, two equal regions (the first in raster order wins),
+    a map with nothing above the threshold, and two consecutive maps lit at the same pixels (stacked, they touch:
+    their regions must not merge)."""
+    g = torch.Generator().manual_seed(3)
+    maps = list(maps_to_frames(gaussian_blur(torch.rand(len(prepared), 112, 112, generator=g), 3.0), prepared))
+    tie = np.zeros((30, 40), np.float32)
+    tie[2:6, 30:34] = tie[20:24, 3:7] = 1.0
+    maps += [tie, np.zeros((30, 40), np.float32), tie.copy(), np.ones((30, 40), np.float32)]
+    threshold = float(np.quantile(np.concatenate([m.ravel() for m in maps[:-4]]), 0.9))
+    got = largest_regions(maps, threshold)
+    assert got == [ref.largest_region(m, threshold) for m in maps]
+    assert got[-4] == (16, (30, 2, 33, 5)) and got[-3] is None and got[-1] == (1200, (0, 0, 39, 29))
+    assert sum(r is not None for r in got[:-4]) >= len(prepared) - 1  # the blobs do light up
+
+
+def test_masked_median_is_numpys_median_of_the_masked_entries():
+    """Odd and even counts, ties at the two middle entries, distinct middle entries, one entry, none (NaN)."""
+    g = np.random.default_rng(4)
+    values = np.round(g.normal(size=(7, 41)), 1)  # rounded: many ties
+    mask = g.random((7, 41)) < 0.6
+    mask[1], mask[2], mask[3], mask[5], mask[6] = False, False, True, True, True
+    mask[1, 5] = True  # one entry
+    mask[5, 0] = mask[6, 0] = False  # 40 entries: the mean of the two middle ones
+    values[5, 1:] = np.repeat([1.0, 2.0], 20)  # they differ...
+    values[6, 1:] = np.repeat([1.0, 2.0, 2.0, 3.0], 10)  # ...or they tie
+    got = masked_median(torch.from_numpy(values), torch.from_numpy(mask)).numpy()
+    want = [np.median(v[m]) if m.any() else np.nan for v, m in zip(values, mask, strict=True)]
+    assert np.array_equal(got, want, equal_nan=True), (got, want)
+    assert got[5] == 1.5 and got[6] == 2.0

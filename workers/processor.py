@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 from duoscan.core import metrics
 from duoscan.core.config import Settings
 from duoscan.models import required_inputs, with_all_inputs
-from duoscan.models.components import largest_region
+from duoscan.models.components import largest_regions
 from duoscan.schemas import Alert, DeadLetter, DecodeLimits, Frame, Region, Result, SchemaError, Timings, peek_frame_id
 
 from .routing import ModelRouter, Route
@@ -158,15 +158,16 @@ class BatchProcessor:
             into.dead += [(m, f"scoring failed: {type(exc).__name__}: {exc}") for m, _ in items]
             return
         scored_ns = time.time_ns()
-        for (msg, frame), score, pixel_map, mods, worse in zip(
-            items, out.image_scores, out.pixel_maps, out.modalities, out.degraded, strict=True
+        flagged = [float(score) > threshold for score in out.image_scores]  # NaN is never above
+        regions = iter(largest_regions([m for m, f in zip(out.pixel_maps, flagged, strict=True) if f], threshold))
+        for (msg, frame), score, pixel_map, mods, worse, anomalous in zip(
+            items, out.image_scores, out.pixel_maps, out.modalities, out.degraded, flagged, strict=True
         ):
             if not np.isfinite(score):  # e.g. a 3D-only model and a frame without usable depth
                 why = "no usable input (e.g. a 3D-only model and no depth)"
                 into.dead.append((msg, f"model {model.name} could not score the frame: {why}"))
                 continue
-            anomalous = float(score) > threshold
-            region = largest_region(pixel_map, threshold) if anomalous else None
+            region = next(regions) if anomalous else None
             into.results.append(
                 Result(
                     frame_id=frame.frame_id,
