@@ -89,9 +89,9 @@ class VisibleDepthFeatures(RGBFeatures):
         self.name = f"xyz:visible_depth:{backbone}"
 
     def __call__(self, batch: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        from .visible_depth import depth_image, part_region
+        from .visible_depth import depth_image, part_regions
 
-        regions = map_frames(lambda p: part_region(p.valid), batch)
+        regions = list(part_regions(np.stack([p.valid for p in batch])))
         pairs = list(zip(batch, regions, strict=True))
         feats = self.from_images(np.stack(map_frames(lambda pair: depth_image(*pair), pairs)))
         g = self.cfg.grid

@@ -16,10 +16,34 @@ FOREGROUND_FLOOR = 0.2  # the lowest foreground point maps here, so the silhouet
 
 
 def part_region(valid: np.ndarray) -> np.ndarray:
-    """The part's silhouette: measured foreground, closed and with interior holes filled."""
-    if not valid.any():
-        return valid.copy()
-    return ndimage.binary_fill_holes(ndimage.binary_closing(valid, iterations=2)) | valid
+    """The part's silhouette: measured foreground, closed and with interior holes filled (:func:`part_regions`
+    of one mask)."""
+    return part_regions(valid[None])[0]
+
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
+_DIAMOND = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if abs(dy) + abs(dx) <= 2]
+
+
+def part_regions(valid: np.ndarray) -> np.ndarray:
+    """B×H×W foreground masks -> their silhouettes: closed twice with the 4-neighbour cross (a dilation and then an
+    erosion by its radius-2 diamond, nothing outside the image, as SciPy's ``binary_closing(iterations=2)``), interior
+    holes filled (background not 4-connected to the image border, as ``binary_fill_holes``), plus the foreground.
+    The batch in one set of array operations and one labelling (its structure joins no two masks)."""
+    b, h, w = valid.shape
+    padded = np.zeros((b, h + 4, w + 4), bool)
+    padded[:, 2:-2, 2:-2] = valid
+    grown = np.zeros_like(padded)
+    for dy, dx in _DIAMOND:  # the dilation: within the image only, as the erosion that follows sees it
+        grown[:, 2:-2, 2:-2] |= padded[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+    closed = np.ones_like(valid)
+    for dy, dx in _DIAMOND:
+        closed &= grown[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = _CROSS
+    labels, _ = ndimage.label(~closed, structure)
+    outside = np.unique(np.concatenate([labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
+    return closed | ~np.isin(labels, outside) | valid
 
 
 def height_map(p: Prepared) -> np.ndarray:

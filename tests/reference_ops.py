@@ -126,3 +126,9 @@ def largest_region(pixel_map: np.ndarray, threshold: float):
     best = int(np.argmax(sizes)) + 1
     ys, xs = np.nonzero(labels == best)
     return int(sizes[best - 1]), (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def part_region(valid: np.ndarray) -> np.ndarray:
+    if not valid.any():
+        return valid.copy()
+    return ndimage.binary_fill_holes(ndimage.binary_closing(valid, iterations=2)) | valid

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from duoscan.models.components import gaussian_blur, largest_regions
 from duoscan.models.features import FeatureConfig, GeometryFeatures, local_mean
 from duoscan.models.preprocess import PreprocessConfig, maps_to_frames, masked_median, prepare_batch
+from duoscan.models.visible_depth import part_region, part_regions
 from duoscan.producers.synthetic import render_part
 
 from . import reference_ops as ref
@@ -124,3 +125,26 @@ def test_masked_median_is_numpys_median_of_the_masked_entries():
     want = [np.median(v[m]) if m.any() else np.nan for v, m in zip(values, mask, strict=True)]
     assert np.array_equal(got, want, equal_nan=True), (got, want)
     assert got[5] == 1.5 and got[6] == 2.0
+
+
+def test_silhouettes_of_a_batch_equal_scipys_closing_and_hole_filling(prepared):
+    """The prepared parts, plus masks with a hole to fill and a cut the closing bridges, foreground on the image
+    border, noise, none, and the first mask again right after the empty one (stacked, its hole would reach the
+    border through the empty mask if the labelling joined them)."""
+    g = np.random.default_rng(5)
+    masks = [p.valid for p in prepared]
+    frame = np.zeros((40, 40), bool)
+    frame[5:30, 5:30] = True
+    frame[12:18, 12:18] = False  # a hole
+    frame[5:30, 20] = False  # a one-pixel cut the closing bridges
+    edge = np.zeros((40, 40), bool)
+    edge[:10, :] = edge[:, 35:] = True  # touching the border: eroded there
+    masks = [*masks, frame, edge, g.random((40, 40)) < 0.45, np.zeros((40, 40), bool), frame.copy()]
+    by_size = {}
+    for m in masks:
+        by_size.setdefault(m.shape, []).append(m)
+    for group in by_size.values():
+        got = part_regions(np.stack(group))
+        for m, r in zip(group, got, strict=True):
+            assert np.array_equal(r, ref.part_region(m))
+    assert part_region(frame)[14, 14] and part_region(frame)[25, 20]  # the hole filled, the cut bridged
