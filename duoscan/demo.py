@@ -26,6 +26,7 @@ from .core import kafka_clients
 from .core.config import Settings, state_dir
 from .core.overlay import contact_sheet, overlay
 from .embedded import EmbeddedBroker, EmbeddedRedis
+from .stack import threads_per_worker
 
 console = Console()
 LINES = {"L1": "S1", "L2": "S2"}
@@ -130,12 +131,19 @@ def _fit_models(data: Path, models_dir: Path, method: str, size: int) -> None:
     console.print(f"fitted {method} models for 3 categories -> {models_dir}")
 
 
-def _start_workers(settings: Settings, models_dir: Path, n: int, logs: Path) -> list[subprocess.Popen]:
-    env = {
+def _worker_env(settings: Settings, n: int) -> dict[str, str]:
+    """The workers' environment: this stack's broker and Redis, and the machine's cores shared out among the ``n``
+    workers unless ``DUOSCAN_TORCH_THREADS`` says otherwise."""
+    return {
+        "DUOSCAN_TORCH_THREADS": str(threads_per_worker(n)),
         **os.environ,
         "DUOSCAN_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "DUOSCAN_REDIS_URL": settings.redis_url,
     }
+
+
+def _start_workers(settings: Settings, models_dir: Path, n: int, logs: Path) -> list[subprocess.Popen]:
+    env = _worker_env(settings, n)
     command = [sys.executable, "-m", "duoscan", "work", "--models", str(models_dir), "--loglevel", "warning"]
     procs = []
     for i in range(n):

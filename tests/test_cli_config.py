@@ -249,6 +249,22 @@ def test_blas_threads_setting_limits_every_loaded_blas():
     assert one[0] == [1] and two[0] == [2] and one[1] >= 2  # NumPy's and SciPy's OpenBLAS both
 
 
+def test_the_demo_shares_the_cores_among_its_workers(monkeypatch):
+    """Each demo worker gets its share of the cores (taking all of them each oversubscribed the demo's two workers
+    into seconds of latency), unless the user sets the threads."""
+    from duoscan.demo import _worker_env
+    from duoscan.stack import threads_per_worker
+
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_worker(1) == cores and threads_per_worker(2 * cores) == 1
+    settings = Settings.load(bootstrap_servers="127.0.0.1:1", redis_url="redis://127.0.0.1:2/0")
+    monkeypatch.delenv("DUOSCAN_TORCH_THREADS", raising=False)
+    env = _worker_env(settings, 2)
+    assert env["DUOSCAN_TORCH_THREADS"] == str(max(1, cores // 2)) and env["DUOSCAN_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
+    monkeypatch.setenv("DUOSCAN_TORCH_THREADS", "3")
+    assert _worker_env(settings, 2)["DUOSCAN_TORCH_THREADS"] == "3"
+
+
 def test_stage_threads_carry_their_name_for_the_os():
     from duoscan.models.parallel import name_os_thread, os_thread_named
 
