@@ -91,7 +91,9 @@ def test_pipeline_benchmark_smoke(models_dir, dataset, tmp_path):
     assert d["pipeline_fps"] == pytest.approx(statistics.median(r["pipeline_fps"] for r in rounds), abs=0.01)
     (row,) = d["batch_sweep"]
     assert row["max_batch"] == 4 and row["frames"] >= 24 and 0 < row["p50_ms"] <= row["p99_ms"]
-    assert d["p99_over_batch_scoring"] == pytest.approx(d["p99_ms"] / d["batch_scoring_ms"], abs=0.01)
+    # the JSON keeps the batch's scoring to 0.1 ms and the ratio to 0.01: allow both roundings
+    p99, batch = d["p99_ms"], d["batch_scoring_ms"]
+    assert d["p99_over_batch_scoring"] == pytest.approx(p99 / batch, abs=0.005 + 0.05 * p99 / batch**2 + 1e-9)
     scaling = d["scaling"]
     assert scaling["one_worker"]["workers"] == 1 and scaling["two_workers"]["workers"] == 2
     for row in (
