@@ -42,7 +42,7 @@ from .bridgenet_net import BridgeNetNet, bce_focal
 from .feature_method import NeuralFeatureMethod, NeuralOptions
 from .preprocess import Prepared
 from .synthesis import MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
-from .visible_depth import grey_image, part_region, visible_depth
+from .visible_depth import grey_image, part_regions, visible_depth
 
 COMBINE = ("max", "mean")
 OUTPUTS = ("probability", "logit")  # what the map shows: σ(logit) saturates, the logit keeps ranking among clear cases
@@ -104,13 +104,13 @@ class BridgeNet(NeuralFeatureMethod):
         (the share of each cell the anomaly covers; 0 for a modality it did not touch)."""
         o = self.opts
         rng = np.random.default_rng(o.seed)
-        depths = [visible_depth(p) for p in prepared]
+        regions = part_regions(np.stack([p.valid for p in prepared]))  # the frames are at model resolution
+        depths = [visible_depth(p, r) for p, r in zip(prepared, regions, strict=True)]
         donors = list(zip([p.rgb for p in prepared], depths, strict=True))
         feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         targets: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared) * o.n_synthetic)
-        for i, p in enumerate(prepared):
-            region = part_region(p.valid)
+        for i, (p, region) in enumerate(zip(prepared, regions, strict=True)):
             others = donors[:i] + donors[i + 1 :]
             made = [
                 a

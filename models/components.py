@@ -141,18 +141,25 @@ def largest_region(pixel_map: np.ndarray, threshold: float) -> Region | None:
     return largest_regions([pixel_map], threshold)[0]
 
 
+_EACH_MASK = np.zeros((3, 3, 3), bool)
+_EACH_MASK[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def label_each(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected regions of each of B×H×W masks in one labelling: the structure joins no two masks, so each keeps
+    its own regions, numbered in the order a per-mask labelling numbers them (offset by the masks before it)."""
+    return ndimage.label(masks, _EACH_MASK)
+
+
 def largest_regions(maps: Sequence[np.ndarray], threshold: float) -> list[Region | None]:
-    """:func:`largest_region` of each map (4-connected; the first in raster order wins a tie), labelled in one pass
-    per map size: the maps of a size are stacked and labelled in 3D with a structure that joins no two maps, so
-    each map keeps its own regions, numbered in the order a per-map labelling numbers them."""
+    """:func:`largest_region` of each map (4-connected; the first in raster order wins a tie), the maps of each
+    size labelled together (:func:`label_each`)."""
     out: list[Region | None] = [None] * len(maps)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, m in enumerate(maps):
         by_shape.setdefault(m.shape, []).append(i)
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = ndimage.generate_binary_structure(2, 1)
     for idx in by_shape.values():
-        labels, n = ndimage.label(np.stack([maps[i] for i in idx]) > threshold, structure)
+        labels, n = label_each(np.stack([maps[i] for i in idx]) > threshold)
         if n == 0:
             continue
         sizes = np.bincount(labels.ravel(), minlength=n + 1)

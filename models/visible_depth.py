@@ -7,9 +7,8 @@ foreground, holes inside the part filled from their nearest measured neighbour, 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
-from .components import fill_invalid
+from .components import fill_invalid, label_each
 from .preprocess import Prepared
 
 FOREGROUND_FLOOR = 0.2  # the lowest foreground point maps here, so the silhouette stays apart from the black background
@@ -21,7 +20,6 @@ def part_region(valid: np.ndarray) -> np.ndarray:
     return part_regions(valid[None])[0]
 
 
-_CROSS = ndimage.generate_binary_structure(2, 1)
 _DIAMOND = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if abs(dy) + abs(dx) <= 2]
 
 
@@ -29,7 +27,7 @@ def part_regions(valid: np.ndarray) -> np.ndarray:
     """B×H×W foreground masks -> their silhouettes: closed twice with the 4-neighbour cross (a dilation and then an
     erosion by its radius-2 diamond, nothing outside the image, as SciPy's ``binary_closing(iterations=2)``), interior
     holes filled (background not 4-connected to the image border, as ``binary_fill_holes``), plus the foreground.
-    The batch in one set of array operations and one labelling (its structure joins no two masks)."""
+    The batch in one set of array operations and one labelling (:func:`~.components.label_each`)."""
     b, h, w = valid.shape
     padded = np.zeros((b, h + 4, w + 4), bool)
     padded[:, 2:-2, 2:-2] = valid
@@ -39,9 +37,7 @@ def part_regions(valid: np.ndarray) -> np.ndarray:
     closed = np.ones_like(valid)
     for dy, dx in _DIAMOND:
         closed &= grown[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = _CROSS
-    labels, _ = ndimage.label(~closed, structure)
+    labels, _ = label_each(~closed)
     outside = np.unique(np.concatenate([labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
     return closed | ~np.isin(labels, outside) | valid
 
