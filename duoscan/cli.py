@@ -263,7 +263,8 @@ def synth(
     profile: str = typer.Option(
         "fast",
         help="fast: 128 px, 3 categories (demo, tests); "
-        "realistic: 400 px, 6 categories, subtle defects (development benchmark)",
+        "standard: 400 px, 6 categories, the development benchmark that ranks methods; "
+        "realistic: the same parts with subtle defects (the hard level)",
     ),
     size: int | None = typer.Option(None, help="image side in pixels (default: the profile's)"),
     train: int | None = typer.Option(None, help="good training frames per category (default: the profile's)"),
@@ -447,6 +448,10 @@ def benchmark_table_cmd(
     out: Path = typer.Option(Path("out/benchmark"), help="table.md, results.json and per-run reports"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     cache: Path | None = typer.Option(None, help="feature cache folder (off by default so the timings are real)"),
+    reference: str = typer.Option(
+        "patchcore:both", help="when among --methods: every other method's difference to it, with 95 % intervals"
+    ),
+    draws: int = typer.Option(1000, min=0, help="paired bootstrap draws of the test frames for those intervals"),
 ) -> None:
     """Train + evaluate several methods on several categories; print one markdown table."""
     from duoscan.producers.dataset import categories_in, check_category, write_synthetic_dataset
@@ -462,7 +467,11 @@ def benchmark_table_cmd(
     cats = categories.split(",") if categories else categories_in(data)
     for cat in cats:
         check_category(data, cat)
-    print(benchmark_table(data, specs, cats, out, dev, cache_dir=str(cache) if cache else None))
+    print(
+        benchmark_table(
+            data, specs, cats, out, dev, cache_dir=str(cache) if cache else None, reference=reference, draws=draws
+        )
+    )
 
 
 @app.command()

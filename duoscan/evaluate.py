@@ -111,9 +111,12 @@ def evaluate_model(
     batch: int = 8,
     progress: bool = True,
     blank_xyz: float = 0.0,
+    draws: int = 0,
 ) -> dict[str, Any]:
     """Score the test split. ``blank_xyz`` zeroes that share of the test frames' point clouds first;
-    the report then also gives I-AUROC on the blanked frames alone and how many were scored degraded."""
+    the report then also gives I-AUROC on the blanked frames alone and how many were scored degraded.
+    ``draws`` > 0 adds that many paired bootstrap draws of I-AUROC and AUPRO@30% (:mod:`models.bootstrap`;
+    the same resampled test sets for every method on this category)."""
     samples = with_all_inputs(list(iter_dataset(data, category, "test")))
     if not samples:
         raise ValueError(f"no test samples for {category} in {data}")
@@ -133,6 +136,8 @@ def evaluate_model(
         "n_degraded": int(sum(degraded)),
         "timing": timing,
     }
+    if draws:
+        report["bootstrap"] = bootstrap_draws(samples, scores, maps, draws)
     if blanked:
         labels = [s.label for s in samples]
         intact = [i for i in range(len(samples)) if i not in blanked]
@@ -171,6 +176,19 @@ def _score_all(
     total_s, feat_s = time.perf_counter() - t0, features_s() - f0
     timing = {"total_s": total_s, "features_s": feat_s, "scoring_s": total_s - feat_s, "fps": len(samples) / total_s}
     return scores, maps, degraded, timing
+
+
+def bootstrap_draws(samples: list, scores: list[float], maps: list[np.ndarray], draws: int) -> dict[str, list[float]]:
+    """I-AUROC and AUPRO@30% on ``draws`` stratified resamples of the test frames; the resamples depend only
+    on the labels (seed 0), so two methods' draws on one category pair up."""
+    from duoscan.models import bootstrap
+
+    labels = [s.label for s in samples]
+    weights = bootstrap.stratified_weights(labels, draws)
+    out = {"i_auroc": bootstrap.image_auroc_draws(labels, scores, weights)}
+    if any(s.mask.any() for s in samples):
+        out["aupro_30"] = bootstrap.aupro_draws([s.mask for s in samples], maps, weights, 0.3)
+    return {k: v.tolist() for k, v in out.items()}
 
 
 def accuracy(samples: list, scores: list[float], maps: list[np.ndarray]) -> dict[str, Any]:
@@ -299,9 +317,17 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
 
 
 def benchmark_table(
-    data: Path, specs: list[str], categories: list[str], out: Path, device: str = "cpu", cache_dir: str | None = None
+    data: Path,
+    specs: list[str],
+    categories: list[str],
+    out: Path,
+    device: str = "cpu",
+    cache_dir: str | None = None,
+    reference: str | None = "patchcore:both",
+    draws: int = 1000,
 ) -> str:
-    """Train + evaluate every method spec on every category; markdown table of the four metrics."""
+    """Train + evaluate every method spec on every category; markdown table of the four metrics, and (when
+    ``reference`` is one of the specs) each other spec's difference to it with a paired bootstrap 95 % interval."""
     rows: list[dict[str, Any]] = []
     for spec in specs:
         method, modality, options = parse_spec(spec)
@@ -317,6 +343,7 @@ def benchmark_table(
                 cat,
                 blank_xyz=blank,
                 json_out=out / spec.replace(":", "-").replace("=", "") / f"{cat}.json",
+                draws=draws if reference in specs else 0,
             )
             rep["train_s"] = train_s
             rows.append({"spec": spec, **rep})
@@ -344,12 +371,52 @@ def benchmark_table(
             f"| **{spec}** | **mean** | **{mean['i_auroc']:.3f}** | **{mean['p_auroc']:.3f}** | "
             f"**{mean['aupro_30']:.3f}** | **{mean['aupro_01']:.3f}** | | |" + tail
         )
+    if reference in specs and draws:
+        lines += ["", *difference_table(rows, specs, reference)]
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
     (out / "results.json").write_text(
         json.dumps(
-            json_safe([{k: v for k, v in r.items() if k != "image_scores"} for r in rows]), indent=2, allow_nan=False
+            json_safe([{k: v for k, v in r.items() if k not in ("image_scores", "bootstrap")} for r in rows]),
+            indent=2,
+            allow_nan=False,
         )
     )
     return table
+
+
+def difference_table(rows: list[dict[str, Any]], specs: list[str], reference: str) -> list[str]:
+    """Markdown rows: each spec's mean (over categories) I-AUROC and AUPRO@30% minus ``reference``'s, with the
+    2.5-97.5 percentiles of the same difference over paired bootstrap draws (each category resampled alike)."""
+    from duoscan.models.bootstrap import interval
+
+    ref = {r["category"]: r for r in rows if r["spec"] == reference}
+    lines = [
+        f"Difference to {reference} (mean over categories; 95 % paired bootstrap interval over test frames):",
+        "",
+        "| method | ΔI-AUROC | 95 % interval | ΔAUPRO@30% | 95 % interval |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in specs:
+        if spec == reference:
+            continue
+        mine = [r for r in rows if r["spec"] == spec and r["category"] in ref]
+        cells = []
+        for key in ("i_auroc", "aupro_30"):
+            point = float(np.mean([r[key] - ref[r["category"]][key] for r in mine]))
+            paired = [
+                np.asarray(r["bootstrap"][key]) - np.asarray(ref[r["category"]]["bootstrap"][key])
+                for r in mine
+                if key in r.get("bootstrap", {})
+            ]
+            lo, hi = interval(np.mean(paired, axis=0)) if paired else (float("nan"), float("nan"))
+            cells.append(f"{point:+.3f} | [{lo:+.3f}, {hi:+.3f}]")
+            for r, d in zip(mine, paired, strict=False):
+                r.setdefault("difference", {})[key] = {
+                    "to": reference,
+                    "point": r[key] - ref[r["category"]][key],
+                    "interval": interval(d),
+                }
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return lines

@@ -41,10 +41,10 @@ from .base import AnomalyOutput, FrameLike, register
 from .bridgenet_net import BridgeNetNet, bce_focal
 from .feature_method import NeuralFeatureMethod, NeuralOptions
 from .preprocess import Prepared
-from .synthesis import MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
+from .synthesis import FILLS, MultiScaleGaussianGenerator, SyntheticAnomaly, UnifiedTextureGenerator
 from .visible_depth import grey_image, part_regions, visible_depth
 
-COMBINE = ("max", "mean")
+COMBINE = ("concat", "max", "mean")
 OUTPUTS = ("probability", "logit")  # what the map shows: σ(logit) saturates, the logit keeps ranking among clear cases
 
 
@@ -52,16 +52,25 @@ OUTPUTS = ("probability", "logit")  # what the map shows: σ(logit) saturates, t
 class BridgeNetOptions(NeuralOptions):
     hidden: int = 128
     batch_size: int = 16
-    n_synthetic: int = 4
+    epochs: int = 40
+    n_synthetic: int = 1  # anomalies per good frame and draw: each good frame has an anomalous twin, as the authors
     texture: bool = True
     gaussian: bool = True
     feature_noise: bool = False  # off: chosen on the tuning set (validation data), see README
     share: bool = True
-    combine: str = "mean"
+    combine: str = "concat"
+    fill: str = "both"  # texture family of the texture generator: procedural, photo or both
+    refresh: int = 1  # draw new synthetic anomalies every this many epochs (0: one pool for the whole fit)
+    depth_dropout: float = 0.1  # concat: share of training samples that see no depth, for frames without one
     output: str = "probability"
     part_only: bool = True
     degraded_below: float = 0.25
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**NeuralOptions.CHOICES, "combine": COMBINE, "output": OUTPUTS}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **NeuralOptions.CHOICES,
+        "combine": COMBINE,
+        "output": OUTPUTS,
+        "fill": FILLS,
+    }
 
     @property
     def xyz_extractors(self) -> list[str]:
@@ -79,10 +88,14 @@ class BridgeNet(NeuralFeatureMethod):
     def _init_state(self) -> None:
         super()._init_state()
         self.gaussian = MultiScaleGaussianGenerator()
-        self.texture = UnifiedTextureGenerator()
+        self.texture = UnifiedTextureGenerator(fill=self.opts.fill)
 
     def _net(self, dims: dict[str, int]) -> BridgeNetNet:
-        return BridgeNetNet(dims, self.opts.hidden, self.opts.share)
+        return BridgeNetNet(dims, self.opts.hidden, self.opts.share, self.opts.combine == "concat")
+
+    @property
+    def concat(self) -> bool:
+        return self.opts.combine == "concat" and len(self.mods) == 2
 
     # --- synthetic anomalies ------------------------------------------------------------------
     def _synthesise(
@@ -98,18 +111,22 @@ class BridgeNet(NeuralFeatureMethod):
         return self.texture(rgb, depth, region, rng, donors, target)
 
     def _synthetic_pool(
-        self, prepared: list[Prepared], x: dict[str, torch.Tensor], bar: Progress
+        self,
+        prepared: list[Prepared],
+        x: dict[str, torch.Tensor],
+        silhouettes: tuple[np.ndarray, list[np.ndarray]],
+        rng: np.random.Generator,
+        bar: Progress | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Raw features of ``n_synthetic`` image-space anomalies per good frame and their grid targets
-        (the share of each cell the anomaly covers; 0 for a modality it did not touch)."""
+        (the share of each cell the anomaly covers; 0 for a modality it did not touch). ``silhouettes``: the
+        frames' part regions and visible depths."""
         o = self.opts
-        rng = np.random.default_rng(o.seed)
-        regions = part_regions(np.stack([p.valid for p in prepared]))  # the frames are at model resolution
-        depths = [visible_depth(p, r) for p, r in zip(prepared, regions, strict=True)]
+        regions, depths = silhouettes
         donors = list(zip([p.rgb for p in prepared], depths, strict=True))
         feats: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
         targets: dict[str, list[torch.Tensor]] = {m: [] for m in self.mods}
-        task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared) * o.n_synthetic)
+        task = bar.add_task(f"bridgenet[{self.modality}]: synthetic anomalies", total=len(prepared)) if bar else None
         for i, (p, region) in enumerate(zip(prepared, regions, strict=True)):
             others = donors[:i] + donors[i + 1 :]
             made = [
@@ -117,39 +134,55 @@ class BridgeNet(NeuralFeatureMethod):
                 for a in (self._synthesise(p.rgb, depths[i], region, rng, others) for _ in range(o.n_synthetic))
                 if a is not None
             ]
-            bar.advance(task, o.n_synthetic)
+            if bar is not None and task is not None:
+                bar.advance(task)
             if not made:
                 continue
             for m, key, image in (("rgb", "rgb", lambda a: a.rgb), ("xyz", "depth", lambda a: grey_image(a.depth))):
                 if m not in self.mods:
                     continue
-                new = (
+                touched = [key in a.changed for a in made]  # only altered images go through the backbone
+                new = iter(
                     self.pipeline.extractor(self.extractors[m][0])
-                    .from_images(np.stack([image(a) for a in made]))
+                    .from_images(np.stack([image(a) for a, t in zip(made, touched, strict=True) if t]))
                     .to(self.device)
+                    if any(touched)
+                    else []
                 )
-                for j, a in enumerate(made):
-                    touched = key in a.changed
-                    feats[m].append(new[j] if touched else x[m][i])
+                for a, t in zip(made, touched, strict=True):
+                    feats[m].append(next(new) if t else x[m][i])
                     share = F.adaptive_avg_pool2d(torch.from_numpy(a.mask).float()[None, None], o.grid)[0, 0]
-                    targets[m].append((share if touched else torch.zeros_like(share)).to(self.device))
+                    targets[m].append((share if t else torch.zeros_like(share)).to(self.device))
         if not feats[self.mods[0]]:
             return {m: x[m][:0] for m in self.mods}, {m: x[m].new_zeros((0, o.grid, o.grid)) for m in self.mods}
         return {m: torch.stack(feats[m]) for m in self.mods}, {m: torch.stack(targets[m]) for m in self.mods}
 
     # --- fit ----------------------------------------------------------------------------------
+    def _targets(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What each logit map learns: per modality its own mask; the concatenated fusion the union of both."""
+        return {"fused": torch.maximum(target["rgb"], target["xyz"])} if self.concat else target
+
     def loss(self, x: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
-        """BCE + focal on this batch, and (with the Gaussian generator) on a feature-noised copy of it."""
+        """BCE + focal on this batch, and (with the Gaussian generator) on a feature-noised copy of it. The
+        concatenated fusion sees ``depth_dropout`` of its samples without depth (standardised features 0, the
+        training mean; target the RGB mask), as it scores a frame whose cloud is missing."""
         assert self.net is not None
+        if self.concat and self.opts.depth_dropout > 0:
+            drop = torch.rand(x["xyz"].shape[0], device=x["xyz"].device) < self.opts.depth_dropout
+            x = {**x, "xyz": x["xyz"] * ~drop[:, None, None, None]}
+            target = {**target, "xyz": target["xyz"] * ~drop[:, None, None]}
+        target = self._targets(target)
         logits = self.net(x)
-        total = torch.stack([bce_focal(logits[m], target[m]) for m in self.mods]).sum()
+        total = torch.stack([bce_focal(logits[k], target[k]) for k in logits]).sum()
         if self.opts.gaussian and self.opts.feature_noise:
             noisy, masks = {}, {}
             for m in self.mods:
                 noisy[m], masks[m] = self.gaussian.features(x[m])
+            if self.concat:
+                masks = {"fused": torch.maximum(masks["rgb"], masks["xyz"])}
             logits = self.net(noisy)
             total = (
-                total + torch.stack([bce_focal(logits[m], torch.maximum(target[m], masks[m])) for m in self.mods]).sum()
+                total + torch.stack([bce_focal(logits[k], torch.maximum(target[k], masks[k])) for k in logits]).sum()
             )
         return total
 
@@ -160,10 +193,20 @@ class BridgeNet(NeuralFeatureMethod):
             x, vm = self._gather(frames, bar, f"bridgenet[{self.modality}]: features of good frames", prepared)
             self._fit_standardisation(x, vm)
             self._fit_depth_share(vm)
-            sx, st = self._synthetic_pool(prepared, x, bar)
-            data = self._standardise({m: torch.cat([x[m], sx[m]]) for m in self.mods})
-            target = {m: torch.cat([torch.zeros_like(vm[m]), st[m]]) for m in self.mods}
-            self._train(data, target, self.loss, bar)
+            regions = part_regions(np.stack([p.valid for p in prepared]))  # the frames are at model resolution
+            silhouettes = (regions, [visible_depth(p, r) for p, r in zip(prepared, regions, strict=True)])
+            rng = np.random.default_rng(self.opts.seed)
+
+            def epoch_data(epoch: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+                """Good frames plus synthetic anomalies: drawn anew every ``refresh`` epochs (as the authors draw
+                one per sample), or once for the whole fit (``refresh=0``)."""
+                if epoch and (not self.opts.refresh or epoch % self.opts.refresh):
+                    return None
+                sx, st = self._synthetic_pool(prepared, x, silhouettes, rng, bar if epoch == 0 else None)
+                data = self._standardise({m: torch.cat([x[m], sx[m]]) for m in self.mods})
+                return data, {m: torch.cat([torch.zeros_like(vm[m]), st[m]]) for m in self.mods}
+
+            self._train_epochs(epoch_data, self.loss, bar)
         return self.to(self.device)
 
     # --- score --------------------------------------------------------------------------------
@@ -172,18 +215,24 @@ class BridgeNet(NeuralFeatureMethod):
         if self.net is None:
             raise RuntimeError("bridgenet model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
-        logits = self.net(self._standardise(feats))
-        prob = logits if self.opts.output == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
         missing = self._depth_missing(valid, self.opts.degraded_below)
+        x = self._standardise(feats)
+        if self.concat:  # no usable depth: the training mean in its place, as depth dropout trained it
+            x["xyz"] = x["xyz"] * ~missing.to(x["xyz"].device)[:, None, None, None]
+        logits = self.net(x)
+        prob = logits if self.opts.output == "logit" else {m: torch.sigmoid(v) for m, v in logits.items()}
         if len(self.mods) == 2:
             grid_map = (
-                torch.maximum(prob["rgb"], prob["xyz"])
-                if self.opts.combine == "max"
-                else (prob["rgb"] + prob["xyz"]) / 2
+                prob["fused"]
+                if self.concat
+                else (
+                    torch.maximum(prob["rgb"], prob["xyz"])
+                    if self.opts.combine == "max"
+                    else (prob["rgb"] + prob["xyz"]) / 2
+                )
             )
-            grid_map[missing.to(grid_map.device)] = prob["rgb"][
-                missing.to(grid_map.device)
-            ]  # no usable depth: RGB carries on
+            if not self.concat:  # no usable depth: RGB carries on
+                grid_map[missing.to(grid_map.device)] = prob["rgb"][missing.to(grid_map.device)]
             if self.opts.part_only:  # only cells holding part points score (conveyor texture is no part defect)
                 cells = self._part_gated(valid, prepared)["rgb"]
                 cells[missing.to(cells.device)] = 1.0

@@ -28,10 +28,17 @@ def discriminator(channels: int, hidden: int) -> nn.Module:
 
 
 class BridgeNetNet(nn.Module):
-    def __init__(self, dims: dict[str, int], hidden: int = 128, share: bool = True) -> None:
+    """``concat`` (the authors' fusion): both modalities' features concatenated per location, one adaptor and one
+    discriminator, one logit map (key ``fused``). Otherwise one adaptor + discriminator per modality, shared
+    (``share``, same weights for RGB and depth) or not, one logit map per modality."""
+
+    def __init__(self, dims: dict[str, int], hidden: int = 128, share: bool = True, concat: bool = False) -> None:
         super().__init__()
-        self.mods, self.share = sorted(dims), share
-        if share:
+        self.mods, self.share, self.concat = sorted(dims), share, concat and len(dims) == 2
+        if self.concat:
+            c = sum(dims.values())
+            self.adaptor, self.disc = adaptor(c), discriminator(c, hidden)
+        elif share:
             if len(set(dims.values())) != 1:
                 raise ValueError(f"sharing parameters needs equal feature sizes per modality, got {dims}")
             c = next(iter(dims.values()))
@@ -41,7 +48,9 @@ class BridgeNetNet(nn.Module):
             self.discs = nn.ModuleDict({m: discriminator(dims[m], hidden) for m in self.mods})
 
     def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per modality, B×G×G anomaly logits."""
+        """Per modality (or ``fused``), B×G×G anomaly logits."""
+        if self.concat:
+            return {"fused": self.disc(self.adaptor(torch.cat([x[m] for m in self.mods], 1)))[:, 0]}
         if self.share:
             return {m: self.disc(self.adaptor(x[m]))[:, 0] for m in x}
         return {m: self.discs[m](self.adaptors[m](x[m]))[:, 0] for m in x}

@@ -41,7 +41,7 @@ from rich.progress import Progress
 
 from . import fusion as late
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
-from .cmdr_net import CMDRNet, confidence_weighted, cosine_distance, masked_mean, reliability_gate
+from .cmdr_net import DISTANCES, CMDRNet, confidence_weighted, masked_mean, reliability_gate
 from .feature_method import NeuralFeatureMethod, NeuralOptions
 from .preprocess import Prepared
 
@@ -60,7 +60,19 @@ class CMDROptions(NeuralOptions):
     alpha: float = 0.3
     degraded_below: float = 0.25
     xyz_features: str = "geometry"
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**NeuralOptions.CHOICES, "fusion": FUSION}
+    rgb_distance: str = "cosine"
+    xyz_distance: str = "l2"
+    loss_mask: str = "own"  # each loss where its modality has data; "xyz": all only where 3D is measured (authors')
+    gate: str = "local"  # the reliability gate's spread: local std / local mean, or the authors' rule
+    normalise: bool = False  # CFM's image score: the map over the root of its mean non-zero value
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **NeuralOptions.CHOICES,
+        "fusion": FUSION,
+        "loss_mask": ("xyz", "own"),
+        "gate": ("local", "authors"),
+        "rgb_distance": tuple(DISTANCES),
+        "xyz_distance": tuple(DISTANCES),
+    }
 
 
 @register
@@ -84,14 +96,18 @@ class CMDR(NeuralFeatureMethod):
         modality)."""
         assert self.net is not None
         rec, mapped = self.net(x)
-        d = {f"rec_{m}": cosine_distance(rec[m], x[m]) for m in rec}
-        d.update({f"map_{m}": cosine_distance(mapped[m], x[m]) for m in mapped})
+        dist = {m: DISTANCES[getattr(self.opts, f"{m}_distance")] for m in self.mods}
+        d = {f"rec_{m}": dist[m](rec[m], x[m]) for m in rec}
+        d.update({f"map_{m}": dist[m](mapped[m], x[m]) for m in mapped})
         return d
 
     def loss(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum of the masked cosine losses of the (up to) four networks."""
         d = self._distances(x)
-        v = self._signal_validity(d, valid)
+        if self.fused and self.opts.loss_mask == "xyz":  # the authors': no loss where the part has no 3D point
+            v = {k: valid["xyz"] for k in d}
+        else:
+            v = self._signal_validity(d, valid)
         return torch.stack([masked_mean(d[k], v[k]) for k in sorted(d)]).sum()
 
     # --- fit ------------------------------------------------------------------------------------
@@ -133,7 +149,7 @@ class CMDR(NeuralFeatureMethod):
                 "rec_rgb_q"
             ]
         v3 = valid["xyz"]
-        a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3)
+        a_map = reliability_gate(d["map_rgb"] * d["map_xyz"], v3, spread=o.gate)
         a_rec = confidence_weighted(d["rec_rgb"], d["rec_xyz"], v3, o.alpha)
         fused = {"both": a_map * a_rec, "map": a_map, "rec": a_rec}[o.fusion]
         return fused, d["rec_rgb"]
@@ -148,13 +164,17 @@ class CMDR(NeuralFeatureMethod):
             raise RuntimeError("cmdr model is not fitted")
         prepared, feats, valid = self._features_on_device(batch)
         fused, rgb_only = self._grid_maps(self._standardise(feats), self._part_gated(valid, prepared))
-        r, s = self.opts.resolution, self.opts.sigma
         return (
             prepared,
-            self._to_maps(fused, r, s),
-            None if rgb_only is None else self._to_maps(rgb_only, r, s),
+            self._smoothed(fused),
+            None if rgb_only is None else self._smoothed(rgb_only),
             self._depth_missing(valid, self.opts.degraded_below),
         )
+
+    def _smoothed(self, grid_map: torch.Tensor) -> np.ndarray:
+        """Upsampled, smoothed maps; with ``normalise`` each over the root of its mean non-zero value (CFM)."""
+        maps = self._to_maps(grid_map, self.opts.resolution, self.opts.sigma)
+        return late.cfm_normalise(maps) if self.opts.normalise else maps
 
     @torch.no_grad()
     def score(self, batch: Sequence[FrameLike]) -> AnomalyOutput:
@@ -175,12 +195,11 @@ class CMDR(NeuralFeatureMethod):
     def _path_scores(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """Fused and RGB-only image scores of standardised features, in chunks of 8 frames."""
         fused, rgb = [], []
-        r, s = self.opts.resolution, self.opts.sigma
         for i in range(0, next(iter(x.values())).shape[0], 8):
             f, g = self._grid_maps({m: v[i : i + 8] for m, v in x.items()}, {m: v[i : i + 8] for m, v in valid.items()})
             assert g is not None
-            fused.append(self._to_maps(f, r, s).reshape(f.shape[0], -1).max(1))
-            rgb.append(self._to_maps(g, r, s).reshape(g.shape[0], -1).max(1))
+            fused.append(self._smoothed(f).reshape(f.shape[0], -1).max(1))
+            rgb.append(self._smoothed(g).reshape(g.shape[0], -1).max(1))
         return np.concatenate(fused), np.concatenate(rgb)
 
     def _match_degraded_scale(self, fused: np.ndarray, rgb: np.ndarray) -> None:

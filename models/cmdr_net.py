@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mafr_net import ChannelNorm
+from .mafr_net import ChannelNorm, l2_error
 
 
 class MappingNet(nn.Module):
@@ -104,22 +104,37 @@ def cosine_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(pred, target, dim=1, eps=1e-6)
 
 
+DISTANCES = {"cosine": cosine_distance, "l2": l2_error}
+
+
 def masked_mean(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (d * valid).sum() / valid.sum().clamp_min(1)
 
 
 def reliability_gate(
-    j: torch.Tensor, valid: torch.Tensor, window: int = 7, base: float = 4.0, gain: float = 2.0
+    j: torch.Tensor,
+    valid: torch.Tensor,
+    window: int = 7,
+    base: float = 4.0,
+    gain: float = 2.0,
+    spread: str = "local",
 ) -> torch.Tensor:
-    """A_map = σ(W·J)·J with W = base + gain·(local std / local mean of J) over valid cells in a
-    ``window``² neighbourhood: discrepancies that stand out from their surroundings are trusted more."""
+    """A_map = σ(W·J)·J with W = base + gain·s over valid cells in a ``window``² neighbourhood: discrepancies that
+    stand out from their surroundings are trusted more. ``spread`` picks s: ``local`` = local std / local mean of J;
+    ``authors`` = local deviation from the frame's mean J over its frame-mean (the authors' ``inference.py``)."""
     j = j * valid
     pad = window // 2
-    count = F.avg_pool2d(valid[:, None], window, 1, pad, count_include_pad=True)[:, 0].clamp_min(1e-6)
-    mean = F.avg_pool2d(j[:, None], window, 1, pad, count_include_pad=True)[:, 0] / count
-    sq = F.avg_pool2d((j * j)[:, None], window, 1, pad, count_include_pad=True)[:, 0] / count
-    std = (sq - mean * mean).clamp_min(0).sqrt()
-    w = base + gain * std / mean.clamp_min(1e-6)
+    pool = lambda t: F.avg_pool2d(t[:, None], window, 1, pad, count_include_pad=True)[:, 0]  # noqa: E731
+    count = pool(valid).clamp_min(1e-6)
+    if spread == "authors":
+        frame_mean = (j.sum((1, 2)) / valid.sum((1, 2)).clamp_min(1))[:, None, None]
+        local = (pool(((j - frame_mean) * valid) ** 2) / count).sqrt()
+        cells = valid.sum((1, 2)).clamp_min(1)[:, None, None]
+        w = base + gain * local / ((local * valid).sum((1, 2))[:, None, None] / cells).clamp_min(1e-8)
+    else:
+        mean = pool(j) / count
+        std = (pool(j * j) / count - mean * mean).clamp_min(0).sqrt()
+        w = base + gain * std / mean.clamp_min(1e-6)
     return torch.sigmoid(w * j) * j
 
 

@@ -212,9 +212,11 @@ class NeuralFeatureMethod(FeatureMethod):
         return {
             **{f"net.{k}": v for k, v in self.net.state_dict().items()},
             **{f"stats.{k}": v for k, v in self.stats.items()},
+            "loss_history": torch.tensor(self.loss_history, dtype=torch.float32),  # the training curve, to check
         }
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.loss_history = state["loss_history"].tolist() if "loss_history" in state else []
         self.stats = {k[6:]: v.float() for k, v in state.items() if k.startswith("stats.")}
         self.net = self._net({m: int(self.stats[f"{m}_mean"].numel()) for m in self.mods})
         self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
@@ -236,19 +238,35 @@ class NeuralFeatureMethod(FeatureMethod):
     ) -> None:
         """Seeded Adam over shuffled mini-batches of the (standardised) features ``x``;
         ``loss(features, validity)`` of one batch. Leaves the network in eval mode."""
+        self._train_epochs(lambda epoch: (x, valid) if epoch == 0 else None, loss, bar)
+
+    def _train_epochs(
+        self,
+        epoch_data: Callable[[int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None],
+        loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor],
+        bar: Progress,
+    ) -> None:
+        """As :meth:`_train`, with the data of each epoch from ``epoch_data(epoch)`` (None: keep the last
+        epoch's), so a method can draw new training samples as it trains. ``loss_history`` gets each epoch's
+        mean loss."""
         o = self.opts
         torch.manual_seed(o.seed)
+        first = epoch_data(0)
+        assert first is not None, "epoch_data(0) must give the first epoch's data"
+        x, aux = first
         self.net = self._net({m: x[m].shape[1] for m in self.mods}).to(self.device)
         opt = torch.optim.Adam(self.net.parameters(), lr=o.lr)
-        n = next(iter(x.values())).shape[0]
         task = bar.add_task(f"{self.name}[{self.modality}]: training", total=o.epochs)
         self.net.train()
-        for _ in range(o.epochs):
+        for epoch in range(o.epochs):
+            if epoch and (new := epoch_data(epoch)) is not None:
+                x, aux = new
+            n = next(iter(x.values())).shape[0]
             order = torch.randperm(n)
             total = 0.0
             for i in range(0, n, o.batch_size):
                 idx = order[i : i + o.batch_size]
-                value = loss({m: x[m][idx] for m in self.mods}, {m: valid[m][idx] for m in self.mods})
+                value = loss({m: x[m][idx] for m in self.mods}, {m: aux[m][idx] for m in self.mods})
                 opt.zero_grad()
                 value.backward()
                 opt.step()

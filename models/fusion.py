@@ -11,6 +11,7 @@ onto the fused scale (ratio of median image scores on good frames), and flagged 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .components import smooth_maps
@@ -55,6 +56,19 @@ def fuse(
 def image_scores(grid_map: torch.Tensor, resolution: int, sigma: float) -> torch.Tensor:
     """B image scores: the maximum of the upsampled, smoothed map (as the scored maps are made)."""
     return smooth_maps(grid_map, resolution, sigma).flatten(1).amax(1)
+
+
+def cfm_factor(maps: np.ndarray) -> np.ndarray:
+    """B×1×1: the square root of each map's mean non-zero value, which CFM, MAFR and CMDR-IAD's code divide their
+    maps by before the image score (a map high everywhere counts less than one with a single peak)."""
+    nz = maps > 0
+    mean = (maps * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)
+    return np.sqrt(mean).clip(1e-6)[:, None, None]
+
+
+def cfm_normalise(maps: np.ndarray) -> np.ndarray:
+    """B×H×W maps over their :func:`cfm_factor`."""
+    return maps / cfm_factor(maps)
 
 
 def degraded_scale(fused_scores: torch.Tensor, rgb_scores: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ from rich.progress import Progress
 from . import fusion
 from .base import AnomalyOutput, FrameLike, register, threshold_from_scores
 from .feature_method import NeuralFeatureMethod, NeuralOptions
-from .mafr_net import MAFRNet, census_loss, edge_aware_smoothness, reconstruction_error
+from .mafr_net import ERRORS, MAFRNet, census_loss, edge_aware_smoothness
 from .preprocess import Prepared
 
 COMBINE = ("late", "product", "sum", "max")
@@ -61,9 +61,16 @@ class MAFROptions(NeuralOptions):
     normalise: bool = False
     denoise: float = 0.0
     xyz_features: str = "geometry"
+    rgb_error: str = "znssd"
+    xyz_error: str = "l2"
     score_sigma: float = 8.0
     seed: int = 115
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {**NeuralOptions.CHOICES, "combine": COMBINE}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **NeuralOptions.CHOICES,
+        "combine": COMBINE,
+        "rgb_error": tuple(ERRORS),
+        "xyz_error": tuple(ERRORS),
+    }
 
 
 @register
@@ -77,8 +84,12 @@ class MAFR(NeuralFeatureMethod):
         o = self.opts
         return MAFRNet(dims, o.hidden, o.latent, o.dropout)
 
+    def _error(self, m: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-location restoration error of modality ``m`` (``rgb_error`` / ``xyz_error``)."""
+        return ERRORS[getattr(self.opts, f"{m}_error")](x, y)
+
     def _errors(self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {m: reconstruction_error(x[m], y[m]) for m in self.mods}
+        return {m: self._error(m, x[m], y[m]) for m in self.mods}
 
     def loss(
         self, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
@@ -90,7 +101,7 @@ class MAFR(NeuralFeatureMethod):
             "census": torch.zeros((), device=self.device),
         }
         for m in self.mods:
-            err = reconstruction_error(x[m], y[m])
+            err = self._error(m, x[m], y[m])
             terms["rec"] = terms["rec"] + (err * valid[m]).sum() / valid[m].sum().clamp_min(1)
             terms["smooth"] = terms["smooth"] + edge_aware_smoothness(err, x[m], valid[m])
             terms["census"] = terms["census"] + census_loss(x[m], y[m], valid[m])
@@ -153,8 +164,7 @@ class MAFR(NeuralFeatureMethod):
         smooth = self._to_maps(grid_map, o.resolution, o.sigma)
         wide = smooth if o.score_sigma == o.sigma else self._to_maps(grid_map, o.resolution, o.score_sigma)
         if o.normalise:  # CFM/MAFR: divide by the root of the image's mean non-zero score
-            nz = smooth > 0
-            factor = np.sqrt((smooth * nz).sum((1, 2)) / np.maximum(nz.sum((1, 2)), 1)).clip(1e-6)[:, None, None]
+            factor = fusion.cfm_factor(smooth)
             smooth, wide = smooth / factor, wide / factor
         return smooth, wide.reshape(len(wide), -1).max(1).astype(np.float32)
 

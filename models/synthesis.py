@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .textures import photo_texture
+
 TARGETS = ("rgb", "depth", "both")
 
 
@@ -100,13 +102,28 @@ class SyntheticAnomaly:
     kind: str
 
 
-class UnifiedTextureGenerator:
-    """Perlin-masked foreign texture in RGB, depth or both (same mask), blended with β ~ N(0.5, 0.3) in [0.2, 0.8]."""
+FILLS = ("procedural", "photo", "both")
 
-    def __init__(self, donor_share: float = 0.5) -> None:
-        self.donor_share = (
-            donor_share  # how often the fill comes from another good frame instead of a procedural texture
-        )
+
+class UnifiedTextureGenerator:
+    """Perlin-masked foreign texture in RGB, depth or both (same mask), blended with β ~ N(0.5, 0.3) in [0.2, 0.8].
+
+    The fill is a shifted patch of another good frame (``donor_share`` of the time, when donors are given),
+    else a texture of the ``fill`` family: ``procedural`` (noise, stripes, checkerboard, speckle), ``photo``
+    (a crop of a real photograph shipped in a wheel, :mod:`models.textures`) or ``both`` (half each)."""
+
+    def __init__(self, donor_share: float = 0.5, fill: str = "both") -> None:
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, not {fill!r}")
+        self.donor_share = donor_share
+        self.fill = fill
+
+    def _texture(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+        if self.fill == "photo" or (self.fill == "both" and rng.random() < 0.5):
+            photo = photo_texture(shape, rng)
+            if photo is not None:
+                return photo
+        return procedural_texture(shape, rng)
 
     def __call__(
         self,
@@ -128,8 +145,8 @@ class UnifiedTextureGenerator:
             src_rgb = np.roll(d_rgb, shift, axis=(0, 1)).astype(np.float32) / 255
             src_depth = np.roll(d_depth, shift, axis=(0, 1))
         else:
-            src_rgb = procedural_texture((h, w), rng)
-            src_depth = procedural_texture((h, w), rng)[..., 0]
+            src_rgb = self._texture((h, w), rng)
+            src_depth = self._texture((h, w), rng).mean(2)
         beta = float(np.clip(rng.normal(0.5, 0.3), 0.2, 0.8))
         out_rgb, out_depth = rgb.copy(), depth.copy()
         changed: tuple[str, ...] = ()

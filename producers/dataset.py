@@ -32,6 +32,16 @@ PROFILES = {
         n_test_good=10,
         n_test_per_defect=6,
     ),
+    "standard": dict(
+        categories=REALISTIC_CATEGORIES,
+        defects=REALISTIC_DEFECTS,
+        size=REALISTIC_SIZE,
+        n_train=60,
+        n_validation=15,
+        n_test_good=40,
+        n_test_per_defect=12,
+        level="standard",
+    ),
     "realistic": dict(
         categories=REALISTIC_CATEGORIES,
         defects=REALISTIC_DEFECTS,
@@ -40,6 +50,7 @@ PROFILES = {
         n_validation=15,
         n_test_good=15,
         n_test_per_defect=6,
+        level="hard",
     ),
 }
 
@@ -78,8 +89,9 @@ def write_synthetic_dataset(
 ) -> Path:
     """Render a synthetic dataset in MVTec 3D-AD's layout; returns ``out``.
 
-    ``profile``: ``fast`` (128 px, 3 categories whose defects light always shades: the demo and tests)
-    or ``realistic`` (:mod:`producers.realistic`, the development benchmark). Unset counts take the
+    ``profile``: ``fast`` (128 px, 3 categories whose defects light always shades: the demo and tests),
+    ``standard`` (:mod:`producers.realistic` at its standard defect level: the development benchmark) or
+    ``realistic`` (the same parts with the hard level's subtle defects). Unset counts take the
     profile's. Each frame is seeded by (seed, category, split, defect, index): another ``seed`` is a
     wholly new set of parts, which is how a tuning set is kept apart from the test set.
     """
@@ -116,8 +128,8 @@ def write_synthetic_dataset(
                 i,
             ]
             part = (
-                render_realistic(cat, key, defect, size)
-                if profile == "realistic"
+                render_realistic(cat, key, defect, size, spec["level"])
+                if "level" in spec
                 else render_part(cat, np.random.default_rng(key), defect, size)
             )
             write_sample(out, cat, split, defect, i, part.rgb, part.xyz, part.mask if split == "test" else None)

@@ -30,6 +30,31 @@ def test_shared_network_uses_one_set_of_weights():
         BridgeNetNet({"rgb": 6, "xyz": 4})
 
 
+def test_concatenated_fusion_is_one_discriminator_over_both_modalities():
+    """The authors' fusion: one adaptor and one discriminator over the concatenated features, one logit map;
+    a change in either modality alone moves it (a defect one modality sees is not averaged away)."""
+    torch.manual_seed(0)
+    net = BridgeNetNet({"rgb": 6, "xyz": 4}, hidden=8, concat=True)  # widths may differ: nothing is shared
+    assert net.adaptor.in_channels == 10 and not hasattr(net, "adaptors")
+    x = {"rgb": torch.randn(2, 6, 5, 5), "xyz": torch.randn(2, 4, 5, 5)}
+    out = net(x)
+    assert list(out) == ["fused"] and out["fused"].shape == (2, 5, 5)
+    for m in ("rgb", "xyz"):
+        moved = {**x, m: x[m].clone()}
+        moved[m][:, :, 2, 2] += 3.0
+        diff = (net(moved)["fused"] - out["fused"]).abs()
+        assert (diff[:, 2, 2] > diff.flatten(1).median(1).values).all()  # there most (GroupNorm spans the map)
+
+
+def test_concat_model_learns_the_union_of_the_masks(bridgenet_model):
+    model, _ = bridgenet_model
+    assert model.concat and model.opts.combine == "concat"
+    rgb, xyz = torch.zeros(1, 3, 3), torch.zeros(1, 3, 3)
+    rgb[0, 0, 0], xyz[0, 2, 2] = 1.0, 0.5
+    union = model._targets({"rgb": rgb, "xyz": xyz})["fused"]
+    assert union[0, 0, 0] == 1.0 and union[0, 2, 2] == 0.5 and union.sum() == 1.5
+
+
 def test_losses():
     t = torch.zeros(2, 4, 4)
     t[:, 1, 1] = 1
@@ -64,6 +89,21 @@ def test_missing_depth_falls_back_to_rgb(dataset, bridgenet_model):
     for i in range(4):
         assert out.degraded[i] == (i in chosen) and out.modalities[i] == (["rgb"] if i in chosen else ["rgb", "xyz"])
     assert np.isfinite(out.image_scores).all()
+
+
+def test_averaged_fusion_stays_an_option(dataset, feature_cache):
+    model = train_model(
+        dataset,
+        "puck",
+        "bridgenet",
+        "both",
+        progress=False,
+        shots=4,
+        cache_dir=feature_cache,
+        **{**TINY, "epochs": 1, "combine": "mean"},
+    )
+    assert not model.concat and set(model.net({m: torch.zeros(1, 152, 2, 2) for m in model.mods})) == {"rgb", "xyz"}
+    assert np.isfinite(model.score(list(iter_dataset(dataset, "puck", "test"))[:2]).image_scores).all()
 
 
 def test_fused_map_is_zero_off_the_part_unless_asked_otherwise(dataset, bridgenet_model):

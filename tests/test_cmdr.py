@@ -8,7 +8,15 @@ import torch
 
 from duoscan.evaluate import blank_point_clouds, evaluate_model, train_model
 from duoscan.models import load_model
-from duoscan.models.cmdr_net import CMDRNet, MappingNet, ReconstructionNet, confidence_weighted, reliability_gate
+from duoscan.models.cmdr_net import (
+    DISTANCES,
+    CMDRNet,
+    MappingNet,
+    ReconstructionNet,
+    confidence_weighted,
+    cosine_distance,
+    reliability_gate,
+)
 from duoscan.producers.dataset import iter_dataset
 from tests.conftest import process_frames, standardised_features
 
@@ -146,3 +154,23 @@ def test_worker_flags_degraded_frames_and_dead_letters_unscorable_ones(settings,
     letters = [DeadLetter.decode(v) for v in kafka_clients.read_topic(settings, settings.dlq_topic, 1.0)]
     assert sorted(d.frame_id for d in letters) == sorted(frames[i].frame_id for i in chosen)
     assert all("no usable input" in d.reason for d in letters)
+
+
+def test_3d_distance_sees_magnitude_where_the_cosine_is_blind(dataset, cmdr_model):
+    """A cosine distance between 3-channel features ignores a deeper dent of the same shape (10·x); the
+    default 3D distance (L2) does not, and a fitted model's 3D reconstruction distance grows at a scaled cell."""
+    x = torch.randn(2, 3, 6, 6)
+    assert cosine_distance(x, 10 * x).abs().max() < 1e-5
+    assert (DISTANCES["l2"](x, 10 * x) > 1.0).all()
+    model, _ = cmdr_model
+    assert model.opts.xyz_distance == "l2"
+    frames = list(iter_dataset(dataset, "hexnut", "train"))[:2]
+    _, feats, valid = standardised_features(model, frames)
+    cells = torch.nonzero(valid["xyz"][0] > 0)
+    y, xx = (int(v) for v in cells[len(cells) // 2])
+    scaled = {m: v.clone() for m, v in feats.items()}
+    scaled["xyz"][0, :, y, xx] *= 10
+    with torch.no_grad():
+        before, after = model._distances(feats), model._distances(scaled)
+    assert after["rec_xyz"][0, y, xx] > before["rec_xyz"][0, y, xx] + 1.0
+    assert after["map_xyz"][0, y, xx] > before["map_xyz"][0, y, xx] + 1.0

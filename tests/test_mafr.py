@@ -16,6 +16,7 @@ from duoscan.models.mafr_net import (
     MAFRNet,
     census_loss,
     edge_aware_smoothness,
+    l2_error,
     reconstruction_error,
 )
 from duoscan.producers.dataset import iter_dataset
@@ -84,6 +85,7 @@ def test_mafr_fits_scores_and_round_trips(dataset, mafr_model):
     assert out.modalities[0] == ["rgb", "xyz"]
     again = load_model(path)
     assert again.config() == model.config() and again.category == "hexnut"
+    assert again.loss_history == pytest.approx(model.loss_history)  # the training curve travels in the file
     assert np.allclose(again.score(test[:3]).image_scores, out.image_scores[:3], rtol=1e-4)
 
 
@@ -128,3 +130,25 @@ def test_single_modality_and_few_shot(dataset):
     assert model.modality == "rgb" and len(model.loss_history) == 2
     out = model.score(list(iter_dataset(dataset, "ring", "test"))[:2])
     assert out.modalities == [["rgb"], ["rgb"]]
+
+
+def test_3d_error_sees_magnitude_where_the_zero_normalised_one_is_blind(dataset, mafr_model):
+    """Three 3D channels: a deeper dent of the same shape (10·x) or a raised one (x + 5) is no error to a
+    zero-normalised SSD, but the default L2 error grows with it; and through the fitted model a scaled
+    3D feature at one cell scores above the original there."""
+    x = torch.randn(2, 3, 6, 6)
+    for changed in (10 * x, x + 5):
+        assert reconstruction_error(x, changed).abs().max() < 1e-4
+        assert (l2_error(x, changed) > 1.0).all()
+    model, _ = mafr_model
+    assert model.opts.xyz_error == "l2" and model.opts.rgb_error == "znssd"  # colour: gain-free (lighting)
+    frames = list(iter_dataset(dataset, "hexnut", "train"))[:2]
+    _, feats, valid = standardised_features(model, frames)
+    cells = torch.nonzero(valid["xyz"][0] > 0)
+    y, xx = (int(v) for v in cells[len(cells) // 2])  # a measured cell on the part
+    scaled = {m: v.clone() for m, v in feats.items()}
+    scaled["xyz"][0, :, y, xx] *= 10
+    with torch.no_grad():
+        before = model._errors(feats, model.net(feats))["xyz"][0, y, xx]
+        after = model._errors(scaled, model.net(scaled))["xyz"][0, y, xx]
+    assert after > before + 1.0, (float(before), float(after))

@@ -68,3 +68,38 @@ def test_realistic_profile_writes_the_mvtec_layout(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown profile"):
         write_synthetic_dataset(tmp_path, profile="nope")
+
+
+def test_standard_level_renders_the_same_parts_with_larger_deeper_defects(tmp_path):
+    """The standard profile (the development benchmark) is the realistic profile's parts, light and sensor with
+    defects a few times larger and deeper: the good frames are identical, every defect mask is larger on average
+    and a dent reaches deeper."""
+    key = [9, REALISTIC_CATEGORIES.index("bracket")]
+    assert np.array_equal(render_realistic("bracket", key).rgb, render_realistic("bracket", key, level="standard").rgb)
+    hard = [_render("bracket", d).mask.sum() for d in REALISTIC_DEFECTS]
+    standard = [render_realistic("bracket", key, d, level="standard").mask.sum() for d in REALISTIC_DEFECTS]
+    assert np.mean(standard) > 1.5 * np.mean(hard), (hard, standard)
+    good = _render("bracket").xyz[..., 2]
+    depth = lambda part: np.abs(part.xyz[..., 2] - good)[part.mask & (part.xyz[..., 2] > 0) & (good > 0)].max()  # noqa: E731
+    assert depth(render_realistic("bracket", key, "dent", level="standard")) > depth(_render("bracket", "dent"))
+    with pytest.raises(ValueError, match="defect level"):
+        render_realistic("bracket", key, "dent", level="extreme")
+    root = write_synthetic_dataset(
+        tmp_path,
+        ("gear",),
+        n_train=1,
+        n_validation=1,
+        n_test_good=1,
+        n_test_per_defect=1,
+        progress=False,
+        profile="standard",
+    )
+    assert {s.defect for s in iter_samples(root, "gear", "test")} == {"good", *REALISTIC_DEFECTS}
+
+
+def test_standard_profile_counts_give_bootstrap_room():
+    """At least 40 good and 60 defective test frames per category by default (intervals need them)."""
+    from duoscan.producers.dataset import PROFILES
+
+    spec = PROFILES["standard"]
+    assert spec["n_test_good"] >= 40 and spec["n_test_per_defect"] * len(spec["defects"]) >= 60

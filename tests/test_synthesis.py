@@ -14,6 +14,7 @@ from duoscan.models.synthesis import (
     perlin_mask,
     procedural_texture,
 )
+from duoscan.models.textures import photo_library, photo_texture
 from duoscan.models.visible_depth import FOREGROUND_FLOOR, depth_image, part_region, visible_depth
 from duoscan.producers.synthetic import render_part
 
@@ -132,3 +133,19 @@ def test_anomaly_preview_png(dataset, tmp_path):
     from PIL import Image
 
     assert Image.open(out).size[1] > 2 * 100
+
+
+def test_photo_textures_come_from_the_installed_wheels():
+    """Real photographs (scikit-image's and scikit-learn's sample images) are a texture family of their own."""
+    assert len(photo_library()) >= 10
+    rng = np.random.default_rng(0)
+    for shape in ((32, 32), (24, 40)):
+        t = photo_texture(shape, rng)
+        assert t is not None and t.shape == (*shape, 3) and t.dtype == np.float32 and 0 <= t.min() and t.max() <= 1
+    assert photo_texture((32, 32), np.random.default_rng(1)).std() > 0.01  # a crop with content, not a flat fill
+    p = _prepared()
+    d = visible_depth(p)
+    a = UnifiedTextureGenerator(donor_share=0.0, fill="photo")(p.rgb, d, part_region(p.valid), rng, target="both")
+    assert a.mask.any() and (a.rgb != p.rgb)[a.mask].any() and (a.depth != d)[a.mask].any()
+    with pytest.raises(ValueError):
+        UnifiedTextureGenerator(fill="dtd")
