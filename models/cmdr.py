@@ -26,7 +26,8 @@ Where we differ from the reference code, and why:
   decoder is a 79M-parameter Linear over the token sequence, and its repository does not import.
 * Distances are divided by their training mean before fusion (the reference multiplies raw cosine
   distances, so α and W act on an arbitrary scale that depends on the backbones).
-* 3D input defaults to the unit-free ``geometry`` features, as for MAFR (chosen on the tuning set).
+* 3D input defaults to FPFH with an L2 distance (``xyz_distance``): a cosine between a few 3D channels ignores
+  magnitude, so a deeper dent of the same shape scored nothing more. Colour keeps the authors' cosine.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class CMDROptions(NeuralOptions):
     fusion: str = "late"
     alpha: float = 0.3
     degraded_below: float = 0.25
-    xyz_features: str = "geometry"
+    xyz_features: str = "fpfh"
     rgb_distance: str = "cosine"
     xyz_distance: str = "l2"
     loss_mask: str = "own"  # each loss where its modality has data; "xyz": all only where 3D is measured (authors')

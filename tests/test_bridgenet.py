@@ -139,3 +139,32 @@ def test_single_modality_variants_train_and_score(dataset, options, feature_cach
     )
     if modality == "xyz":  # a depth-only model without depth has nothing to score with
         assert np.isnan(model.score(blank_point_clouds(test, 1.0)[0]).image_scores).all()
+
+
+@pytest.mark.parametrize("refresh,draws", [(1, 3), (2, 2), (0, 1)])
+def test_synthetic_anomalies_are_drawn_anew_as_training_goes(dataset, feature_cache, monkeypatch, refresh, draws):
+    """refresh=k draws a new set of anomalies every k epochs (the authors draw one per sample); 0 keeps one pool.
+    New draws are new anomalies: their masks differ from the first draw's."""
+    from duoscan.models.bridgenet import BridgeNet
+
+    pools = []
+    original = BridgeNet._synthetic_pool
+
+    def counting(self, *args, **kwargs):
+        pools.append(original(self, *args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(BridgeNet, "_synthetic_pool", counting)
+    train_model(
+        dataset,
+        "puck",
+        "bridgenet",
+        "both",
+        progress=False,
+        shots=4,
+        cache_dir=feature_cache,
+        **{**TINY, "refresh": refresh},
+    )
+    assert len(pools) == draws
+    if draws > 1:
+        assert not torch.equal(pools[0][1]["rgb"] + pools[0][1]["xyz"], pools[1][1]["rgb"] + pools[1][1]["xyz"])
