@@ -347,6 +347,24 @@ def benchmark_table(
             )
             rep["train_s"] = train_s
             rows.append({"spec": spec, **rep})
+    lines = metrics_table(rows, specs)
+    if reference in specs and draws:
+        lines += ["", *difference_table(rows, specs, reference)]
+    table = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            json_safe([{k: v for k, v in r.items() if k not in ("image_scores", "bootstrap")} for r in rows]),
+            indent=2,
+            allow_nan=False,
+        )
+    )
+    return table
+
+
+def metrics_table(rows: list[dict[str, Any]], specs: list[str]) -> list[str]:
+    """Markdown rows: the four metrics per spec and category, then each spec's mean over its categories."""
     blanked = any("i_auroc_blanked" in r for r in rows)  # depth-dropout runs: also I-AUROC on the blanked frames
     extra = lambda r: f" {r['i_auroc_blanked']:.3f} |" if "i_auroc_blanked" in r else " |"  # noqa: E731
     lines = [
@@ -371,19 +389,7 @@ def benchmark_table(
             f"| **{spec}** | **mean** | **{mean['i_auroc']:.3f}** | **{mean['p_auroc']:.3f}** | "
             f"**{mean['aupro_30']:.3f}** | **{mean['aupro_01']:.3f}** | | |" + tail
         )
-    if reference in specs and draws:
-        lines += ["", *difference_table(rows, specs, reference)]
-    table = "\n".join(lines)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table + "\n")
-    (out / "results.json").write_text(
-        json.dumps(
-            json_safe([{k: v for k, v in r.items() if k not in ("image_scores", "bootstrap")} for r in rows]),
-            indent=2,
-            allow_nan=False,
-        )
-    )
-    return table
+    return lines
 
 
 def difference_table(rows: list[dict[str, Any]], specs: list[str], reference: str) -> list[str]:

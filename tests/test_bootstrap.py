@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,18 @@ def test_difference_table_reads_the_paired_draws():
     row = next(line for line in lines if line.startswith("| m:both"))
     assert "+0.050 | [+0.050, +0.050]" in row and "+0.000 | [+0.000, +0.000]" in row
     assert rows[2]["difference"]["i_auroc"]["interval"] == pytest.approx((0.05, 0.05))
+
+
+def test_benchmark_table_reports_each_method_against_the_reference(dataset, tmp_path, feature_cache):
+    from duoscan.evaluate import benchmark_table
+
+    table = benchmark_table(
+        dataset, ["patchcore:both", "baseline"], ["puck"], tmp_path, cache_dir=feature_cache, draws=50
+    )
+    assert "Difference to patchcore:both" in table and "| baseline | " in table.split("Difference")[1]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    base = next(r for r in rows if r["spec"] == "baseline")
+    lo, hi = base["difference"]["i_auroc"]["interval"]
+    assert lo <= base["difference"]["i_auroc"]["point"] <= hi  # the estimate inside its interval (seeded draws)
+    assert "bootstrap" not in base  # the draws stay in the per-run reports, not the summary
+    assert len(json.loads((tmp_path / "baseline" / "puck.json").read_text())["bootstrap"]["i_auroc"]) == 50
