@@ -21,6 +21,17 @@ from .sample import make_sample
 from .synthetic import CATEGORIES, DEFECTS, render_part
 
 SPLITS = ("train", "validation", "test")
+# the development benchmark; `realistic` is the same parts at the hard defect level, with fewer test frames
+STANDARD = dict(
+    categories=REALISTIC_CATEGORIES,
+    defects=REALISTIC_DEFECTS,
+    size=REALISTIC_SIZE,
+    n_train=60,
+    n_validation=15,
+    n_test_good=40,
+    n_test_per_defect=12,
+    level="standard",
+)
 # profile -> categories, defects and the counts `duoscan synth` uses unless told otherwise
 PROFILES = {
     "fast": dict(
@@ -32,26 +43,8 @@ PROFILES = {
         n_test_good=10,
         n_test_per_defect=6,
     ),
-    "standard": dict(
-        categories=REALISTIC_CATEGORIES,
-        defects=REALISTIC_DEFECTS,
-        size=REALISTIC_SIZE,
-        n_train=60,
-        n_validation=15,
-        n_test_good=40,
-        n_test_per_defect=12,
-        level="standard",
-    ),
-    "realistic": dict(
-        categories=REALISTIC_CATEGORIES,
-        defects=REALISTIC_DEFECTS,
-        size=REALISTIC_SIZE,
-        n_train=60,
-        n_validation=15,
-        n_test_good=15,
-        n_test_per_defect=6,
-        level="hard",
-    ),
+    "standard": STANDARD,
+    "realistic": dict(STANDARD, n_test_good=15, n_test_per_defect=6, level="hard"),
 }
 
 

@@ -214,3 +214,14 @@ def standardised_features(model, frames: list) -> tuple[list, dict, dict]:
     """What a feature method scores from: prepared frames, standardised features and validity."""
     prepared, feats, valid = model._features_on_device(frames)
     return prepared, model._standardise(feats), valid
+
+
+def deepened_cell(model, frames: list) -> tuple[dict, dict, tuple[int, int]]:
+    """Standardised features of ``frames`` and a copy whose first frame has its 3D feature ×10 at the measured cell
+    furthest from the mean 3D feature (a deeper defect of the same shape), and that cell."""
+    _, feats, valid = standardised_features(model, frames)
+    norm = feats["xyz"][0].norm(dim=0) * (valid["xyz"][0] > 0)
+    y, x = divmod(int(norm.argmax()), norm.shape[1])
+    scaled = {m: v.clone() for m, v in feats.items()}
+    scaled["xyz"][0, :, y, x] *= 10
+    return feats, scaled, (y, x)

@@ -18,7 +18,7 @@ from duoscan.models.cmdr_net import (
     reliability_gate,
 )
 from duoscan.producers.dataset import iter_dataset
-from tests.conftest import process_frames, standardised_features
+from tests.conftest import deepened_cell, process_frames, standardised_features
 
 TINY = dict(epochs=4, map_hidden=16, rec_hidden=16, bottleneck=8)
 
@@ -165,11 +165,7 @@ def test_3d_distance_sees_magnitude_where_the_cosine_is_blind(dataset, cmdr_mode
     model, _ = cmdr_model
     assert model.opts.xyz_distance == "l2"
     frames = list(iter_dataset(dataset, "hexnut", "train"))[:2]
-    _, feats, valid = standardised_features(model, frames)
-    norm = feats["xyz"][0].norm(dim=0) * (valid["xyz"][0] > 0)
-    y, xx = divmod(int(norm.argmax()), norm.shape[1])  # the measured cell furthest from the mean 3D feature
-    scaled = {m: v.clone() for m, v in feats.items()}
-    scaled["xyz"][0, :, y, xx] *= 10
+    feats, scaled, (y, xx) = deepened_cell(model, frames)
     with torch.no_grad():
         before, after = model._distances(feats), model._distances(scaled)
     assert after["rec_xyz"][0, y, xx] > before["rec_xyz"][0, y, xx] + 1.0

@@ -20,7 +20,7 @@ from duoscan.models.mafr_net import (
     reconstruction_error,
 )
 from duoscan.producers.dataset import iter_dataset
-from tests.conftest import standardised_features
+from tests.conftest import deepened_cell, standardised_features
 
 
 def test_cbam_attends_over_space_not_just_channels():
@@ -143,11 +143,7 @@ def test_3d_error_sees_magnitude_where_the_zero_normalised_one_is_blind(dataset,
     model, _ = mafr_model
     assert model.opts.xyz_error == "l2" and model.opts.rgb_error == "znssd"  # colour: gain-free (lighting)
     frames = list(iter_dataset(dataset, "hexnut", "train"))[:2]
-    _, feats, valid = standardised_features(model, frames)
-    norm = feats["xyz"][0].norm(dim=0) * (valid["xyz"][0] > 0)
-    y, xx = divmod(int(norm.argmax()), norm.shape[1])  # the measured cell furthest from the mean 3D feature
-    scaled = {m: v.clone() for m, v in feats.items()}
-    scaled["xyz"][0, :, y, xx] *= 10
+    feats, scaled, (y, xx) = deepened_cell(model, frames)
     with torch.no_grad():
         before = model._errors(feats, model.net(feats))["xyz"][0, y, xx]
         after = model._errors(scaled, model.net(scaled))["xyz"][0, y, xx]
