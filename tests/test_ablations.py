@@ -44,7 +44,7 @@ ABLATIONS: dict[str, list[dict | tuple[dict, dict]]] = {
     "bridgenet": [
         {"gaussian": False},
         {"texture": False},
-        {"share": False},
+        ({"combine": "mean"}, {"share": False}),  # the concatenated fusion has one discriminator: nothing to share
         {"feature_noise": True},
         {"part_only": False},
         {"combine": "max"},
