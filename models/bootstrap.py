@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from .metrics import area_to
+
 DRAWS = 1000
 BINS = 4096
 
@@ -70,17 +72,7 @@ def aupro_draws(
     pro = np.cumsum(weights @ pro_hist, 1) / (weights @ n_regions)[:, None]
     zero = np.zeros((len(weights), 1))
     fpr, pro = np.hstack([zero, fpr]), np.hstack([zero, pro])
-    return np.array([_area(f, p, limit) / limit for f, p in zip(fpr, pro, strict=True)])
-
-
-def _area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
-    """Trapezoidal area under y(x) up to ``x_max``, y interpolated there (vectorised ``metrics.area_to``)."""
-    i = int(np.searchsorted(x, x_max, side="right"))
-    area = float(np.sum(0.5 * (y[1:i] + y[: i - 1]) * np.diff(x[:i])))
-    if i < len(x) and x[i - 1] < x_max:
-        y_at = y[i - 1] + (y[i] - y[i - 1]) * (x_max - x[i - 1]) / (x[i] - x[i - 1])
-        area += 0.5 * (y_at + y[i - 1]) * (x_max - x[i - 1])
-    return area
+    return np.array([area_to(f, p, limit) / limit for f, p in zip(fpr, pro, strict=True)])
 
 
 def interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -178,8 +178,7 @@ class BridgeNet(NeuralFeatureMethod):
             noisy, masks = {}, {}
             for m in self.mods:
                 noisy[m], masks[m] = self.gaussian.features(x[m])
-            if self.concat:
-                masks = {"fused": torch.maximum(masks["rgb"], masks["xyz"])}
+            masks = self._targets(masks)
             logits = self.net(noisy)
             total = (
                 total + torch.stack([bce_focal(logits[k], torch.maximum(target[k], masks[k])) for k in logits]).sum()

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,11 +67,10 @@ def pro_curve(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> tuple[
 
 
 def area_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
-    """Trapezoidal area under y(x) from x[0] to x_max, interpolating y linearly at x_max."""
-    keep = x <= x_max
-    area = float(np.sum(0.5 * (y[keep][1:] + y[keep][:-1]) * np.diff(x[keep])))
-    i = bisect_left(x.tolist(), x_max)
-    if 0 < i < len(x) and x[i] != x_max:
+    """Trapezoidal area under y(x) (x sorted) from x[0] to x_max, interpolating y linearly at x_max."""
+    i = int(np.searchsorted(x, x_max, side="right"))
+    area = float(np.sum(0.5 * (y[1:i] + y[: i - 1]) * np.diff(x[:i])))
+    if 0 < i < len(x) and x[i - 1] < x_max:
         y_at = y[i - 1] + (y[i] - y[i - 1]) * (x_max - x[i - 1]) / (x[i] - x[i - 1])
         area += 0.5 * (y_at + y[i - 1]) * (x_max - x[i - 1])
     return area
