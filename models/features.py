@@ -267,8 +267,13 @@ class FeaturePipeline:
         self.timing = {"features_s": 0.0, "frames": 0}
 
     def extractor(self, name: str) -> RGBFeatures | VisibleDepthFeatures | FPFHFeatures | GeometryFeatures:
+        """The named extractor, built on first use. Building one (a network's random init before its weights
+        load, an ONNX export) must not move torch's global random stream: a method that first needs its
+        backbone while training (BridgeNet's synthetic anomalies, on a warm feature cache) would otherwise
+        train differently from one whose backbone was already built."""
         if name not in self._extractors:
-            self._extractors[name] = create_extractor(name, self.feat_cfg, self.device)
+            with torch.random.fork_rng(devices=[]):
+                self._extractors[name] = create_extractor(name, self.feat_cfg, self.device)
         return self._extractors[name]
 
     def __call__(self, frames: Sequence[object]) -> tuple[list[Prepared], dict[str, tuple[torch.Tensor, torch.Tensor]]]:

@@ -198,3 +198,14 @@ def test_onnx_backbone_matches_torch_and_is_exported_once(tmp_path):
     assert not isinstance(on_runtime(net, "mobilenet_v2", "cpu", "torch"), OnnxBackbone)
     with pytest.raises(ValueError, match="runtime"):
         set_runtime("tensorrt")
+
+
+@pytest.mark.parametrize("name", ["rgb:efficientnet_lite0", "xyz:visible_depth:efficientnet_lite0", "xyz:fpfh"])
+def test_building_an_extractor_leaves_torch_random_stream_alone(name):
+    """A network seeded before its backbone is first built (BridgeNet's synthetic anomalies on a warm feature
+    cache) trains exactly as one seeded after: building a backbone draws its random init off to the side."""
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    FeaturePipeline([name], PreprocessConfig(), FeatureConfig()).extractor(name)
+    assert torch.equal(torch.rand(4), expected)
