@@ -51,6 +51,14 @@ class FeatureOptions:
         return [f"xyz:{x}" for x in getattr(self, "xyz_features", "fpfh").split("+")]
 
 
+def at_resolution(resolution: int) -> dict[str, Any]:
+    """The options that run a dense-feature method at ``resolution`` px: the grid at the backbone's stride 8
+    and the map smoothing σ scaled with it, so a map covers the same part of the frame at any resolution."""
+    if resolution < 64 or resolution % 8:
+        raise MethodOptionError(f"resolution must be a multiple of 8 from 64 up, not {resolution}")
+    return {"resolution": resolution, "grid": resolution // 8, "sigma": round(4.0 * resolution / 224, 1)}
+
+
 @dataclass(frozen=True)
 class NeuralOptions(FeatureOptions):
     """Feature methods that train a network: its seeded Adam loop's settings."""

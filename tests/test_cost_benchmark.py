@@ -26,3 +26,13 @@ def test_cost_benchmark_splits_the_model_from_its_backbone(tmp_path):
 def test_gpu_benchmark_exits_cleanly_without_a_gpu(tmp_path, capsys):
     assert gpu.main(["--json", str(tmp_path / "gpu.json")]) == 0
     assert "no CUDA device" in capsys.readouterr().out and not (tmp_path / "gpu.json").exists()
+
+
+def test_cost_benchmark_rows_per_resolution(tmp_path):
+    """--resolutions gives one row per model resolution, each model built at it (grid at stride 8)."""
+    out = tmp_path / "cost.json"
+    argv = ["--methods", "patchcore", "--size", "96", "--resolutions", "64,96", "--frames", "2", "--repeats", "1"]
+    assert cost.main([*argv, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["resolution"], r["config"]["grid"]) for r in rows] == [(64, 8), (96, 12)]
+    assert all(r["model_cpu_ms_per_frame"] > 0 for r in rows)

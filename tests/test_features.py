@@ -209,3 +209,13 @@ def test_building_an_extractor_leaves_torch_random_stream_alone(name):
     torch.manual_seed(0)
     FeaturePipeline([name], PreprocessConfig(), FeatureConfig()).extractor(name)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_at_resolution_scales_grid_and_smoothing():
+    from duoscan.models import MethodOptionError
+    from duoscan.models.feature_method import at_resolution
+
+    assert at_resolution(224) == {"resolution": 224, "grid": 28, "sigma": 4.0}  # the defaults
+    assert at_resolution(448) == {"resolution": 448, "grid": 56, "sigma": 8.0}
+    with pytest.raises(MethodOptionError, match="multiple of 8"):
+        at_resolution(300)
