@@ -10,7 +10,7 @@ the same passes, so the host's speed cancels:
   backbone_cpu_ms_per_frame  the part of it spent inside the pretrained networks' passes
   model_over_backbone        their ratio (goal: at most 2)
 Medians over ``--repeats`` passes. Training cost is not measured (short epochs: speed does not depend on them).
-``--resolutions``: one row per method and model resolution (grid and smoothing scaled with it), frames of
+``--resolutions``: one row per method and model resolution (grid and smoothing follow it), frames of
 ``--size`` px; 1000 / model_cpu_ms_per_frame is then a one-core worker's frames per second at that setting.
 """
 
@@ -38,14 +38,13 @@ SEEDS = ("mafr", "cmdr", "bridgenet")
 
 def trained(method: str, size: int, workdir: Path, resolution: int | None = None, category: str = "puck"):
     from duoscan.models import create
-    from duoscan.models.feature_method import at_resolution
     from duoscan.producers.dataset import iter_samples, write_synthetic_dataset
 
     data = workdir / f"data{size}"
     if not data.exists():
         write_synthetic_dataset(data, (category,), size, 10, 4, 2, 1, progress=False)
     short = {"patchcore": {}, "btf": {}, "baseline": {}}.get(method, {"epochs": 2})
-    options = {**short, **(at_resolution(resolution) if resolution else {})}
+    options = {**short, **({"resolution": resolution} if resolution else {})}
     return create(method, **options).fit(list(iter_samples(data, category, "train")), progress=False)
 
 

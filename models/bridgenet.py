@@ -187,7 +187,7 @@ class BridgeNet(NeuralFeatureMethod):
         return total
 
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> BridgeNet:
-        frames = list(frames)
+        frames = self._settle(frames)
         prepared: list[Prepared] = []
         with Progress(disable=not progress, transient=True) as bar:
             x, vm = self._gather(frames, bar, f"bridgenet[{self.modality}]: features of good frames", prepared)
@@ -239,7 +239,7 @@ class BridgeNet(NeuralFeatureMethod):
                 grid_map = grid_map * cells
         else:
             grid_map = prob[self.mods[0]]
-        maps = self._to_maps(grid_map, self.opts.resolution, self.opts.sigma)
+        maps = self._to_maps(grid_map)
         scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         mods = [list(self.mods) for _ in batch]
         for i in np.flatnonzero(missing.numpy()):

@@ -71,7 +71,7 @@ class BTF(FeatureMethod):
         return (x.to(t["mean"].device) - t["mean"]) / t["std"] * t["weight"]
 
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> BTF:
-        frames = list(frames)
+        frames = self._settle(frames)
         chunks = [frames[i : i + 8] for i in range(0, len(frames), 8)]
         xs, vs = [], []
         for chunk in track(chunks, description=f"btf[{self.modality}]: features of good frames", disable=not progress):
@@ -106,7 +106,7 @@ class BTF(FeatureMethod):
         prepared, x, valid = self._patches(batch)
         b, g = x.shape[:2]
         d = self.nn(self._embed(x).flatten(0, 2)).view(b, g, g) * valid.to(self.device)
-        smooth = smooth_maps(d, self.opts.resolution, self.opts.sigma).cpu().numpy()
+        smooth = smooth_maps(d, self.opts.resolution, self.opts.px(self.opts.sigma)).cpu().numpy()
         maps = self._frame_maps(smooth, prepared)
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
         return AnomalyOutput(scores, maps, [list(self.mods)] * b)

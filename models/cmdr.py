@@ -113,7 +113,7 @@ class CMDR(NeuralFeatureMethod):
 
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> CMDR:
-        frames = list(frames)
+        frames = self._settle(frames)
         with Progress(disable=not progress, transient=True) as bar:
             prepared: list[Prepared] = []
             x, vm = self._gather(frames, bar, f"cmdr[{self.modality}]: features of good frames", prepared)
@@ -174,7 +174,7 @@ class CMDR(NeuralFeatureMethod):
 
     def _smoothed(self, grid_map: torch.Tensor) -> np.ndarray:
         """Upsampled, smoothed maps; with ``normalise`` each over the root of its mean non-zero value (CFM)."""
-        maps = self._to_maps(grid_map, self.opts.resolution, self.opts.sigma)
+        maps = self._to_maps(grid_map)
         return late.cfm_normalise(maps) if self.opts.normalise else maps
 
     @torch.no_grad()

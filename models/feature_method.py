@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,9 +28,9 @@ class FeatureOptions:
 
     modality: str = "both"
     rgb_backbone: str = "efficientnet_lite0"
-    resolution: int = 224
-    grid: int = 28
-    sigma: float = 4.0  # Gaussian smoothing of the upsampled map, in pixels at ``resolution``
+    resolution: int = 0  # model input side in px; 0: chosen from the training frames (``resolution_for``)
+    grid: int = 0  # feature grid side; 0: resolution / 8, the backbone's finest stride
+    sigma: float = 4.0  # Gaussian smoothing of the map, in px of a 224-px map (scaled with the resolution)
     seed: int = 0
     # option -> the values it may take, checked on construction
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"modality": tuple(MODALITIES)}
@@ -44,6 +44,22 @@ class FeatureOptions:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise MethodOptionError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if self.resolution and (self.resolution < 32 or self.resolution % 8):
+            raise MethodOptionError(
+                f"resolution must be 0 (from the frames) or a multiple of 8 from 32, not {self.resolution}"
+            )
+        if self.grid < 0:
+            raise MethodOptionError(f"grid must be 0 (resolution / 8) or a positive side, not {self.grid}")
+
+    def settled(self, frame_side: int) -> FeatureOptions:
+        """These options with ``resolution`` and ``grid`` fixed: left at 0, they follow the training frames."""
+        resolution = self.resolution or resolution_for(frame_side)
+        return dataclasses.replace(self, resolution=resolution, grid=self.grid or resolution // 8)
+
+    def px(self, at_224: float) -> float:
+        """A length given in px of a 224-px map, in px at this resolution (a smoothing covers the same share of
+        the frame at any resolution)."""
+        return at_224 * (self.resolution or 224) / 224
 
     @property
     def xyz_extractors(self) -> list[str]:
@@ -51,12 +67,15 @@ class FeatureOptions:
         return [f"xyz:{x}" for x in getattr(self, "xyz_features", "fpfh").split("+")]
 
 
-def at_resolution(resolution: int) -> dict[str, Any]:
-    """The options that run a dense-feature method at ``resolution`` px: the grid at the backbone's stride 8
-    and the map smoothing σ scaled with it, so a map covers the same part of the frame at any resolution."""
-    if resolution < 64 or resolution % 8:
-        raise MethodOptionError(f"resolution must be a multiple of 8 from 64 up, not {resolution}")
-    return {"resolution": resolution, "grid": resolution // 8, "sigma": round(4.0 * resolution / 224, 1)}
+RESOLUTIONS = (224, 320, 448)
+
+
+def resolution_for(frame_side: int) -> int:
+    """The model resolution for frames whose longer side is ``frame_side`` px: the smallest of ``RESOLUTIONS``
+    at or above it, the largest for bigger frames. On the standard profile's tuning seed (400-px frames) each
+    step up raised every method's accuracy; a frame is not upsampled past the next step (a 128-px frame is scored
+    at 224, as before), and 448 bounds the cost (4× that of 224)."""
+    return next((r for r in RESOLUTIONS if r >= frame_side), RESOLUTIONS[-1])
 
 
 @dataclass(frozen=True)
@@ -80,17 +99,31 @@ class FeatureMethod(AnomalyModel):
         self.modality, self.device = self.opts.modality, device
         self.mods = list(MODALITIES[self.modality])
         self.extractors = {"rgb": [f"rgb:{self.opts.rgb_backbone}"], "xyz": self.opts.xyz_extractors}
-        names = [n for m in self.mods for n in self.extractors[m]]
-        self.pipeline = FeaturePipeline(
-            names,
-            PreprocessConfig(resolution=self.opts.resolution),
-            FeatureConfig(grid=self.opts.grid),
-            device,
-            cache_dir,
-        )
+        self.cache_dir = cache_dir
+        self._build_pipeline(self.opts.settled(224))  # until fit settles what is left to the frames
         self.version = "1"
         self.stats = {}
         self._init_state()
+
+    def _build_pipeline(self, opts: FeatureOptions) -> None:
+        names = [n for m in self.mods for n in self.extractors[m]]
+        self.pipeline = FeaturePipeline(
+            names,
+            PreprocessConfig(resolution=opts.resolution),
+            FeatureConfig(grid=opts.grid),
+            self.device,
+            self.cache_dir,
+        )
+
+    def _settle(self, frames: Iterable[FrameLike]) -> list[FrameLike]:
+        """The training frames as a list, with the options left to them (resolution, grid) fixed: every
+        method's ``fit`` starts here, so the saved ``config`` holds the settings the model was fitted at."""
+        frames = list(frames)
+        if not (self.opts.resolution and self.opts.grid):
+            side = max((max(f.rgb.shape[:2]) for f in frames), default=224)
+            self.opts = self.opts.settled(side)
+            self._build_pipeline(self.opts)
+        return frames
 
     def _init_state(self) -> None:
         """The method's own unfitted state (banks, network), set after the options and pipeline."""
@@ -186,9 +219,11 @@ class FeatureMethod(AnomalyModel):
         parts = [fn({m: v[i : i + n] for m, v in x.items()}) for i in range(0, total, n)]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def _to_maps(self, grid_map: torch.Tensor, resolution: int, sigma: float) -> np.ndarray:
-        """B×G×G grid scores -> B×R×R, bilinearly upsampled and Gaussian-smoothed, on the CPU."""
-        return smooth_maps(grid_map, resolution, sigma).cpu().numpy()
+    def _to_maps(self, grid_map: torch.Tensor, sigma: float | None = None) -> np.ndarray:
+        """B×G×G grid scores -> B×R×R at the model resolution, bilinearly upsampled and Gaussian-smoothed
+        (σ in px of a 224-px map; default ``sigma``), on the CPU."""
+        o = self.opts
+        return smooth_maps(grid_map, o.resolution, o.px(o.sigma if sigma is None else sigma)).cpu().numpy()
 
     @staticmethod
     def _frame_maps(maps: np.ndarray | torch.Tensor, prepared: Sequence[Prepared]) -> list[np.ndarray]:

@@ -111,7 +111,7 @@ class MAFR(NeuralFeatureMethod):
 
     # --- fit / score ------------------------------------------------------------------------
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> MAFR:
-        frames = list(frames)
+        frames = self._settle(frames)
         o = self.opts
         with Progress(disable=not progress, transient=True) as bar:
             prepared: list[Prepared] = []
@@ -162,8 +162,8 @@ class MAFR(NeuralFeatureMethod):
         The image score reads a more smoothed map: restoration noise is uncorrelated from cell to cell,
         a defect is not, so averaging over a wider neighbourhood separates them (chosen on the tuning sets)."""
         o = self.opts
-        smooth = self._to_maps(grid_map, o.resolution, o.sigma)
-        wide = smooth if o.score_sigma == o.sigma else self._to_maps(grid_map, o.resolution, o.score_sigma)
+        smooth = self._to_maps(grid_map)
+        wide = smooth if o.score_sigma == o.sigma else self._to_maps(grid_map, o.score_sigma)
         if o.normalise:  # CFM/MAFR: divide by the root of the image's mean non-zero score
             factor = fusion.cfm_factor(smooth)
             smooth, wide = smooth / factor, wide / factor

@@ -80,7 +80,7 @@ class PatchCore(FeatureMethod):
         return pool[greedy_coreset(pool, n, seed=o.seed)].contiguous()
 
     def fit(self, frames: Iterable[FrameLike], progress: bool = True) -> PatchCore:
-        frames = list(frames)
+        frames = self._settle(frames)
         if len(frames) < 2:
             raise ValueError("patchcore needs at least 2 good frames to fit")
         with Progress(disable=not progress, transient=True) as bar:
@@ -133,11 +133,11 @@ class PatchCore(FeatureMethod):
         full = {m: torch.cat(v) for m, v in maps.items()}
         self.stats.update(fusion.fit_scales(full, valid, o.quantile))
         fused = fusion.fuse(full, valid, self.stats, o.fusion)
-        scores = fusion.image_scores(fused, o.resolution, o.sigma)
+        scores = fusion.image_scores(fused, o.resolution, o.px(o.sigma))
         if self.fused:
-            rgb = fusion.image_scores(full["rgb"] / self.stats["rgb_q"], o.resolution, o.sigma)
+            rgb = fusion.image_scores(full["rgb"] / self.stats["rgb_q"], o.resolution, o.px(o.sigma))
             self.stats["degraded_scale"] = fusion.degraded_scale(scores, rgb)
-            xyz = fusion.image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats), o.resolution, o.sigma)
+            xyz = fusion.image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats), o.resolution, o.px(o.sigma))
             self.stats["degraded_xyz_scale"] = fusion.degraded_scale(scores, xyz)
         return scores
 
@@ -157,7 +157,7 @@ class PatchCore(FeatureMethod):
         if no_colour.any():  # a station without a colour camera: the 3D map carries on, on the fused scale
             c = no_colour.to(grid.device)
             grid[c] = alone["xyz"][c] * self.stats.get("degraded_xyz_scale", torch.tensor(1.0, device=grid.device))
-        maps = self._to_maps(grid, self.opts.resolution, self.opts.sigma)
+        maps = self._to_maps(grid)
         scores = maps.reshape(len(batch), -1).max(1).astype(np.float32)
         for i in np.flatnonzero(degraded.numpy()):
             mods[i] = ["rgb"] if self.fused else []

@@ -211,11 +211,18 @@ def test_building_an_extractor_leaves_torch_random_stream_alone(name):
     assert torch.equal(torch.rand(4), expected)
 
 
-def test_at_resolution_scales_grid_and_smoothing():
+def test_resolution_follows_the_frames_and_grid_and_smoothing_follow_it():
+    """Left at 0, the resolution is the next of 224/320/448 at or above the frames' side (448 past it), the grid
+    its stride-8 side, and a smoothing given at 224 px covers the same share of the frame at any resolution."""
     from duoscan.models import MethodOptionError
-    from duoscan.models.feature_method import at_resolution
+    from duoscan.models.feature_method import FeatureOptions, resolution_for
 
-    assert at_resolution(224) == {"resolution": 224, "grid": 28, "sigma": 4.0}  # the defaults
-    assert at_resolution(448) == {"resolution": 448, "grid": 56, "sigma": 8.0}
+    assert [resolution_for(s) for s in (64, 224, 225, 400, 800)] == [224, 224, 320, 448, 448]
+    auto = FeatureOptions()
+    assert (auto.resolution, auto.grid) == (0, 0)
+    assert (auto.settled(400).resolution, auto.settled(400).grid, auto.settled(400).px(4.0)) == (448, 56, 8.0)
+    fixed = FeatureOptions(resolution=112).settled(400)  # an explicit resolution stays; the grid follows it
+    assert (fixed.resolution, fixed.grid, fixed.px(4.0)) == (112, 14, 2.0)
+    assert FeatureOptions(resolution=224, grid=28).settled(400).grid == 28
     with pytest.raises(MethodOptionError, match="multiple of 8"):
-        at_resolution(300)
+        FeatureOptions(resolution=300)
