@@ -63,7 +63,7 @@ class CMDROptions(NeuralOptions):
     xyz_features: str = "fpfh"
     rgb_distance: str = "cosine"
     xyz_distance: str = "l2"
-    loss_mask: str = "own"  # each loss where its modality has data; "xyz": all only where 3D is measured (authors')
+    loss_mask: str = "xyz"  # all losses only where 3D is measured (authors'; level or better on the tuning seed); "own"
     gate: str = "local"  # the reliability gate's spread: local std / local mean, or the authors' rule
     normalise: bool = False  # CFM's image score: the map over the root of its mean non-zero value
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {

@@ -38,7 +38,7 @@ ABLATIONS: dict[str, list[dict | tuple[dict, dict]]] = {
         ({"fusion": "both"}, {"gate": "authors"}),
         {"xyz_distance": "cosine"},
         {"rgb_distance": "l2"},
-        {"loss_mask": "xyz"},
+        {"loss_mask": "own"},
         {"normalise": True},
     ],
     "bridgenet": [
