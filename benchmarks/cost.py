@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = rows[-1]
                 print(
                     f"{method:10s} at {r['resolution']} px: model {r['model_cpu_ms_per_frame']:6.1f} CPU ms/frame, "
-                    f"backbone "
-                    f"{r['backbone_cpu_ms_per_frame']}, ratio {r['model_over_backbone']}",
+                    f"backbone {r['backbone_cpu_ms_per_frame']}, ratio {r['model_over_backbone']}",
                     flush=True,
                 )
     out = {"size": args.size, "batch": args.batch, "torch_threads": torch.get_num_threads(), "rows": rows}

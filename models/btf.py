@@ -21,7 +21,7 @@ import torch
 from rich.progress import track
 
 from .base import AnomalyOutput, FrameLike, register
-from .components import NearestNeighbours, greedy_coreset, random_subsample, smooth_maps
+from .components import NearestNeighbours, greedy_coreset, random_subsample
 from .feature_method import FeatureMethod, FeatureOptions
 
 
@@ -106,7 +106,7 @@ class BTF(FeatureMethod):
         prepared, x, valid = self._patches(batch)
         b, g = x.shape[:2]
         d = self.nn(self._embed(x).flatten(0, 2)).view(b, g, g) * valid.to(self.device)
-        smooth = smooth_maps(d, self.opts.resolution, self.opts.px(self.opts.sigma)).cpu().numpy()
+        smooth = self._to_maps(d)
         maps = self._frame_maps(smooth, prepared)
         scores = smooth.reshape(b, -1).max(1).astype(np.float32)
         return AnomalyOutput(scores, maps, [list(self.mods)] * b)

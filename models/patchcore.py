@@ -133,11 +133,15 @@ class PatchCore(FeatureMethod):
         full = {m: torch.cat(v) for m, v in maps.items()}
         self.stats.update(fusion.fit_scales(full, valid, o.quantile))
         fused = fusion.fuse(full, valid, self.stats, o.fusion)
-        scores = fusion.image_scores(fused, o.resolution, o.px(o.sigma))
+
+        def image_scores(grid: torch.Tensor) -> torch.Tensor:
+            return fusion.image_scores(grid, o.resolution, o.px(o.sigma))
+
+        scores = image_scores(fused)
         if self.fused:
-            rgb = fusion.image_scores(full["rgb"] / self.stats["rgb_q"], o.resolution, o.px(o.sigma))
+            rgb = image_scores(full["rgb"] / self.stats["rgb_q"])
             self.stats["degraded_scale"] = fusion.degraded_scale(scores, rgb)
-            xyz = fusion.image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats), o.resolution, o.px(o.sigma))
+            xyz = image_scores(fusion.fuse({"xyz": full["xyz"]}, valid, self.stats))
             self.stats["degraded_xyz_scale"] = fusion.degraded_scale(scores, xyz)
         return scores
 
